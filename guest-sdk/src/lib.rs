@@ -1,0 +1,117 @@
+//! Write Sluice stream functions in Rust.
+//!
+//! A guest is two plain functions — a flat-map that turns one input line
+//! into any number of rows, and a key-selector that picks the key of a row —
+//! plus one line that exports them. The SDK owns the WIT bindings, the
+//! batching and the encoding of records across the WebAssembly boundary.
+//!
+//! ```no_run
+//! use sluice_guest::{Collector, JobDescription, Params, Restart, Row, Value};
+//! use std::time::Duration;
+//!
+//! /// Split a line into (word, 1); the line `ERROR` fails the task.
+//! fn flat_map(line: &str, out: &mut Collector) {
+//!     if line == "ERROR" {
+//!         panic!("received the line `ERROR`");
+//!     }
+//!     for word in line.split_whitespace() {
+//!         out.emit((word, 1));
+//!     }
+//! }
+//!
+//! /// Key by the word.
+//! fn key(row: &Row) -> Value<'_> {
+//!     row.field(0)
+//! }
+//!
+//! /// The job's defaults; flags and a TOML file override them.
+//! fn describe(_params: &Params) -> JobDescription {
+//!     JobDescription::new("wordcount")
+//!         .source("socket://localhost:9100")
+//!         .sum(1)
+//!         .checkpoint_every(Duration::from_secs(1))
+//!         .restart(Restart::fixed_delay(3, Duration::from_secs(10)))
+//! }
+//!
+//! sluice_guest::export!(flat_map, key, describe = describe);
+//! ```
+//!
+//! Build it with `cargo build --release --target wasm32-wasip2` (the crate
+//! is a `cdylib`) and run it with `host run --module
+//! target/wasm32-wasip2/release/NAME.wasm`.
+//!
+//! Guests must be deterministic: the host replays records after a failure
+//! and finds a failing record by running it again in a fresh instance.
+//! Panicking is the way to fail a record; returning `Err` from the flat-map
+//! does the same without a trap.
+#![warn(missing_docs)]
+
+mod collector;
+mod describe;
+mod encoding;
+mod value;
+
+pub use collector::{Collector, IntoRow};
+pub use describe::{Aggregation, JobDescription, Params, Restart};
+pub use value::{IntoValue, Row, RowIter, Value};
+
+#[doc(hidden)]
+pub mod wit {
+    //! Generated bindings; not part of the SDK's API.
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "stream-job",
+        pub_export_macro: true,
+        export_macro_name: "__export_stream_job",
+        default_bindings_module: "::sluice_guest::wit",
+    });
+}
+
+#[doc(hidden)]
+pub mod __rt;
+
+/// Exports a flat-map and a key-selector as a Sluice guest.
+///
+/// ```text
+/// sluice_guest::export!(FLAT_MAP, KEY);
+/// sluice_guest::export!(FLAT_MAP, KEY, describe = DESCRIBE);
+/// sluice_guest::export!(FLAT_MAP, KEY, describe = DESCRIBE, open = OPEN);
+/// ```
+///
+/// - `FLAT_MAP: fn(&str, &mut Collector)`, or returning `Result<(), E>`
+///   with `E: Display` to fail a record without panicking;
+/// - `KEY: fn(&Row) -> Value`;
+/// - `DESCRIBE: fn(&Params) -> JobDescription` (optional);
+/// - `OPEN: fn(&Params) -> Result<(), String>` (optional), called once on
+///   every fresh instance before any record.
+#[macro_export]
+macro_rules! export {
+    ($flat_map:path, $key:path $(, describe = $describe:path)? $(, open = $open:path)? $(,)?) => {
+        #[doc(hidden)]
+        struct __SluiceGuest;
+
+        impl $crate::__rt::UserFunctions for __SluiceGuest {
+            fn flat_map(
+                line: &str,
+                out: &mut $crate::Collector,
+            ) -> ::core::result::Result<(), ::std::string::String> {
+                $crate::__rt::FlatMapReturn::into_result($flat_map(line, out))
+            }
+            fn key(row: &$crate::Row) -> $crate::Value<'_> {
+                $key(row)
+            }
+            $(
+            fn describe(params: &$crate::Params) -> $crate::JobDescription {
+                $describe(params)
+            }
+            )?
+            $(
+            fn open(params: &$crate::Params) -> ::core::result::Result<(), ::std::string::String> {
+                $open(params)
+            }
+            )?
+        }
+
+        $crate::__rt::glue!(__SluiceGuest);
+    };
+}

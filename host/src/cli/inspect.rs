@@ -1,0 +1,73 @@
+//! `host inspect`: what a module is, what it needs, and what job it
+//! describes — or exactly why it is not a Sluice guest.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::anyhow;
+use clap::Args;
+use sluice_host::Runtime;
+use sluice_host::guest::WIT_PACKAGE;
+use sluice_host::spec::{FileConfig, FlagConfig, JobSpec};
+
+#[derive(Args)]
+pub struct InspectArgs {
+    /// The component to inspect.
+    #[arg(long, value_name = "PATH")]
+    module: PathBuf,
+    /// A parameter for the guest's description (repeatable).
+    #[arg(long = "param", value_name = "KEY=VALUE", value_parser = super::parse_param)]
+    params: Vec<(String, String)>,
+}
+
+pub fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
+    let runtime = Runtime::new()?;
+    let module = runtime.load(&args.module)?;
+    let info = module.info();
+    println!("module:   {}", args.module.display());
+    println!("size:     {} bytes", module.size());
+    println!("digest:   xxh3:{}", module.digest());
+    println!("world:    {WIT_PACKAGE} stream-job");
+    println!("exports:");
+    for f in &info.functions {
+        println!("  {f}");
+    }
+    println!("imports:");
+    if info.imports.is_empty() {
+        println!("  (none)");
+    }
+    for i in &info.imports {
+        println!("  {i}");
+    }
+    let d = module
+        .describe(&args.params)
+        .map_err(|f| anyhow!("module `{}`: {f}", args.module.display()))?;
+    println!("job description:");
+    let show = |v: Option<String>| v.unwrap_or_else(|| "(not set)".into());
+    println!("  name:        {}", show(d.name.clone()));
+    println!("  source:      {}", show(d.source.clone()));
+    println!("  sink:        {}", show(d.sink.clone()));
+    println!(
+        "  aggregation: {}",
+        show(d.aggregation.map(|a| a.to_string()))
+    );
+    println!(
+        "  checkpoint:  {}",
+        show(d.checkpoint_interval_ms.map(|ms| if ms == 0 {
+            "off".to_string()
+        } else {
+            format!("every {ms} ms")
+        }))
+    );
+    println!("  restart:     {}", show(d.restart.map(|r| r.to_string())));
+    println!(
+        "  parallelism: {}",
+        show(d.parallelism.map(|p| p.to_string()))
+    );
+    if d.source.is_some()
+        && let Err(e) = JobSpec::resolve(&d, &FileConfig::default(), &FlagConfig::default())
+    {
+        return Err(anyhow!("the module's job description is not valid: {e}"));
+    }
+    Ok(ExitCode::SUCCESS)
+}

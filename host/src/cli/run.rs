@@ -1,0 +1,98 @@
+//! `host run`: load the module, resolve the job, run it until it finishes,
+//! fails or is cancelled (SIGINT, SIGTERM).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, anyhow};
+use clap::Args;
+use sluice_host::spec::{FileConfig, FlagConfig, JobSpec};
+use sluice_host::{CancelToken, JobOutcome, Runtime};
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// The guest component (.wasm) built against sluice:stream@0.1.0.
+    #[arg(long, value_name = "PATH")]
+    module: PathBuf,
+    /// Source: `socket://HOST:PORT`, `file://PATH` or `-` for stdin [default: the module's].
+    #[arg(long, value_name = "URI")]
+    source: Option<String>,
+    /// Sink: `print`, `file://PATH` or `discard` [default: the module's, else print].
+    #[arg(long, value_name = "URI")]
+    sink: Option<String>,
+    /// Parallel subtasks, each with its own guest instance [default: the module's, else 1].
+    #[arg(long, value_name = "N")]
+    parallelism: Option<u32>,
+    /// Number of key groups: the most subtasks keyed state can be split over [default: 128].
+    #[arg(long, value_name = "N")]
+    max_parallelism: Option<u32>,
+    /// Keyed aggregation: `sum:FIELD`, `count:FIELD`, `min:FIELD`, `max:FIELD` or `none` [default: the module's].
+    #[arg(long, value_name = "KIND:FIELD")]
+    aggregate: Option<String>,
+    /// Checkpoint interval (`1s`, `500ms`) or `off` [default: the module's].
+    #[arg(long, value_name = "DURATION")]
+    checkpoint_interval: Option<String>,
+    /// Restart strategy: `none`, `fixed-delay:ATTEMPTS:DELAY`, `failure-rate:MAX:INTERVAL:DELAY`, `exponential:INITIAL:MAX[:MULT[:RESET[:JITTER]]]`.
+    #[arg(long, value_name = "STRATEGY")]
+    restart: Option<String>,
+    /// Longest accepted input line in bytes; longer lines are skipped with an error [default: 1048576].
+    #[arg(long, value_name = "BYTES")]
+    max_line_bytes: Option<usize>,
+    /// How long to keep trying to reach a socket source at start [default: 10s].
+    #[arg(long, value_name = "DURATION")]
+    connect_timeout: Option<String>,
+    /// The job's name in logs [default: the module's].
+    #[arg(long)]
+    name: Option<String>,
+    /// A parameter for the guest (repeatable).
+    #[arg(long = "param", value_name = "KEY=VALUE", value_parser = super::parse_param)]
+    params: Vec<(String, String)>,
+    /// Settings in a TOML file; flags override it, it overrides the module's description.
+    #[arg(long, value_name = "FILE.toml")]
+    config: Option<PathBuf>,
+}
+
+pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let file = match &args.config {
+        Some(path) => FileConfig::read(path).map_err(|e| anyhow!(e))?,
+        None => FileConfig::default(),
+    };
+    let flags = FlagConfig {
+        name: args.name,
+        source: args.source,
+        sink: args.sink,
+        parallelism: args.parallelism,
+        max_parallelism: args.max_parallelism,
+        aggregate: args.aggregate,
+        max_line_bytes: args.max_line_bytes,
+        connect_timeout: args.connect_timeout,
+        checkpoint_interval: args.checkpoint_interval,
+        restart: args.restart,
+        params: args.params,
+    };
+    let runtime = Runtime::new().context("cannot start the WebAssembly engine")?;
+    let module = runtime.load(&args.module)?;
+    let mut params: Vec<(String, String)> = file
+        .params
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    params.extend(flags.params.iter().cloned());
+    let description = module
+        .describe(&params)
+        .map_err(|f| anyhow!("module `{}`: {f}", args.module.display()))?;
+    let spec = JobSpec::resolve(&description, &file, &flags).map_err(|e| anyhow!(e))?;
+
+    let cancel = CancelToken::new();
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // A second signal while cancelling exits at once.
+        signal_hook::flag::register_conditional_shutdown(signal, 130, cancel.flag())
+            .context("cannot install the signal handler")?;
+        signal_hook::flag::register(signal, cancel.flag())
+            .context("cannot install the signal handler")?;
+    }
+    Ok(match sluice_host::job::run(&module, &spec, &cancel) {
+        JobOutcome::Finished | JobOutcome::Canceled => ExitCode::SUCCESS,
+        JobOutcome::Failed(_) => ExitCode::from(1),
+    })
+}

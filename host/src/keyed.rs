@@ -1,0 +1,322 @@
+//! Keyed state: partitioning keys into key groups, key groups into
+//! subtasks, and the running aggregation of each key.
+//!
+//! Keys and rows stay in the batch encoding (see `row.rs`); a key's hash is
+//! computed once per row and picks both its key group and its slot in the
+//! group's table. State lives here, in the host, never in guest memory. This
+//! module does not know about guests, sources or checkpoints' files.
+
+use std::ops::Range;
+
+use hashbrown::HashTable;
+
+use crate::row::{self, Num};
+use crate::spec::{AggregateKind, Aggregation};
+
+/// The key group of a key hash (Flink's `assignToKeyGroup`).
+#[inline]
+pub fn key_group(hash: u64, max_parallelism: u32) -> u32 {
+    (hash % u64::from(max_parallelism)) as u32
+}
+
+/// The subtask that owns a key group (Flink's `computeOperatorIndexForKeyGroup`).
+#[inline]
+pub fn subtask_of(key_group: u32, parallelism: u32, max_parallelism: u32) -> u32 {
+    (u64::from(key_group) * u64::from(parallelism) / u64::from(max_parallelism)) as u32
+}
+
+/// The key groups a subtask owns (Flink's `computeKeyGroupRangeForOperatorIndex`).
+pub fn key_group_range(subtask: u32, parallelism: u32, max_parallelism: u32) -> Range<u32> {
+    let (s, p, m) = (
+        u64::from(subtask),
+        u64::from(parallelism),
+        u64::from(max_parallelism),
+    );
+    let start = (s * m).div_ceil(p);
+    let end = ((s + 1) * m - 1) / p + 1;
+    start as u32..end as u32
+}
+
+/// One key's state: its key, and the first row seen for it with the
+/// aggregated field replaced by the running aggregate.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// Hash of the encoded key.
+    pub hash: u64,
+    /// The encoded key.
+    pub key: Box<[u8]>,
+    /// The encoded row, as printed on every update.
+    pub row: Vec<u8>,
+}
+
+/// A row the aggregation cannot fold: the job's logic is at fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AggregateError(pub String);
+
+/// The state of the key groups one subtask owns.
+pub struct KeyedState {
+    aggregation: Aggregation,
+    max_parallelism: u32,
+    range: Range<u32>,
+    groups: Vec<HashTable<Entry>>,
+}
+
+impl KeyedState {
+    /// Empty state for key groups `range`.
+    pub fn new(aggregation: Aggregation, max_parallelism: u32, range: Range<u32>) -> Self {
+        let groups = range.clone().map(|_| HashTable::new()).collect();
+        KeyedState {
+            aggregation,
+            max_parallelism,
+            range,
+            groups,
+        }
+    }
+
+    /// The key groups held.
+    pub fn range(&self) -> Range<u32> {
+        self.range.clone()
+    }
+
+    /// Number of keys held.
+    pub fn len(&self) -> usize {
+        self.groups.iter().map(HashTable::len).sum()
+    }
+
+    /// Whether no key is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The entries of key group `group` (which must be in range).
+    pub fn group(&self, group: u32) -> impl Iterator<Item = &Entry> {
+        self.groups[(group - self.range.start) as usize].iter()
+    }
+
+    /// Puts a restored entry back.
+    pub fn insert(&mut self, entry: Entry) {
+        let group = key_group(entry.hash, self.max_parallelism);
+        let table = &mut self.groups[(group - self.range.start) as usize];
+        table.insert_unique(entry.hash, entry, |e| e.hash);
+    }
+
+    /// Folds one row into its key's state and writes the updated row, in
+    /// tuple form, to `out`.
+    pub fn apply(
+        &mut self,
+        hash: u64,
+        key: &[u8],
+        row: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), AggregateError> {
+        let agg = self.aggregation;
+        let group = key_group(hash, self.max_parallelism);
+        debug_assert!(self.range.contains(&group));
+        let table = &mut self.groups[(group - self.range.start) as usize];
+        let (vs, ve) = field(row, agg)?;
+        let incoming = &row[vs..ve];
+        match table.find_mut(hash, |e| &*e.key == key) {
+            Some(entry) => {
+                let (cs, ce) = field(&entry.row, agg)?;
+                fold(agg, &mut entry.row, (cs, ce), incoming)?;
+                row::format_row(&entry.row, out);
+            }
+            None => {
+                let mut stored = row.to_vec();
+                match agg.kind {
+                    AggregateKind::Count => {
+                        let mut one = [0u8; 9];
+                        row::write_num(Num::Int(1), &mut one);
+                        stored.splice(vs..ve, one);
+                    }
+                    AggregateKind::Sum => {
+                        if row::read_num(incoming).is_none() {
+                            return Err(not_numeric(agg, incoming));
+                        }
+                    }
+                    AggregateKind::Min | AggregateKind::Max => {}
+                }
+                row::format_row(&stored, out);
+                table.insert_unique(
+                    hash,
+                    Entry {
+                        hash,
+                        key: key.into(),
+                        row: stored,
+                    },
+                    |e| e.hash,
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+fn field(row: &[u8], agg: Aggregation) -> Result<(usize, usize), AggregateError> {
+    row::field_span(row, agg.field).ok_or_else(|| {
+        let mut shown = Vec::new();
+        row::format_row(row, &mut shown);
+        AggregateError(format!(
+            "{agg} needs field {} but the row {} has only {} field(s)",
+            agg.field,
+            String::from_utf8_lossy(&shown).trim_end(),
+            u32::from_le_bytes([row[0], row[1], row[2], row[3]])
+        ))
+    })
+}
+
+fn not_numeric(agg: Aggregation, value: &[u8]) -> AggregateError {
+    AggregateError(format!(
+        "{agg} needs a number in field {}, but got {} {}",
+        agg.field,
+        row::type_name(value),
+        row::display_value(value)
+    ))
+}
+
+/// Folds `incoming` into the field at `span` of the stored row.
+fn fold(
+    agg: Aggregation,
+    stored: &mut Vec<u8>,
+    span: (usize, usize),
+    incoming: &[u8],
+) -> Result<(), AggregateError> {
+    let current = &stored[span.0..span.1];
+    match agg.kind {
+        AggregateKind::Count => {
+            let Some(Num::Int(n)) = row::read_num(current) else {
+                return Err(AggregateError("count state is corrupt".into()));
+            };
+            row::write_num(Num::Int(n.wrapping_add(1)), &mut stored[span.0..span.1]);
+        }
+        AggregateKind::Sum => {
+            let a = row::read_num(current).ok_or_else(|| not_numeric(agg, current))?;
+            let b = row::read_num(incoming).ok_or_else(|| not_numeric(agg, incoming))?;
+            let sum = match (a, b) {
+                (Num::Int(x), Num::Int(y)) => Num::Int(x.wrapping_add(y)),
+                (Num::Int(x), Num::Float(y)) => Num::Float(x as f64 + y),
+                (Num::Float(x), Num::Int(y)) => Num::Float(x + y as f64),
+                (Num::Float(x), Num::Float(y)) => Num::Float(x + y),
+            };
+            row::write_num(sum, &mut stored[span.0..span.1]);
+        }
+        AggregateKind::Min | AggregateKind::Max => {
+            let ord = compare(current, incoming).ok_or_else(|| {
+                AggregateError(format!(
+                    "{agg} cannot compare {} {} with {} {}",
+                    row::type_name(current),
+                    row::display_value(current),
+                    row::type_name(incoming),
+                    row::display_value(incoming)
+                ))
+            })?;
+            let replace = match agg.kind {
+                AggregateKind::Min => ord.is_gt(),
+                _ => ord.is_lt(),
+            };
+            if replace {
+                stored.splice(span.0..span.1, incoming.iter().copied());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn compare(a: &[u8], b: &[u8]) -> Option<std::cmp::Ordering> {
+    if let (Some(x), Some(y)) = (row::read_num(a), row::read_num(b)) {
+        let f = |n| match n {
+            Num::Int(i) => i as f64,
+            Num::Float(f) => f,
+        };
+        return match (x, y) {
+            (Num::Int(i), Num::Int(j)) => Some(i.cmp(&j)),
+            _ => f(x).partial_cmp(&f(y)),
+        };
+    }
+    match (a.first(), b.first()) {
+        (Some(&row::TEXT), Some(&row::TEXT)) | (Some(&row::BYTES), Some(&row::BYTES)) => {
+            Some(a[5..].cmp(&b[5..]))
+        }
+        (Some(&row::BOOL), Some(&row::BOOL)) => Some(a[1].cmp(&b[1])),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_group_ranges_cover_every_group_once() {
+        for p in 1..=7 {
+            let mut next = 0;
+            for s in 0..p {
+                let r = key_group_range(s, p, 128);
+                assert_eq!(r.start, next);
+                for g in r.clone() {
+                    assert_eq!(subtask_of(g, p, 128), s);
+                }
+                next = r.end;
+            }
+            assert_eq!(next, 128);
+        }
+    }
+
+    fn encoded(word: &str, n: i64) -> (Vec<u8>, Vec<u8>) {
+        let mut key = vec![row::TEXT];
+        key.extend_from_slice(&(word.len() as u32).to_le_bytes());
+        key.extend_from_slice(word.as_bytes());
+        let mut r = 2u32.to_le_bytes().to_vec();
+        r.extend_from_slice(&key);
+        r.push(row::INT);
+        r.extend_from_slice(&n.to_le_bytes());
+        (key, r)
+    }
+
+    fn run(kind: AggregateKind, input: &[(&str, i64)]) -> String {
+        let agg = Aggregation { kind, field: 1 };
+        let mut state = KeyedState::new(agg, 128, 0..128);
+        let mut out = Vec::new();
+        for (w, n) in input {
+            let (key, r) = encoded(w, *n);
+            let hash = xxhash_rust::xxh3::xxh3_64(&key);
+            state.apply(hash, &key, &r, &mut out).expect("folds");
+        }
+        String::from_utf8(out).expect("utf8")
+    }
+
+    #[test]
+    fn aggregations() {
+        let input = [("a", 3), ("b", 1), ("a", 2), ("a", 5)];
+        assert_eq!(
+            run(AggregateKind::Sum, &input),
+            "(a,3)\n(b,1)\n(a,5)\n(a,10)\n"
+        );
+        assert_eq!(
+            run(AggregateKind::Count, &input),
+            "(a,1)\n(b,1)\n(a,2)\n(a,3)\n"
+        );
+        assert_eq!(
+            run(AggregateKind::Min, &input),
+            "(a,3)\n(b,1)\n(a,2)\n(a,2)\n"
+        );
+        assert_eq!(
+            run(AggregateKind::Max, &input),
+            "(a,3)\n(b,1)\n(a,3)\n(a,5)\n"
+        );
+    }
+
+    #[test]
+    fn sum_of_text_is_an_error() {
+        let agg = Aggregation {
+            kind: AggregateKind::Sum,
+            field: 0,
+        };
+        let mut state = KeyedState::new(agg, 128, 0..128);
+        let (key, r) = encoded("a", 1);
+        let err = state
+            .apply(1, &key, &r, &mut Vec::new())
+            .expect_err("text is not a number");
+        assert_eq!(err.0, "sum:0 needs a number in field 0, but got text \"a\"");
+    }
+}

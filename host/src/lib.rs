@@ -1,0 +1,39 @@
+//! The Sluice runtime: runs stateful stream jobs whose per-record logic is
+//! a WebAssembly component.
+//!
+//! The host owns everything that must survive a failure — sources and their
+//! positions, keyed state, restarts, sinks — and the guest owns only pure
+//! per-record logic (flat-map and key-selector), called in batches through
+//! the `sluice:stream@0.1.0` WIT contract.
+//!
+//! ```no_run
+//! use sluice_host::{CancelToken, Runtime, JobOutcome};
+//! use sluice_host::spec::{FileConfig, FlagConfig, JobSpec};
+//!
+//! # fn main() -> anyhow::Result<()> {
+//! let runtime = Runtime::new()?;
+//! let module = runtime.load("wordcount.wasm".as_ref())?;
+//! let description = module.describe(&[])?;
+//! let flags = FlagConfig { source: Some("file://input.txt".into()), ..Default::default() };
+//! let spec = JobSpec::resolve(&description, &FileConfig::default(), &flags).map_err(anyhow::Error::msg)?;
+//! let outcome = sluice_host::job::run(&module, &spec, &CancelToken::new());
+//! assert_eq!(outcome, JobOutcome::Finished);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The library keeps no process-global state and never exits the process,
+//! so one process can run many jobs side by side.
+#![warn(missing_docs)]
+
+pub mod guest;
+pub mod job;
+pub mod keyed;
+pub mod restart;
+pub mod row;
+pub mod sink;
+pub mod source;
+pub mod spec;
+
+pub use guest::{GuestFailure, Module, ModuleError, Runtime};
+pub use job::{CancelToken, JobOutcome};

@@ -1,0 +1,380 @@
+//! The host's side of the batch encoding documented in `wit/stream.wit`:
+//! writing input batches, reading and checking guest output, and printing
+//! rows in Flink's tuple form `(a,1)`.
+//!
+//! Guest output is untrusted: every length and tag is checked, and text must
+//! be valid UTF-8. Rows and keys stay encoded; the host hashes and stores
+//! the encoded bytes, so a word is never decoded into a `String`.
+
+use std::io::Write;
+
+pub(crate) const NULL: u8 = 0;
+pub(crate) const BOOL: u8 = 1;
+pub(crate) const INT: u8 = 2;
+pub(crate) const FLOAT: u8 = 3;
+pub(crate) const TEXT: u8 = 4;
+pub(crate) const BYTES: u8 = 5;
+
+/// An input batch being built: one-text rows, one per line.
+#[derive(Debug, Default, Clone)]
+pub struct BatchWriter {
+    /// The encoded batch.
+    pub buf: Vec<u8>,
+    /// Byte offset of each record in `buf`.
+    pub starts: Vec<u32>,
+}
+
+impl BatchWriter {
+    /// Appends one text record.
+    pub fn push_text(&mut self, line: &[u8]) {
+        self.starts.push(self.buf.len() as u32);
+        self.buf.extend_from_slice(&1u32.to_le_bytes());
+        self.buf.push(TEXT);
+        self.buf
+            .extend_from_slice(&(line.len() as u32).to_le_bytes());
+        self.buf.extend_from_slice(line);
+    }
+
+    /// Number of records.
+    pub fn len(&self) -> usize {
+        self.starts.len()
+    }
+
+    /// Whether the batch holds no record.
+    pub fn is_empty(&self) -> bool {
+        self.starts.is_empty()
+    }
+
+    /// The encoded bytes of records `range`.
+    pub fn slice(&self, range: std::ops::Range<usize>) -> &[u8] {
+        if range.is_empty() {
+            return &[];
+        }
+        let start = self.starts[range.start] as usize;
+        let end = self
+            .starts
+            .get(range.end)
+            .map_or(self.buf.len(), |e| *e as usize);
+        &self.buf[start..end]
+    }
+
+    /// The text of record `index`.
+    pub fn text(&self, index: usize) -> &[u8] {
+        let rec = self.slice(index..index + 1);
+        rec.get(9..).unwrap_or(&[])
+    }
+}
+
+/// A malformed guest output: the guest's fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Malformed(pub String);
+
+#[inline]
+fn u32_at(buf: &[u8], pos: usize) -> Result<u32, Malformed> {
+    buf.get(pos..pos + 4)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .ok_or_else(|| Malformed(format!("output ends inside a length at byte {pos}")))
+}
+
+/// Returns the end of the value that starts at `pos`.
+#[inline]
+pub(crate) fn skip_value(buf: &[u8], pos: usize) -> Result<usize, Malformed> {
+    let tag = *buf.get(pos).ok_or_else(|| {
+        Malformed(format!(
+            "output ends where a value should start at byte {pos}"
+        ))
+    })?;
+    let end = match tag {
+        NULL => pos + 1,
+        BOOL => pos + 2,
+        INT | FLOAT => pos + 9,
+        TEXT | BYTES => {
+            let len = u32_at(buf, pos + 1)? as usize;
+            let end = pos + 5 + len;
+            if end > buf.len() {
+                return Err(Malformed(format!(
+                    "a value at byte {pos} runs past the output"
+                )));
+            }
+            if tag == TEXT && std::str::from_utf8(&buf[pos + 5..end]).is_err() {
+                return Err(Malformed(format!(
+                    "a text value at byte {pos} is not valid UTF-8"
+                )));
+            }
+            end
+        }
+        other => {
+            return Err(Malformed(format!(
+                "unknown value tag {other} at byte {pos}"
+            )));
+        }
+    };
+    if end > buf.len() {
+        return Err(Malformed(format!(
+            "a value at byte {pos} runs past the output"
+        )));
+    }
+    Ok(end)
+}
+
+/// Returns the end of the row that starts at `pos`.
+#[inline]
+pub(crate) fn skip_row(buf: &[u8], pos: usize) -> Result<usize, Malformed> {
+    let count = u32_at(buf, pos)?;
+    let mut at = pos + 4;
+    for _ in 0..count {
+        at = skip_value(buf, at)?;
+    }
+    Ok(at)
+}
+
+/// One emitted row as offsets into a guest's output buffer.
+#[derive(Debug, Clone, Copy)]
+pub struct RowRef {
+    /// Index of the input record (within the batch) that emitted it.
+    pub record: u32,
+    /// Its position among that record's rows.
+    pub ordinal: u32,
+    /// The row's bytes.
+    pub row: (u32, u32),
+    /// The key's bytes (empty when unkeyed).
+    pub key: (u32, u32),
+    /// Hash of the key bytes.
+    pub hash: u64,
+}
+
+/// Walks a guest's `record-output*` and calls `f` for every row.
+/// `records` is how many records the output must cover; `keyed` says
+/// whether each row is followed by its key.
+pub fn read_output(
+    buf: &[u8],
+    records: usize,
+    keyed: bool,
+    mut f: impl FnMut(RowRef),
+) -> Result<(), Malformed> {
+    let mut pos = 0usize;
+    for record in 0..records {
+        let rows = u32_at(buf, pos)?;
+        pos += 4;
+        for ordinal in 0..rows {
+            let row_start = pos;
+            pos = skip_row(buf, pos)?;
+            let row = (row_start as u32, pos as u32);
+            let (key, hash) = if keyed {
+                let key_start = pos;
+                pos = skip_value(buf, pos)?;
+                (
+                    (key_start as u32, pos as u32),
+                    xxhash_rust::xxh3::xxh3_64(&buf[key_start..pos]),
+                )
+            } else {
+                ((pos as u32, pos as u32), 0)
+            };
+            f(RowRef {
+                record: record as u32,
+                ordinal,
+                row,
+                key,
+                hash,
+            });
+        }
+    }
+    if pos != buf.len() {
+        return Err(Malformed(format!(
+            "output has {} bytes after the last record",
+            buf.len() - pos
+        )));
+    }
+    Ok(())
+}
+
+/// Byte span of field `index` within an encoded row.
+pub(crate) fn field_span(row: &[u8], index: u32) -> Option<(usize, usize)> {
+    let count = u32_at(row, 0).ok()?;
+    if index >= count {
+        return None;
+    }
+    let mut at = 4;
+    for _ in 0..index {
+        at = skip_value(row, at).ok()?;
+    }
+    let end = skip_value(row, at).ok()?;
+    Some((at, end))
+}
+
+/// A decoded scalar for aggregation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Num {
+    Int(i64),
+    Float(f64),
+}
+
+pub(crate) fn read_num(value: &[u8]) -> Option<Num> {
+    let payload = |v: &[u8]| {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(&v[1..9]);
+        a
+    };
+    match value.first()? {
+        &INT if value.len() == 9 => Some(Num::Int(i64::from_le_bytes(payload(value)))),
+        &FLOAT if value.len() == 9 => Some(Num::Float(f64::from_le_bytes(payload(value)))),
+        _ => None,
+    }
+}
+
+pub(crate) fn write_num(n: Num, out: &mut [u8]) {
+    match n {
+        Num::Int(i) => {
+            out[0] = INT;
+            out[1..9].copy_from_slice(&i.to_le_bytes());
+        }
+        Num::Float(f) => {
+            out[0] = FLOAT;
+            out[1..9].copy_from_slice(&f.to_le_bytes());
+        }
+    }
+}
+
+pub(crate) fn type_name(value: &[u8]) -> &'static str {
+    match value.first() {
+        Some(&NULL) => "null",
+        Some(&BOOL) => "boolean",
+        Some(&INT) => "int",
+        Some(&FLOAT) => "float",
+        Some(&TEXT) => "text",
+        Some(&BYTES) => "bytes",
+        _ => "malformed",
+    }
+}
+
+/// Writes one checked value the way Flink prints a tuple field.
+pub(crate) fn format_value(value: &[u8], out: &mut Vec<u8>) {
+    match value.first() {
+        Some(&NULL) => out.extend_from_slice(b"null"),
+        Some(&BOOL) => out.extend_from_slice(if value.get(1) == Some(&0) {
+            b"false"
+        } else {
+            b"true"
+        }),
+        Some(&INT) | Some(&FLOAT) => match read_num(value) {
+            Some(Num::Int(i)) => {
+                let _ = write!(out, "{i}");
+            }
+            Some(Num::Float(f)) => {
+                let _ = write!(out, "{f:?}");
+            }
+            None => {}
+        },
+        Some(&TEXT) => out.extend_from_slice(&value[5..]),
+        Some(&BYTES) => {
+            out.extend_from_slice(b"0x");
+            for b in &value[5..] {
+                let _ = write!(out, "{b:02x}");
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Writes a checked row as `(v0,v1,...)` and a newline.
+pub fn format_row(row: &[u8], out: &mut Vec<u8>) {
+    let count = u32_at(row, 0).unwrap_or(0);
+    out.push(b'(');
+    let mut at = 4;
+    for i in 0..count {
+        if i > 0 {
+            out.push(b',');
+        }
+        let Ok(end) = skip_value(row, at) else { break };
+        format_value(&row[at..end], out);
+        at = end;
+    }
+    out.extend_from_slice(b")\n");
+}
+
+/// Writes a checked value as JSON-ish text for messages: text quoted.
+pub fn display_value(value: &[u8]) -> String {
+    let mut out = Vec::new();
+    format_value(value, &mut out);
+    let s = String::from_utf8_lossy(&out).into_owned();
+    if value.first() == Some(&TEXT) {
+        format!("{s:?}")
+    } else {
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(s: &str) -> Vec<u8> {
+        let mut v = vec![TEXT];
+        v.extend_from_slice(&(s.len() as u32).to_le_bytes());
+        v.extend_from_slice(s.as_bytes());
+        v
+    }
+
+    fn int(i: i64) -> Vec<u8> {
+        let mut v = vec![INT];
+        v.extend_from_slice(&i.to_le_bytes());
+        v
+    }
+
+    fn row(values: &[Vec<u8>]) -> Vec<u8> {
+        let mut v = (values.len() as u32).to_le_bytes().to_vec();
+        for value in values {
+            v.extend_from_slice(value);
+        }
+        v
+    }
+
+    #[test]
+    fn formats_rows_like_flink_tuples() {
+        let mut out = Vec::new();
+        format_row(&row(&[text("a"), int(3)]), &mut out);
+        let mut f = vec![FLOAT];
+        f.extend_from_slice(&2.0f64.to_le_bytes());
+        format_row(&row(&[f, vec![NULL], vec![BOOL, 1]]), &mut out);
+        assert_eq!(
+            String::from_utf8(out).expect("utf8"),
+            "(a,3)\n(2.0,null,true)\n"
+        );
+    }
+
+    #[test]
+    fn reads_keyed_output_and_rejects_garbage() {
+        let mut out = 2u32.to_le_bytes().to_vec();
+        out.extend(row(&[text("a"), int(1)]));
+        out.extend(text("a"));
+        out.extend(row(&[text("b"), int(1)]));
+        out.extend(text("b"));
+        out.extend(0u32.to_le_bytes());
+        let mut seen = Vec::new();
+        read_output(&out, 2, true, |r| seen.push((r.record, r.ordinal))).expect("well formed");
+        assert_eq!(seen, vec![(0, 0), (0, 1)]);
+        // Too few records, a truncated buffer, trailing bytes, bad UTF-8.
+        assert!(read_output(&out, 3, true, |_| {}).is_err());
+        assert!(read_output(&out[..out.len() - 6], 2, true, |_| {}).is_err());
+        let mut trailing = out.clone();
+        trailing.push(0);
+        assert!(read_output(&trailing, 2, true, |_| {}).is_err());
+        let mut bad = 1u32.to_le_bytes().to_vec();
+        bad.extend(row(&[vec![TEXT, 1, 0, 0, 0, 0xff]]));
+        bad.extend(int(1));
+        assert!(read_output(&bad, 1, true, |_| {}).is_err());
+    }
+
+    #[test]
+    fn batch_writer_slices_records() {
+        let mut b = BatchWriter::default();
+        b.push_text(b"a b");
+        b.push_text(b"");
+        b.push_text(b"c");
+        assert_eq!(b.len(), 3);
+        assert_eq!(b.text(0), b"a b");
+        assert_eq!(b.text(1), b"");
+        assert_eq!(b.text(2), b"c");
+        assert_eq!(b.slice(1..3).len(), 9 + 10);
+    }
+}

@@ -1,0 +1,484 @@
+//! What a job is: its source, sink, aggregation, parallelism and settings,
+//! and how the guest's own description, a TOML file and command-line flags
+//! combine into one [`JobSpec`] (flags over the file over the description).
+//!
+//! This module parses and checks settings; it runs nothing.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use crate::restart::RestartStrategy;
+
+/// A keyed aggregation kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AggregateKind {
+    /// Running sum.
+    Sum,
+    /// Running count.
+    Count,
+    /// Running minimum.
+    Min,
+    /// Running maximum.
+    Max,
+}
+
+/// A keyed aggregation of one field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Aggregation {
+    /// What to compute.
+    pub kind: AggregateKind,
+    /// Which field (0-based).
+    pub field: u32,
+}
+
+impl Aggregation {
+    /// Parses `sum:1`, `count:1`, `min:2`, `max:0`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let (kind, field) = s.split_once(':').ok_or_else(|| {
+            format!("aggregation `{s}` is not KIND:FIELD; use e.g. `sum:1` or `none`")
+        })?;
+        let kind = match kind {
+            "sum" => AggregateKind::Sum,
+            "count" => AggregateKind::Count,
+            "min" => AggregateKind::Min,
+            "max" => AggregateKind::Max,
+            other => {
+                return Err(format!(
+                    "unknown aggregation `{other}`; use sum, count, min or max"
+                ));
+            }
+        };
+        let field = field
+            .parse()
+            .map_err(|_| format!("aggregation field `{field}` is not a field number"))?;
+        Ok(Aggregation { kind, field })
+    }
+}
+
+impl std::fmt::Display for Aggregation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.kind {
+            AggregateKind::Sum => "sum",
+            AggregateKind::Count => "count",
+            AggregateKind::Min => "min",
+            AggregateKind::Max => "max",
+        };
+        write!(f, "{kind}:{}", self.field)
+    }
+}
+
+/// The job description a guest exports (every field optional).
+#[derive(Debug, Clone, Default)]
+pub struct Description {
+    /// Job name.
+    pub name: Option<String>,
+    /// Default source URI.
+    pub source: Option<String>,
+    /// Default sink URI.
+    pub sink: Option<String>,
+    /// Keyed aggregation.
+    pub aggregation: Option<Aggregation>,
+    /// Checkpoint interval; 0 is off.
+    pub checkpoint_interval_ms: Option<u64>,
+    /// Restart strategy.
+    pub restart: Option<RestartStrategy>,
+    /// Default parallelism.
+    pub parallelism: Option<u32>,
+}
+
+/// Where records come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceSpec {
+    /// `socket://HOST:PORT`: connect as a client, newline-delimited text.
+    Socket {
+        /// Host name or address.
+        host: String,
+        /// TCP port.
+        port: u16,
+    },
+    /// `file://PATH`: a bounded file; the job finishes at its end.
+    File(PathBuf),
+    /// `-`: standard input; the job finishes at its end.
+    Stdin,
+}
+
+impl SourceSpec {
+    /// Parses a source URI.
+    pub fn parse(uri: &str) -> Result<Self, String> {
+        if uri == "-" {
+            return Ok(SourceSpec::Stdin);
+        }
+        if let Some(path) = uri.strip_prefix("file://") {
+            if path.is_empty() {
+                return Err(format!("source `{uri}` has no path; use `file://PATH`"));
+            }
+            return Ok(SourceSpec::File(PathBuf::from(path)));
+        }
+        if let Some(addr) = uri.strip_prefix("socket://") {
+            let (host, port) = addr
+                .rsplit_once(':')
+                .ok_or_else(|| format!("source `{uri}` has no port; use `socket://HOST:PORT`"))?;
+            let port = port
+                .parse()
+                .map_err(|_| format!("source `{uri}` has a bad port `{port}`; use 1 to 65535"))?;
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            if host.is_empty() {
+                return Err(format!(
+                    "source `{uri}` has no host; use `socket://HOST:PORT`"
+                ));
+            }
+            return Ok(SourceSpec::Socket {
+                host: host.to_string(),
+                port,
+            });
+        }
+        Err(format!(
+            "unknown source `{uri}`; use `socket://HOST:PORT`, `file://PATH` or `-` for stdin"
+        ))
+    }
+}
+
+impl std::fmt::Display for SourceSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SourceSpec::Socket { host, port } => write!(f, "socket://{host}:{port}"),
+            SourceSpec::File(p) => write!(f, "file://{}", p.display()),
+            SourceSpec::Stdin => f.write_str("-"),
+        }
+    }
+}
+
+/// Where output goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SinkSpec {
+    /// One line per update on stdout.
+    Print,
+    /// One line per update in a file (created or truncated).
+    File(PathBuf),
+    /// Nowhere (for benchmarks).
+    Discard,
+}
+
+impl SinkSpec {
+    /// Parses a sink URI.
+    pub fn parse(uri: &str) -> Result<Self, String> {
+        match uri {
+            "print" => Ok(SinkSpec::Print),
+            "discard" => Ok(SinkSpec::Discard),
+            _ => match uri.strip_prefix("file://") {
+                Some("") => Err(format!("sink `{uri}` has no path; use `file://PATH`")),
+                Some(path) => Ok(SinkSpec::File(PathBuf::from(path))),
+                None => Err(format!(
+                    "unknown sink `{uri}`; use `print`, `file://PATH` or `discard`"
+                )),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for SinkSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SinkSpec::Print => f.write_str("print"),
+            SinkSpec::File(p) => write!(f, "file://{}", p.display()),
+            SinkSpec::Discard => f.write_str("discard"),
+        }
+    }
+}
+
+/// Parses `1s`, `500ms`, `2m`, `1h`, `1.5s`; a bare number is milliseconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration; use e.g. `500ms`, `1s`, `2m` or `1h`"))?;
+    let scale = match unit {
+        "" | "ms" => 0.001,
+        "s" => 1.0,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        _ => {
+            return Err(format!(
+                "`{s}` has an unknown unit `{unit}`; use ms, s, m or h"
+            ));
+        }
+    };
+    Duration::try_from_secs_f64(value * scale)
+        .map_err(|_| format!("`{s}` is not a duration we can represent"))
+}
+
+/// Settings as a TOML file gives them (`--config FILE.toml`); every key is
+/// optional and named like its flag.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FileConfig {
+    /// Job name.
+    pub name: Option<String>,
+    /// Source URI.
+    pub source: Option<String>,
+    /// Sink URI.
+    pub sink: Option<String>,
+    /// Parallel subtasks.
+    pub parallelism: Option<u32>,
+    /// Key groups.
+    pub max_parallelism: Option<u32>,
+    /// `sum:1`, ... or `none`.
+    pub aggregate: Option<String>,
+    /// Longest input line in bytes.
+    pub max_line_bytes: Option<usize>,
+    /// How long to keep trying to reach a socket source at start.
+    pub connect_timeout: Option<String>,
+    /// Checkpoint interval (`1s`, `off`).
+    pub checkpoint_interval: Option<String>,
+    /// Restart strategy (`fixed-delay:3:10s`, ...).
+    pub restart: Option<String>,
+    /// Job parameters.
+    #[serde(default)]
+    pub params: std::collections::BTreeMap<String, String>,
+}
+
+impl FileConfig {
+    /// Reads and parses a TOML file.
+    pub fn read(path: &std::path::Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read config `{}`: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| {
+            format!(
+                "config `{}` is not valid: {}",
+                path.display(),
+                e.message().trim()
+            )
+        })
+    }
+}
+
+/// Settings from command-line flags; `None` where the flag was not given.
+#[derive(Debug, Default, Clone)]
+pub struct FlagConfig {
+    /// `--name`.
+    pub name: Option<String>,
+    /// `--source`.
+    pub source: Option<String>,
+    /// `--sink`.
+    pub sink: Option<String>,
+    /// `--parallelism`.
+    pub parallelism: Option<u32>,
+    /// `--max-parallelism`.
+    pub max_parallelism: Option<u32>,
+    /// `--aggregate`.
+    pub aggregate: Option<String>,
+    /// `--max-line-bytes`.
+    pub max_line_bytes: Option<usize>,
+    /// `--connect-timeout`.
+    pub connect_timeout: Option<String>,
+    /// `--checkpoint-interval`.
+    pub checkpoint_interval: Option<String>,
+    /// `--restart`.
+    pub restart: Option<String>,
+    /// `--param KEY=VALUE`, in order.
+    pub params: Vec<(String, String)>,
+}
+
+/// A fully resolved job.
+#[derive(Debug, Clone)]
+pub struct JobSpec {
+    /// Job name.
+    pub name: String,
+    /// Where records come from.
+    pub source: SourceSpec,
+    /// Where output goes.
+    pub sink: SinkSpec,
+    /// The keyed aggregation; `None` passes rows through.
+    pub aggregation: Option<Aggregation>,
+    /// Parallel subtasks, each with its own guest instance.
+    pub parallelism: u32,
+    /// Number of key groups (the most subtasks state can be split over).
+    pub max_parallelism: u32,
+    /// Parameters handed to the guest.
+    pub params: Vec<(String, String)>,
+    /// Longest accepted input line, in bytes.
+    pub max_line_bytes: usize,
+    /// How long to keep trying to connect a socket source at start.
+    pub connect_timeout: Duration,
+    /// Checkpoint interval; `None` is off.
+    pub checkpoint_interval: Option<Duration>,
+    /// What to do when a task fails.
+    pub restart: RestartStrategy,
+}
+
+/// Defaults where neither the guest, the file nor the flags say.
+pub const DEFAULT_MAX_PARALLELISM: u32 = 128;
+/// Default longest line: 1 MiB.
+pub const DEFAULT_MAX_LINE_BYTES: usize = 1 << 20;
+/// Default time to reach a socket source at start.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl JobSpec {
+    /// Combines the guest's description, the file and the flags.
+    pub fn resolve(
+        description: &Description,
+        file: &FileConfig,
+        flags: &FlagConfig,
+    ) -> Result<Self, String> {
+        let name = flags
+            .name
+            .clone()
+            .or_else(|| file.name.clone())
+            .or_else(|| description.name.clone())
+            .unwrap_or_else(|| "job".to_string());
+        let source = flags
+            .source
+            .as_deref()
+            .or(file.source.as_deref())
+            .or(description.source.as_deref())
+            .ok_or("the job has no source: the module does not name one; pass --source URI")?;
+        let source = SourceSpec::parse(source)?;
+        let sink = flags
+            .sink
+            .as_deref()
+            .or(file.sink.as_deref())
+            .or(description.sink.as_deref())
+            .unwrap_or("print");
+        let sink = SinkSpec::parse(sink)?;
+        let aggregation = match flags.aggregate.as_deref().or(file.aggregate.as_deref()) {
+            Some("none") => None,
+            Some(s) => Some(Aggregation::parse(s)?),
+            None => description.aggregation,
+        };
+        let parallelism = flags
+            .parallelism
+            .or(file.parallelism)
+            .or(description.parallelism)
+            .unwrap_or(1);
+        let max_parallelism = flags
+            .max_parallelism
+            .or(file.max_parallelism)
+            .unwrap_or(DEFAULT_MAX_PARALLELISM);
+        if !(1..=32768).contains(&max_parallelism) {
+            return Err(format!(
+                "max parallelism {max_parallelism} is out of range; use 1 to 32768"
+            ));
+        }
+        if parallelism == 0 || parallelism > max_parallelism {
+            return Err(format!(
+                "parallelism {parallelism} is out of range; use 1 to the max parallelism ({max_parallelism})"
+            ));
+        }
+        let mut params: Vec<(String, String)> = file
+            .params
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        params.extend(flags.params.iter().cloned());
+        let max_line_bytes = flags
+            .max_line_bytes
+            .or(file.max_line_bytes)
+            .unwrap_or(DEFAULT_MAX_LINE_BYTES);
+        if max_line_bytes == 0 {
+            return Err("max line bytes must be at least 1".to_string());
+        }
+        let connect_timeout = match flags
+            .connect_timeout
+            .as_deref()
+            .or(file.connect_timeout.as_deref())
+        {
+            Some(s) => parse_duration(s).map_err(|e| format!("connect timeout: {e}"))?,
+            None => DEFAULT_CONNECT_TIMEOUT,
+        };
+        let checkpoint_interval = match flags
+            .checkpoint_interval
+            .as_deref()
+            .or(file.checkpoint_interval.as_deref())
+        {
+            Some("off") => None,
+            Some(s) => {
+                let d = parse_duration(s).map_err(|e| format!("checkpoint interval: {e}"))?;
+                (!d.is_zero()).then_some(d)
+            }
+            None => description
+                .checkpoint_interval_ms
+                .filter(|ms| *ms > 0)
+                .map(Duration::from_millis),
+        };
+        let restart = match flags.restart.as_deref().or(file.restart.as_deref()) {
+            Some(s) => RestartStrategy::parse(s)?,
+            None => description.restart.unwrap_or(RestartStrategy::None),
+        };
+        Ok(JobSpec {
+            name,
+            source,
+            sink,
+            aggregation,
+            parallelism,
+            max_parallelism,
+            params,
+            max_line_bytes,
+            connect_timeout,
+            checkpoint_interval,
+            restart,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("1s"), Ok(Duration::from_secs(1)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("250"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("1 fortnight").is_err());
+        assert!(parse_duration("s").is_err());
+    }
+
+    #[test]
+    fn sources_and_sinks() {
+        assert_eq!(
+            SourceSpec::parse("socket://localhost:9100"),
+            Ok(SourceSpec::Socket {
+                host: "localhost".into(),
+                port: 9100
+            })
+        );
+        assert_eq!(SourceSpec::parse("-"), Ok(SourceSpec::Stdin));
+        assert!(SourceSpec::parse("kafka://x").is_err());
+        assert!(SourceSpec::parse("socket://localhost").is_err());
+        assert!(SourceSpec::parse("socket://localhost:99999").is_err());
+        assert_eq!(SinkSpec::parse("discard"), Ok(SinkSpec::Discard));
+        assert!(SinkSpec::parse("s3://bucket").is_err());
+    }
+
+    #[test]
+    fn flags_override_file_over_description() {
+        let description = Description {
+            name: Some("wordcount".into()),
+            source: Some("socket://localhost:9100".into()),
+            parallelism: Some(4),
+            ..Default::default()
+        };
+        let file = FileConfig {
+            source: Some("file://in.txt".into()),
+            parallelism: Some(3),
+            ..Default::default()
+        };
+        let flags = FlagConfig {
+            parallelism: Some(2),
+            ..Default::default()
+        };
+        let spec = JobSpec::resolve(&description, &file, &flags).expect("valid");
+        assert_eq!(spec.name, "wordcount");
+        assert_eq!(spec.source, SourceSpec::File("in.txt".into()));
+        assert_eq!(spec.parallelism, 2);
+        assert_eq!(spec.sink, SinkSpec::Print);
+    }
+}
