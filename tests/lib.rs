@@ -1,1 +1,408 @@
+//! Helpers for the end-to-end tests: the guests' paths, a command runner
+//! for the real `host` binary with a hard timeout, and a loopback line
+//! server that plays the part of `nc -lk`.
 
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Paths of the guest components built by `build.rs`.
+pub mod guests {
+    include!(concat!(env!("OUT_DIR"), "/guests.rs"));
+}
+
+/// The `host` binary of this build (`cargo build -p sluice-host` first;
+/// the test script does).
+pub fn host_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("SLUICE_HOST_BIN") {
+        return path.into();
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/all-HASH -> target/<profile>/host
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("test executable in target/<profile>/deps");
+    let host = dir.join("host");
+    assert!(
+        host.exists(),
+        "{} does not exist; build it first with `cargo build --release -p sluice-host` \
+         (the README's test command does)",
+        host.display()
+    );
+    host
+}
+
+/// A scratch directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// A fresh directory under the system's temp dir.
+    pub fn new(tag: &str) -> Self {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "sluice-test-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+
+    /// A path inside the directory.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+
+    /// Writes a file and returns its path.
+    pub fn write(&self, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+        let p = self.path(name);
+        std::fs::write(&p, contents).expect("write temp file");
+        p
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// What a finished `host` run left behind.
+#[derive(Debug)]
+pub struct Output {
+    /// Exit code (`None` when killed by a signal).
+    pub code: Option<i32>,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error (the log).
+    pub stderr: String,
+}
+
+impl Output {
+    /// Panics with both streams unless the exit code is `code`.
+    pub fn assert_code(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.code,
+            Some(code),
+            "unexpected exit code\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    /// Panics unless stderr contains `needle`.
+    pub fn assert_stderr_has(&self, needle: &str) -> &Self {
+        assert!(
+            self.stderr.contains(needle),
+            "stderr lacks {needle:?}\n--- stderr\n{}",
+            self.stderr
+        );
+        self
+    }
+
+    /// The non-empty lines of stderr.
+    pub fn stderr_lines(&self) -> Vec<&str> {
+        self.stderr
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .collect()
+    }
+}
+
+/// A `host` invocation.
+pub struct HostCommand {
+    cmd: Command,
+    stdin: Option<Vec<u8>>,
+    timeout: Duration,
+}
+
+impl HostCommand {
+    /// `host ARGS...`, 60 s timeout.
+    pub fn new<I, S>(args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let mut cmd = Command::new(host_bin());
+        cmd.args(args)
+            .env_remove("SLUICE_LOG")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .stdin(Stdio::null());
+        HostCommand {
+            cmd,
+            stdin: None,
+            timeout: Duration::from_secs(60),
+        }
+    }
+
+    /// Feeds `bytes` on stdin, then closes it.
+    pub fn stdin(mut self, bytes: impl Into<Vec<u8>>) -> Self {
+        self.stdin = Some(bytes.into());
+        self.cmd.stdin(Stdio::piped());
+        self
+    }
+
+    /// Sets the hard timeout after which the process is killed and the test fails.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Starts the process without waiting.
+    pub fn spawn(mut self) -> Running {
+        let mut child = self.cmd.spawn().expect("start host");
+        if let Some(bytes) = self.stdin.take() {
+            let mut stdin = child.stdin.take().expect("piped stdin");
+            std::thread::spawn(move || {
+                let _ = stdin.write_all(&bytes);
+            });
+        }
+        let stdout = reader(child.stdout.take().expect("piped stdout"));
+        let stderr = reader(child.stderr.take().expect("piped stderr"));
+        Running {
+            child,
+            stdout,
+            stderr,
+            timeout: self.timeout,
+        }
+    }
+
+    /// Runs to the end (or the timeout).
+    pub fn run(self) -> Output {
+        self.spawn().wait()
+    }
+}
+
+type Shared = std::sync::Arc<std::sync::Mutex<Vec<u8>>>;
+
+fn reader(mut r: impl Read + Send + 'static) -> (Shared, JoinHandle<()>) {
+    let shared = Shared::default();
+    let sink = shared.clone();
+    let handle = std::thread::spawn(move || {
+        let mut buf = [0u8; 8192];
+        loop {
+            match r.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => sink
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .extend_from_slice(&buf[..n]),
+            }
+        }
+    });
+    (shared, handle)
+}
+
+fn text(shared: &Shared) -> String {
+    String::from_utf8_lossy(&shared.lock().unwrap_or_else(|p| p.into_inner())).into_owned()
+}
+
+/// A `host` process under test.
+pub struct Running {
+    child: Child,
+    stdout: (Shared, JoinHandle<()>),
+    stderr: (Shared, JoinHandle<()>),
+    timeout: Duration,
+}
+
+impl Running {
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// What the process printed on stdout so far.
+    pub fn stdout_so_far(&self) -> String {
+        text(&self.stdout.0)
+    }
+
+    /// What the process logged on stderr so far.
+    pub fn stderr_so_far(&self) -> String {
+        text(&self.stderr.0)
+    }
+
+    /// Waits until stdout has at least `n` lines; panics after `timeout`
+    /// with what was printed and logged.
+    pub fn wait_for_lines(&self, n: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.stdout_so_far().lines().count() < n {
+            if Instant::now() > deadline {
+                panic!(
+                    "timed out after {timeout:?} waiting for {n} output lines\n--- stdout\n{}\n--- stderr\n{}",
+                    self.stdout_so_far(),
+                    self.stderr_so_far()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until the log contains `needle`; panics after `timeout`.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.stderr_so_far().contains(needle) {
+            if Instant::now() > deadline {
+                panic!(
+                    "timed out after {timeout:?} waiting for {needle:?} in the log\n--- stderr\n{}",
+                    self.stderr_so_far()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends a signal (e.g. `"INT"`, `"TERM"`, `"KILL"`).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{name}"), self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Waits for the exit; kills the process and panics after the timeout.
+    pub fn wait(mut self) -> Output {
+        let deadline = Instant::now() + self.timeout;
+        let status: ExitStatus = loop {
+            if let Some(status) = self.child.try_wait().expect("wait for host") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!(
+                    "host did not exit within {:?}\n--- stderr\n{}",
+                    self.timeout,
+                    self.stderr_so_far()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let _ = self.stdout.1.join();
+        let _ = self.stderr.1.join();
+        Output {
+            code: status.code(),
+            stdout: text(&self.stdout.0),
+            stderr: text(&self.stderr.0),
+        }
+    }
+}
+
+/// What a [`LineServer`] connection does, step by step.
+#[derive(Debug, Clone)]
+pub enum Step {
+    /// Send these bytes.
+    Send(Vec<u8>),
+    /// Wait.
+    Sleep(Duration),
+    /// Close this connection (the next accepted one runs the next script).
+    Close,
+}
+
+/// Shorthand: one line (a newline is added).
+pub fn line(s: &str) -> Step {
+    Step::Send(format!("{s}\n").into_bytes())
+}
+
+/// A loopback TCP server that plays scripts to the clients that connect,
+/// one script per connection, like `nc -lk PORT` typed into by hand.
+pub struct LineServer {
+    /// The port it listens on (127.0.0.1).
+    pub port: u16,
+    handle: Option<JoinHandle<usize>>,
+}
+
+impl LineServer {
+    /// Listens on a free loopback port; serves `scripts` in order to
+    /// successive connections, then keeps the last connection open until
+    /// the peer closes it or `linger` passes.
+    pub fn start(scripts: Vec<Vec<Step>>, linger: Duration) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        let port = listener.local_addr().expect("local addr").port();
+        let handle = std::thread::spawn(move || {
+            let mut served = 0;
+            for script in scripts {
+                let Ok((mut conn, _)) = listener.accept() else {
+                    break;
+                };
+                served += 1;
+                let mut closed = false;
+                for step in script {
+                    match step {
+                        Step::Send(bytes) => {
+                            if conn.write_all(&bytes).is_err() {
+                                break;
+                            }
+                        }
+                        Step::Sleep(d) => std::thread::sleep(d),
+                        Step::Close => {
+                            closed = true;
+                            break;
+                        }
+                    }
+                }
+                if !closed {
+                    hold_open(&mut conn, linger);
+                }
+            }
+            served
+        });
+        LineServer {
+            port,
+            handle: Some(handle),
+        }
+    }
+
+    /// The source URI for this server.
+    pub fn uri(&self) -> String {
+        format!("socket://127.0.0.1:{}", self.port)
+    }
+
+    /// Waits for the server thread; returns how many connections it served.
+    pub fn join(mut self) -> usize {
+        self.handle
+            .take()
+            .map(|h| h.join().unwrap_or(0))
+            .unwrap_or(0)
+    }
+}
+
+/// Keeps a connection open until the peer closes it or `linger` passes.
+fn hold_open(conn: &mut TcpStream, linger: Duration) {
+    let deadline = Instant::now() + linger;
+    let _ = conn.set_read_timeout(Some(Duration::from_millis(50)));
+    let mut buf = [0u8; 64];
+    while Instant::now() < deadline {
+        match conn.read(&mut buf) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// Waits until `cond` holds, polling every 20 ms; panics after `timeout`.
+pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

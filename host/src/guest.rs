@@ -36,12 +36,12 @@ const GUEST_LOG_CAPACITY: usize = 16 * 1024;
 #[derive(Debug, thiserror::Error)]
 pub enum ModuleError {
     /// The file cannot be read.
-    #[error("cannot read module `{path}`: {source}")]
+    #[error("cannot read module `{}`: {error}; check the path", path.display())]
     Read {
         /// The module's path.
         path: PathBuf,
         /// The I/O error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// Anything else, already worded for the user.
     #[error("{0}")]
@@ -72,9 +72,9 @@ impl Runtime {
 
     /// Reads, compiles and checks a guest module against `sluice:stream@0.1.0`.
     pub fn load(&self, path: &Path) -> Result<Module, ModuleError> {
-        let bytes = std::fs::read(path).map_err(|source| ModuleError::Read {
+        let bytes = std::fs::read(path).map_err(|error| ModuleError::Read {
             path: path.to_owned(),
-            source,
+            error,
         })?;
         self.load_bytes(path, &bytes)
     }
@@ -426,7 +426,7 @@ impl GuestFailure {
             .or_else(|| printed.lines().rev().find(|l| !l.trim().is_empty()))
             .map(str::trim);
         let trap = match e.downcast_ref::<wasmtime::Trap>() {
-            Some(trap) => format!("wasm trap: {trap}"),
+            Some(trap) => trap.to_string(),
             None => first_line(&format!("{e:#}")).to_string(),
         };
         let message = match said {

@@ -215,9 +215,9 @@ pub(crate) fn read_num(value: &[u8]) -> Option<Num> {
         a.copy_from_slice(&v[1..9]);
         a
     };
-    match value.first()? {
-        &INT if value.len() == 9 => Some(Num::Int(i64::from_le_bytes(payload(value)))),
-        &FLOAT if value.len() == 9 => Some(Num::Float(f64::from_le_bytes(payload(value)))),
+    match *value.first()? {
+        INT if value.len() == 9 => Some(Num::Int(i64::from_le_bytes(payload(value)))),
+        FLOAT if value.len() == 9 => Some(Num::Float(f64::from_le_bytes(payload(value)))),
         _ => None,
     }
 }

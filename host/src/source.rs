@@ -24,6 +24,8 @@ const MAX_BATCH_RECORDS: usize = 4096;
 const MAX_BATCH_BYTES: usize = 256 * 1024;
 /// How often a blocked socket read looks at the cancel flag.
 const POLL: Duration = Duration::from_millis(100);
+/// How much of a rejected line the log shows.
+const PREVIEW: usize = 60;
 
 /// A record the source could not pass on.
 #[derive(Debug, Clone)]
@@ -303,7 +305,11 @@ impl<R: Read> Lines<R> {
         match &mut self.overlong {
             Some(len) => *len += piece.len(),
             None if self.partial.len() + piece.len() > self.max_line => {
+                // Keep only the start of an overlong line, for the log.
                 self.overlong = Some(self.partial.len() + piece.len());
+                let keep = PREVIEW.saturating_sub(self.partial.len()).min(piece.len());
+                self.partial.extend_from_slice(&piece[..keep]);
+                self.partial.truncate(PREVIEW);
             }
             None => self.partial.extend_from_slice(piece),
         }
@@ -330,7 +336,7 @@ impl<R: Read> Lines<R> {
     fn emit(batch: &mut SourceBatch, seq: u64, line: &[u8], overlong: Option<(usize, usize)>) {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let preview = || {
-            let end = line.len().min(60);
+            let end = line.len().min(PREVIEW);
             String::from_utf8_lossy(&line[..end]).into_owned()
         };
         if let Some((len, max)) = overlong {
@@ -397,7 +403,7 @@ mod tests {
         for buffer in [1, 3, 7, 64 * 1024] {
             let batches = read_all(b"a b\r\nok\n\xff\xfe\ntoo long line\n\nlast", 8, buffer);
             let mut texts = Vec::new();
-            let mut seqs = Vec::new();
+            let mut seqs: Vec<u64> = Vec::new();
             let mut rejected = Vec::new();
             for b in &batches {
                 for i in 0..b.records.len() {

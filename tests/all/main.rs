@@ -1,1 +1,6 @@
+//! End-to-end tests: the real `host` binary on guests compiled from
+//! `examples/` and `tests/guests/`, over loopback sockets, files and stdin.
 
+mod bad_input;
+mod inspect;
+mod wordcount;

@@ -18,7 +18,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a job: source → guest flat-map → key-selector → keyed aggregation → sink.
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// Show a module's world, exports, imports and job description, or why it is not a valid guest.
     Inspect(inspect::InspectArgs),
 }
@@ -27,7 +27,7 @@ enum Command {
 pub fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run(args) => run::run(args),
+        Command::Run(args) => run::run(*args),
         Command::Inspect(args) => inspect::inspect(args),
     }
 }
