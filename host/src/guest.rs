@@ -446,6 +446,8 @@ impl fmt::Display for GuestFailure {
     }
 }
 
+impl std::error::Error for GuestFailure {}
+
 /// A bounded capture of a guest's stdout and stderr. Writes past the
 /// capacity are dropped (and counted), never refused, so a chatty guest is
 /// not failed for it.

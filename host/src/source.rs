@@ -417,7 +417,7 @@ mod tests {
             assert_eq!(rejected, [2, 3]);
             let last = batches.last().expect("a batch");
             assert_eq!(last.end_seq, 6);
-            assert_eq!(last.end_offset, 37);
+            assert_eq!(last.end_offset, 30);
         }
     }
 }
