@@ -10,6 +10,7 @@ use std::ops::Range;
 
 use hashbrown::HashTable;
 
+use crate::checkpoint::GroupState;
 use crate::row::{self, Num};
 use crate::spec::{AggregateKind, Aggregation};
 
@@ -93,11 +94,63 @@ impl KeyedState {
         self.groups[(group - self.range.start) as usize].iter()
     }
 
-    /// Puts a restored entry back.
-    pub fn insert(&mut self, entry: Entry) {
-        let group = key_group(entry.hash, self.max_parallelism);
-        let table = &mut self.groups[(group - self.range.start) as usize];
-        table.insert_unique(entry.hash, entry, |e| e.hash);
+    /// Encodes every key group's entries for a checkpoint.
+    pub fn snapshot(&self) -> Vec<GroupState> {
+        self.range
+            .clone()
+            .zip(&self.groups)
+            .map(|(group, table)| {
+                let mut bytes = Vec::new();
+                for e in table.iter() {
+                    bytes.extend_from_slice(&(e.key.len() as u32).to_le_bytes());
+                    bytes.extend_from_slice(&e.key);
+                    bytes.extend_from_slice(&(e.row.len() as u32).to_le_bytes());
+                    bytes.extend_from_slice(&e.row);
+                }
+                GroupState {
+                    group,
+                    keys: table.len() as u64,
+                    bytes,
+                }
+            })
+            .collect()
+    }
+
+    /// Loads the entries of a checkpointed key group, if this state owns it.
+    pub fn restore(&mut self, group: &GroupState) -> Result<(), String> {
+        if !self.range.contains(&group.group) {
+            return Ok(());
+        }
+        let b = &group.bytes;
+        let mut at = 0usize;
+        let truncated = || format!("key group {} is truncated", group.group);
+        let mut take = |n: usize| -> Result<&[u8], String> {
+            let s = b.get(at..at + n).ok_or_else(truncated)?;
+            at += n;
+            Ok(s)
+        };
+        let mut entries = Vec::with_capacity(group.keys as usize);
+        for _ in 0..group.keys {
+            let n = take(4)?;
+            let n = u32::from_le_bytes([n[0], n[1], n[2], n[3]]) as usize;
+            let key: Box<[u8]> = take(n)?.into();
+            let n = take(4)?;
+            let n = u32::from_le_bytes([n[0], n[1], n[2], n[3]]) as usize;
+            let row = take(n)?.to_vec();
+            entries.push((key, row));
+        }
+        for (key, row) in entries {
+            let hash = xxhash_rust::xxh3::xxh3_64(&key);
+            if key_group(hash, self.max_parallelism) != group.group {
+                return Err(format!(
+                    "a key in key group {} hashes to another group; was the checkpoint taken with another --max-parallelism?",
+                    group.group
+                ));
+            }
+            let table = &mut self.groups[(group.group - self.range.start) as usize];
+            table.insert_unique(hash, Entry { hash, key, row }, |e| e.hash);
+        }
+        Ok(())
     }
 
     /// Folds one row into its key's state and writes the updated row, in

@@ -26,8 +26,10 @@
 //! so one process can run many jobs side by side.
 #![warn(missing_docs)]
 
+pub mod checkpoint;
 pub mod guest;
 pub mod job;
+pub mod journal;
 pub mod keyed;
 pub mod restart;
 pub mod row;

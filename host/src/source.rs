@@ -15,6 +15,10 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, bounded};
 
+use std::path::{Path, PathBuf};
+
+use crate::checkpoint::SourcePosition;
+use crate::journal::{JournalReader, JournalWriter};
 use crate::row::BatchWriter;
 use crate::spec::SourceSpec;
 
@@ -75,22 +79,39 @@ pub struct SourceOptions {
     pub connect_timeout: Duration,
 }
 
+/// Where a source starts and where it keeps its journal.
+#[derive(Debug, Clone, Default)]
+pub struct StartAt {
+    /// The first record's number and byte offset (of the file or journal).
+    pub position: SourcePosition,
+    /// The journal directory, for sources that cannot replay (socket, stdin).
+    pub journal: Option<PathBuf>,
+}
+
 /// Starts reading `spec` on a new thread.
 pub fn spawn(
     spec: &SourceSpec,
     options: SourceOptions,
+    start: StartAt,
     cancel: Arc<AtomicBool>,
 ) -> io::Result<Receiver<SourceEvent>> {
     let (tx, rx) = bounded(4);
     let spec = spec.clone();
+    let journal = match &start.journal {
+        Some(dir) if !matches!(spec, SourceSpec::File(_)) => {
+            Some(JournalWriter::open(dir, start.position.offset)?)
+        }
+        _ => None,
+    };
     std::thread::Builder::new()
         .name("sluice-source".into())
         .spawn(move || {
             let outcome = match &spec {
-                SourceSpec::File(path) => match std::fs::File::open(path) {
+                SourceSpec::File(path) => match open_at(path, start.position.offset) {
                     Ok(file) => {
                         let mut lines =
                             Lines::new(BufReader::with_capacity(256 * 1024, file), &options);
+                        lines.start_at(start.position);
                         lines.pump(&tx, &cancel).map(|_| SourceEvent::End)
                     }
                     Err(e) => Err(format!(
@@ -100,11 +121,20 @@ pub fn spawn(
                 SourceSpec::Stdin => {
                     let mut lines =
                         Lines::new(BufReader::with_capacity(64 * 1024, io::stdin()), &options);
+                    lines.start_at(start.position);
+                    lines.journal = journal;
                     lines.pump(&tx, &cancel).map(|_| SourceEvent::End)
                 }
-                SourceSpec::Socket { host, port } => {
-                    socket(&spec, host, *port, &options, &tx, &cancel)
-                }
+                SourceSpec::Socket { host, port } => socket(
+                    &spec,
+                    host,
+                    *port,
+                    &options,
+                    start.position,
+                    journal,
+                    &tx,
+                    &cancel,
+                ),
             };
             let last = outcome.unwrap_or_else(SourceEvent::Failed);
             if !cancel.load(Ordering::Relaxed) {
@@ -114,18 +144,96 @@ pub fn spawn(
     Ok(rx)
 }
 
+fn open_at(path: &Path, offset: u64) -> io::Result<std::fs::File> {
+    use std::io::{Seek, SeekFrom};
+    let mut file = std::fs::File::open(path)?;
+    if offset > 0 {
+        let len = file.metadata()?.len();
+        if len < offset {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("the file is {len} bytes, shorter than the checkpoint's position {offset}"),
+            ));
+        }
+        file.seek(SeekFrom::Start(offset))?;
+    }
+    Ok(file)
+}
+
+/// Where a replay reads from.
+#[derive(Debug, Clone)]
+pub enum ReplayFrom {
+    /// The source file itself.
+    File(PathBuf),
+    /// The journal directory.
+    Journal(PathBuf),
+}
+
+/// Replays records `from.seq..until` (to the end when `until` is `None`)
+/// on a new thread; the stream ends with [`SourceEvent::End`].
+pub fn spawn_replay(
+    store: ReplayFrom,
+    from: SourcePosition,
+    until: Option<u64>,
+    options: SourceOptions,
+) -> io::Result<Receiver<SourceEvent>> {
+    let reader: Box<dyn Read + Send> = match &store {
+        ReplayFrom::File(path) => Box::new(open_at(path, from.offset)?),
+        ReplayFrom::Journal(dir) => Box::new(JournalReader::open(dir, from.offset)?),
+    };
+    let (tx, rx) = bounded(4);
+    std::thread::Builder::new()
+        .name("sluice-replay".into())
+        .spawn(move || {
+            let mut lines = Lines::new(BufReader::with_capacity(256 * 1024, reader), &options);
+            lines.start_at(from);
+            lines.limit = until;
+            let last = match lines.pump(&tx, &AtomicBool::new(false)) {
+                Ok(()) => SourceEvent::End,
+                Err(e) => SourceEvent::Failed(format!("replay failed: {e}")),
+            };
+            let _ = tx.send(last);
+        })?;
+    Ok(rx)
+}
+
+/// The journal's end after `from`: records and bytes up to its last
+/// complete line (a torn last line from a crash does not count).
+pub fn journal_end(dir: &Path, from: SourcePosition) -> io::Result<SourcePosition> {
+    let mut reader = JournalReader::open(dir, from.offset)?;
+    let mut end = from;
+    let mut pending = 0u64;
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = reader.read(&mut buf)?;
+        if n == 0 {
+            return Ok(end);
+        }
+        let mut last = 0;
+        for i in memchr::memchr_iter(b'\n', &buf[..n]) {
+            end.seq += 1;
+            end.offset += pending + (i + 1 - last) as u64;
+            pending = 0;
+            last = i + 1;
+        }
+        pending += (n - last) as u64;
+    }
+}
+
 /// Connects, reads until the peer goes away, reconnects with backoff; ends
 /// only when cancelled or when the first connection cannot be made in time.
+#[allow(clippy::too_many_arguments)]
 fn socket(
     spec: &SourceSpec,
     host: &str,
     port: u16,
     options: &SourceOptions,
+    start: SourcePosition,
+    mut journal: Option<JournalWriter>,
     tx: &Sender<SourceEvent>,
     cancel: &AtomicBool,
 ) -> Result<SourceEvent, String> {
-    let mut seq_base = 0u64;
-    let mut offset_base = 0u64;
+    let mut position = start;
     let mut first = true;
     loop {
         let deadline = first.then(|| Instant::now() + options.connect_timeout);
@@ -140,11 +248,14 @@ fn socket(
             .set_read_timeout(Some(POLL))
             .map_err(|e| format!("source `{spec}`: {e}"))?;
         let mut lines = Lines::new(BufReader::with_capacity(64 * 1024, stream), options);
-        lines.seq = seq_base;
-        lines.offset = offset_base;
+        lines.start_at(position);
+        lines.journal = journal.take();
         let ended = lines.pump(tx, cancel);
-        seq_base = lines.seq;
-        offset_base = lines.offset;
+        position = SourcePosition {
+            seq: lines.seq,
+            offset: lines.offset,
+        };
+        journal = lines.journal.take();
         match ended {
             Ok(()) if cancel.load(Ordering::Relaxed) => return Ok(SourceEvent::End),
             Ok(()) => notice(
@@ -219,6 +330,10 @@ struct Lines<R> {
     seq: u64,
     offset: u64,
     batch: SourceBatch,
+    /// Where consumed bytes are copied, for sources that cannot replay.
+    journal: Option<JournalWriter>,
+    /// Stop before this record number (replays).
+    limit: Option<u64>,
 }
 
 impl<R: Read> Lines<R> {
@@ -231,13 +346,41 @@ impl<R: Read> Lines<R> {
             seq: 0,
             offset: 0,
             batch: SourceBatch::default(),
+            journal: None,
+            limit: None,
         }
+    }
+
+    fn start_at(&mut self, position: SourcePosition) {
+        self.seq = position.seq;
+        self.offset = position.offset;
+        self.batch.end_seq = position.seq;
+        self.batch.end_offset = position.offset;
+    }
+
+    fn journal(&mut self, bytes: &[u8]) -> Result<(), String> {
+        match &mut self.journal {
+            Some(j) => j.append(bytes).map_err(|e| {
+                format!(
+                    "cannot write the input journal: {e}; check the checkpoint directory's disk"
+                )
+            }),
+            None => Ok(()),
+        }
+    }
+
+    fn at_limit(&self) -> bool {
+        self.limit.is_some_and(|l| self.seq >= l)
     }
 
     /// Reads to the end of the stream (or cancel), sending batches.
     /// `Err` is a read error, worded for the user.
     fn pump(&mut self, tx: &Sender<SourceEvent>, cancel: &AtomicBool) -> Result<(), String> {
         loop {
+            if self.at_limit() {
+                self.flush(tx);
+                return Ok(());
+            }
             if self.reader.buffer().is_empty() && !self.flush(tx) {
                 return Ok(());
             }
@@ -257,19 +400,35 @@ impl<R: Read> Lines<R> {
                     continue;
                 }
                 Err(e) => {
+                    if !(self.partial.is_empty() && self.overlong.is_none())
+                        && self.journal.is_some()
+                    {
+                        self.journal(b"\n")?;
+                        self.offset += 1;
+                    }
                     self.end_line();
                     self.flush(tx);
                     return Err(format!("source read failed: {e}"));
                 }
             };
             if available.is_empty() {
-                // End of stream: a last line without a newline still counts.
+                // End of stream: a last line without a newline still counts
+                // (and gets one in the journal, so a replay cuts it the same).
+                if !(self.partial.is_empty() && self.overlong.is_none()) && self.journal.is_some() {
+                    self.journal(b"\n")?;
+                    self.offset += 1;
+                }
                 self.end_line();
                 self.flush(tx);
                 return Ok(());
             }
             match memchr::memchr(b'\n', available) {
                 Some(i) => {
+                    if let Some(j) = &mut self.journal {
+                        j.append(&available[..=i]).map_err(|e| {
+                            format!("cannot write the input journal: {e}; check the checkpoint directory's disk")
+                        })?;
+                    }
                     if self.partial.is_empty() && self.overlong.is_none() && i <= self.max_line {
                         let line = &available[..i];
                         Self::emit(&mut self.batch, self.seq, line, None);
@@ -287,6 +446,7 @@ impl<R: Read> Lines<R> {
                 None => {
                     let n = available.len();
                     let piece = available.to_vec();
+                    self.journal(&piece)?;
                     self.append(&piece);
                     self.reader.consume(n);
                     self.offset += n as u64;

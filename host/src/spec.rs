@@ -238,6 +238,18 @@ pub struct FileConfig {
     pub checkpoint_interval: Option<String>,
     /// Restart strategy (`fixed-delay:3:10s`, ...).
     pub restart: Option<String>,
+    /// Least time between two checkpoints.
+    pub min_pause: Option<String>,
+    /// Time after which a checkpoint is abandoned.
+    pub checkpoint_timeout: Option<String>,
+    /// Where checkpoints go.
+    pub checkpoint_dir: Option<PathBuf>,
+    /// Completed checkpoints kept.
+    pub retain_checkpoints: Option<usize>,
+    /// `retain` or `delete`.
+    pub on_cancel: Option<String>,
+    /// Where failed records go.
+    pub dead_letter: Option<PathBuf>,
     /// Job parameters.
     #[serde(default)]
     pub params: std::collections::BTreeMap<String, String>,
@@ -261,6 +273,8 @@ impl FileConfig {
 /// Settings from command-line flags; `None` where the flag was not given.
 #[derive(Debug, Default, Clone)]
 pub struct FlagConfig {
+    /// `--module` (for messages).
+    pub module_path: PathBuf,
     /// `--name`.
     pub name: Option<String>,
     /// `--source`.
@@ -281,6 +295,22 @@ pub struct FlagConfig {
     pub checkpoint_interval: Option<String>,
     /// `--restart`.
     pub restart: Option<String>,
+    /// `--min-pause`.
+    pub min_pause: Option<String>,
+    /// `--checkpoint-timeout`.
+    pub checkpoint_timeout: Option<String>,
+    /// `--checkpoint-dir`.
+    pub checkpoint_dir: Option<PathBuf>,
+    /// `--retain-checkpoints`.
+    pub retain_checkpoints: Option<usize>,
+    /// `--on-cancel`.
+    pub on_cancel: Option<String>,
+    /// `--dead-letter`.
+    pub dead_letter: Option<PathBuf>,
+    /// `--restore`.
+    pub restore: Option<String>,
+    /// `--allow-module-change`.
+    pub allow_module_change: bool,
     /// `--param KEY=VALUE`, in order.
     pub params: Vec<(String, String)>,
 }
@@ -290,6 +320,8 @@ pub struct FlagConfig {
 pub struct JobSpec {
     /// Job name.
     pub name: String,
+    /// The module's path (for messages).
+    pub module_path: PathBuf,
     /// Where records come from.
     pub source: SourceSpec,
     /// Where output goes.
@@ -310,7 +342,29 @@ pub struct JobSpec {
     pub checkpoint_interval: Option<Duration>,
     /// What to do when a task fails.
     pub restart: RestartStrategy,
+    /// Least time from the end of one checkpoint to the start of the next.
+    pub min_pause: Duration,
+    /// Time after which a checkpoint in progress is abandoned.
+    pub checkpoint_timeout: Duration,
+    /// Where the job's checkpoints, journal and dead letters go.
+    pub checkpoint_dir: PathBuf,
+    /// Completed checkpoints kept.
+    pub retain_checkpoints: usize,
+    /// Keep checkpoints when the job is cancelled.
+    pub retain_on_cancel: bool,
+    /// Where failed records go; `None` is the job directory's `dead-letter.jsonl`.
+    pub dead_letter: Option<PathBuf>,
+    /// `latest` or a checkpoint path to resume from.
+    pub restore: Option<String>,
+    /// Restore a checkpoint taken with another module.
+    pub allow_module_change: bool,
 }
+
+/// Default checkpoint timeout (Flink's: 10 minutes).
+pub const DEFAULT_CHECKPOINT_TIMEOUT: Duration = Duration::from_secs(600);
+/// Default number of completed checkpoints kept (one more than Flink's, so
+/// a damaged newest checkpoint has one to fall back to).
+pub const DEFAULT_RETAIN_CHECKPOINTS: usize = 2;
 
 /// Defaults where neither the guest, the file nor the flags say.
 pub const DEFAULT_MAX_PARALLELISM: u32 = 128;
@@ -410,7 +464,61 @@ impl JobSpec {
             Some(s) => RestartStrategy::parse(s)?,
             None => description.restart.unwrap_or(RestartStrategy::None),
         };
+        let duration = |flag: &Option<String>,
+                        file: &Option<String>,
+                        what: &str,
+                        default: Duration| {
+            match flag.as_deref().or(file.as_deref()) {
+                Some(s) => parse_duration(s).map_err(|e| format!("{what}: {e}")),
+                None => Ok(default),
+            }
+        };
+        let min_pause = duration(
+            &flags.min_pause,
+            &file.min_pause,
+            "min pause",
+            Duration::ZERO,
+        )?;
+        let checkpoint_timeout = duration(
+            &flags.checkpoint_timeout,
+            &file.checkpoint_timeout,
+            "checkpoint timeout",
+            DEFAULT_CHECKPOINT_TIMEOUT,
+        )?;
+        let checkpoint_dir = flags
+            .checkpoint_dir
+            .clone()
+            .or_else(|| file.checkpoint_dir.clone())
+            .unwrap_or_else(|| PathBuf::from("sluice-checkpoints").join(&name));
+        let retain_checkpoints = flags
+            .retain_checkpoints
+            .or(file.retain_checkpoints)
+            .unwrap_or(DEFAULT_RETAIN_CHECKPOINTS);
+        if retain_checkpoints == 0 {
+            return Err("--retain-checkpoints must be at least 1".into());
+        }
+        let retain_on_cancel = match flags.on_cancel.as_deref().or(file.on_cancel.as_deref()) {
+            None | Some("retain") => true,
+            Some("delete") => false,
+            Some(other) => {
+                return Err(format!(
+                    "--on-cancel `{other}` is not valid; use `retain` or `delete`"
+                ));
+            }
+        };
         Ok(JobSpec {
+            min_pause,
+            checkpoint_timeout,
+            checkpoint_dir,
+            retain_checkpoints,
+            retain_on_cancel,
+            dead_letter: flags
+                .dead_letter
+                .clone()
+                .or_else(|| file.dead_letter.clone()),
+            restore: flags.restore.clone(),
+            allow_module_change: flags.allow_module_change,
+            module_path: flags.module_path.clone(),
             name,
             source,
             sink,

@@ -1,5 +1,6 @@
 //! Command-line parsing; one file per subcommand.
 
+mod checkpoints;
 mod inspect;
 mod run;
 
@@ -21,6 +22,9 @@ enum Command {
     Run(Box<run::RunArgs>),
     /// Show a module's world, exports, imports and job description, or why it is not a valid guest.
     Inspect(inspect::InspectArgs),
+    /// List or show retained checkpoints.
+    #[command(subcommand)]
+    Checkpoints(checkpoints::CheckpointsCommand),
 }
 
 /// Parses the command line and runs the subcommand.
@@ -29,6 +33,7 @@ pub fn main() -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run(args) => run::run(*args),
         Command::Inspect(args) => inspect::inspect(args),
+        Command::Checkpoints(cmd) => checkpoints::run(cmd),
     }
 }
 

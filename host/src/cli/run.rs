@@ -35,6 +35,30 @@ pub struct RunArgs {
     /// Restart strategy: `none`, `fixed-delay:ATTEMPTS:DELAY`, `failure-rate:MAX:INTERVAL:DELAY`, `exponential:INITIAL:MAX[:MULT[:RESET[:JITTER]]]`.
     #[arg(long, value_name = "STRATEGY")]
     restart: Option<String>,
+    /// Least time between the end of one checkpoint and the start of the next [default: 0].
+    #[arg(long, value_name = "DURATION")]
+    min_pause: Option<String>,
+    /// A checkpoint taking longer is abandoned (logged, not fatal) [default: 10m].
+    #[arg(long, value_name = "DURATION")]
+    checkpoint_timeout: Option<String>,
+    /// Where checkpoints, the input journal and dead letters go [default: sluice-checkpoints/JOB_NAME].
+    #[arg(long, value_name = "DIR")]
+    checkpoint_dir: Option<PathBuf>,
+    /// Completed checkpoints kept [default: 2].
+    #[arg(long, value_name = "N")]
+    retain_checkpoints: Option<usize>,
+    /// Keep (`retain`) or delete the checkpoints when the job is cancelled [default: retain].
+    #[arg(long, value_name = "retain|delete")]
+    on_cancel: Option<String>,
+    /// File for failed records, one JSON line each [default: JOB_DIR/dead-letter.jsonl].
+    #[arg(long, value_name = "PATH")]
+    dead_letter: Option<PathBuf>,
+    /// Resume from a retained checkpoint: `latest` (in --checkpoint-dir) or a `chk-N` or job directory.
+    #[arg(long, value_name = "latest|PATH")]
+    restore: Option<String>,
+    /// Restore a checkpoint taken with a different module.
+    #[arg(long)]
+    allow_module_change: bool,
     /// Longest accepted input line in bytes; longer lines are skipped with an error [default: 1048576].
     #[arg(long, value_name = "BYTES")]
     max_line_bytes: Option<usize>,
@@ -58,6 +82,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         None => FileConfig::default(),
     };
     let flags = FlagConfig {
+        module_path: args.module.clone(),
+        min_pause: args.min_pause,
+        checkpoint_timeout: args.checkpoint_timeout,
+        checkpoint_dir: args.checkpoint_dir,
+        retain_checkpoints: args.retain_checkpoints,
+        on_cancel: args.on_cancel,
+        dead_letter: args.dead_letter,
+        restore: args.restore,
+        allow_module_change: args.allow_module_change,
         name: args.name,
         source: args.source,
         sink: args.sink,
@@ -82,6 +115,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .describe(&params)
         .map_err(|f| anyhow!("module `{}`: {f}", args.module.display()))?;
     let spec = JobSpec::resolve(&description, &file, &flags).map_err(|e| anyhow!(e))?;
+    let prepared = sluice_host::job::prepare(&module, &spec).map_err(|e| anyhow!(e))?;
 
     let cancel = CancelToken::new();
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -91,8 +125,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         signal_hook::flag::register(signal, cancel.flag())
             .context("cannot install the signal handler")?;
     }
-    Ok(match sluice_host::job::run(&module, &spec, &cancel) {
-        JobOutcome::Finished | JobOutcome::Canceled => ExitCode::SUCCESS,
-        JobOutcome::Failed(_) => ExitCode::from(1),
-    })
+    Ok(
+        match sluice_host::job::run(&module, &spec, prepared, &cancel) {
+            JobOutcome::Finished | JobOutcome::Canceled => ExitCode::SUCCESS,
+            JobOutcome::Failed(_) => ExitCode::from(1),
+        },
+    )
 }

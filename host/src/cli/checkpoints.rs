@@ -1,0 +1,169 @@
+//! `host checkpoints list DIR` and `host checkpoints show PATH`: what the
+//! retained checkpoints hold, without running anything.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::anyhow;
+use clap::Subcommand;
+use sluice_host::checkpoint::{Manifest, Store};
+
+#[derive(Subcommand)]
+pub enum CheckpointsCommand {
+    /// List the checkpoints under a checkpoint directory (or one job's directory).
+    List {
+        /// `--checkpoint-dir` of the job, or one job directory in it.
+        dir: PathBuf,
+    },
+    /// Show one checkpoint (`.../chk-N`) in full.
+    Show {
+        /// The checkpoint's directory.
+        path: PathBuf,
+    },
+}
+
+pub fn run(cmd: CheckpointsCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        CheckpointsCommand::List { dir } => list(&dir),
+        CheckpointsCommand::Show { path } => show(&path),
+    }
+}
+
+fn job_dirs(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    if !dir.is_dir() {
+        return Err(anyhow!(
+            "`{}` is not a directory; pass a --checkpoint-dir",
+            dir.display()
+        ));
+    }
+    let own = Store::open(dir).map_err(|e| anyhow!(e))?;
+    if !own.ids().is_empty() || dir.join("journal").exists() {
+        return Ok(vec![dir.to_owned()]);
+    }
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    Ok(dirs)
+}
+
+fn list(dir: &Path) -> anyhow::Result<ExitCode> {
+    println!(
+        "{:<34} {:>6}  {:<24} {:>10} {:>10} {:>8} {:>10}  state",
+        "job", "id", "time (UTC)", "records", "offset", "keys", "bytes"
+    );
+    let mut any = false;
+    for job_dir in job_dirs(dir)? {
+        let store = Store::open(&job_dir).map_err(|e| anyhow!(e))?;
+        let job = job_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        for id in store.ids() {
+            any = true;
+            match store.load(id) {
+                Ok((m, _)) => println!(
+                    "{job:<34} {:>6}  {:<24} {:>10} {:>10} {:>8} {:>10}  ok",
+                    format!("chk-{id}"),
+                    utc(m.created_at_ms),
+                    m.source.position.seq,
+                    m.source.position.offset,
+                    m.keys,
+                    m.files.iter().map(|f| f.bytes).sum::<u64>()
+                ),
+                Err(e) => println!("{job:<34} {:>6}  damaged: {e}", format!("chk-{id}")),
+            }
+        }
+    }
+    if !any {
+        println!("(no checkpoints in `{}`)", dir.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn show(path: &Path) -> anyhow::Result<ExitCode> {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let id: u64 = name
+        .strip_prefix("chk-")
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| anyhow!("`{}` is not a `chk-N` checkpoint directory", path.display()))?;
+    let parent = path
+        .parent()
+        .ok_or_else(|| anyhow!("`{}` has no job directory", path.display()))?;
+    let store = Store::open(parent).map_err(|e| anyhow!(e))?;
+    let (m, _): (Manifest, _) = store
+        .load(id)
+        .map_err(|e| anyhow!("checkpoint `{}` is damaged: {e}", path.display()))?;
+    println!(
+        "checkpoint:      chk-{} (format {} v{})",
+        m.checkpoint_id, m.format, m.format_version
+    );
+    println!("state:           complete, checksums ok");
+    println!("job:             {} ({})", m.job_name, m.job_id);
+    println!("time:            {}", utc(m.created_at_ms));
+    println!(
+        "module:          xxh3:{} against {}",
+        m.module_digest, m.wit_version
+    );
+    println!(
+        "parallelism:     {} (max {})",
+        m.parallelism, m.max_parallelism
+    );
+    println!("aggregation:     {}", m.aggregation);
+    println!(
+        "source:          {} at record {} (byte {})",
+        m.source.uri, m.source.position.seq, m.source.position.offset
+    );
+    println!(
+        "sink:            {} at line {} (byte {})",
+        m.sink.uri, m.sink.position.lines, m.sink.position.bytes
+    );
+    println!("keys:            {}", m.keys);
+    let skipped: Vec<String> = m
+        .skipped_records
+        .iter()
+        .map(|s| (s + 1).to_string())
+        .collect();
+    println!(
+        "skipped records: {}",
+        if skipped.is_empty() {
+            "none".into()
+        } else {
+            skipped.join(", ")
+        }
+    );
+    println!("files:");
+    for f in &m.files {
+        println!(
+            "  {:<14} key groups {}..{}  {} keys  {} bytes  xxh3:{}",
+            f.name, f.key_groups[0], f.key_groups[1], f.keys, f.bytes, f.xxh3
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Unix milliseconds as `YYYY-MM-DD HH:MM:SS.mmm`.
+fn utc(ms: u64) -> String {
+    let secs = ms / 1000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}.{:03}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ms % 1000
+    )
+}
