@@ -3,4 +3,5 @@
 
 mod bad_input;
 mod inspect;
+mod recovery;
 mod wordcount;
