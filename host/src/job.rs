@@ -746,6 +746,8 @@ impl<'a> Runner<'a> {
         match outcome {
             JobOutcome::Finished => {
                 self.store.remove_checkpoints();
+                // Nothing left worth keeping (no dead letters): no directory.
+                let _ = std::fs::remove_dir(self.store.path());
                 info!("{job} switched from RUNNING to FINISHED");
             }
             JobOutcome::Canceled if !self.spec.retain_on_cancel => {

@@ -4,7 +4,8 @@
 //! The host owns everything that must survive a failure — sources and their
 //! positions, keyed state, restarts, sinks — and the guest owns only pure
 //! per-record logic (flat-map and key-selector), called in batches through
-//! the `sluice:stream@0.1.0` WIT contract.
+//! the `sluice:stream@0.1.0` WIT contract. Keyed state is checkpointed and
+//! restored; a failed task restarts by the job's restart strategy.
 //!
 //! ```no_run
 //! use sluice_host::{CancelToken, Runtime, JobOutcome};
@@ -16,7 +17,8 @@
 //! let description = module.describe(&[])?;
 //! let flags = FlagConfig { source: Some("file://input.txt".into()), ..Default::default() };
 //! let spec = JobSpec::resolve(&description, &FileConfig::default(), &flags).map_err(anyhow::Error::msg)?;
-//! let outcome = sluice_host::job::run(&module, &spec, &CancelToken::new());
+//! let prepared = sluice_host::job::prepare(&module, &spec).map_err(anyhow::Error::msg)?;
+//! let outcome = sluice_host::job::run(&module, &spec, prepared, &CancelToken::new());
 //! assert_eq!(outcome, JobOutcome::Finished);
 //! # Ok(())
 //! # }

@@ -276,8 +276,13 @@ fn killed_file_job_resumes_at_another_parallelism() {
     kill_and_resume("kill-rescale", "2", "3");
 }
 
-#[test]
-fn a_damaged_newest_checkpoint_falls_back_to_the_previous_one() {
+/// How a test damages a checkpoint's state file.
+enum Damage {
+    Truncate,
+    FlipByte,
+}
+
+fn damaged_newest_checkpoint_falls_back(damage: Damage) {
     let dir = TempDir::new("damaged");
     let script: Vec<Step> = ["a", "b", "a", "c"]
         .iter()
@@ -309,8 +314,27 @@ fn a_damaged_newest_checkpoint_falls_back_to_the_previous_one() {
     let newest = *ids.last().expect("a checkpoint");
     let state = job_dir.join(format!("chk-{newest}")).join("state-0.bin");
     let mut bytes = std::fs::read(&state).expect("state file");
-    bytes.truncate(bytes.len() / 2);
+    let why = match damage {
+        Damage::Truncate => {
+            bytes.truncate(bytes.len() / 2);
+            "state-0.bin is"
+        }
+        Damage::FlipByte => {
+            let last = bytes.len() - 1;
+            bytes[last] ^= 0x55;
+            "state-0.bin fails its checksum"
+        }
+    };
     std::fs::write(&state, bytes).expect("damage the state file");
+
+    let listed =
+        HostCommand::new(["checkpoints", "list", dir.0.to_str().expect("utf8 path")]).run();
+    listed.assert_code(0);
+    assert!(
+        listed.stdout.contains(&format!("chk-{newest}  damaged")),
+        "list shows the damage:\n{}",
+        listed.stdout
+    );
 
     let out = resume_and_send(
         guests::WORDCOUNT,
@@ -319,11 +343,60 @@ fn a_damaged_newest_checkpoint_falls_back_to_the_previous_one() {
         &["--retain-checkpoints", "3"],
     );
     out.assert_code(0);
-    out.assert_stderr_has(&format!(
-        "checkpoint `chk-{newest}` is damaged (state-0.bin is"
-    ))
-    .assert_stderr_has("falling back to an older checkpoint");
+    out.assert_stderr_has(&format!("checkpoint `chk-{newest}` is damaged ({why}"))
+        .assert_stderr_has("falling back to an older checkpoint");
     assert_eq!(out.stdout, "(a,3)\n", "stderr:\n{}", out.stderr);
+}
+
+#[test]
+fn a_truncated_newest_checkpoint_falls_back_to_the_previous_one() {
+    damaged_newest_checkpoint_falls_back(Damage::Truncate);
+}
+
+#[test]
+fn a_corrupted_newest_checkpoint_falls_back_to_the_previous_one() {
+    damaged_newest_checkpoint_falls_back(Damage::FlipByte);
+}
+
+#[test]
+fn checkpoints_show_prints_what_a_checkpoint_holds() {
+    let dir = TempDir::new("show");
+    let server = LineServer::start(vec![vec![line("a b a")]], Duration::from_secs(30));
+    let running = HostCommand::new([
+        "run",
+        "--module",
+        guests::WORDCOUNT,
+        "--source",
+        &server.uri(),
+        "--checkpoint-interval",
+        "50ms",
+        "--checkpoint-dir",
+        dir.0.to_str().expect("utf8 path"),
+    ])
+    .spawn();
+    running.wait_for_log("checkpoint `chk-1` completed", Duration::from_secs(20));
+    running.signal("INT");
+    running.wait().assert_code(0);
+    let chk = single_job_dir(&dir.0).join("chk-1");
+    let out = HostCommand::new(["checkpoints", "show", chk.to_str().expect("utf8 path")]).run();
+    out.assert_code(0);
+    for needle in [
+        "checkpoint:      chk-1 (format sluice-checkpoint v1)",
+        "state:           complete, checksums ok",
+        "parallelism:     1 (max 128)",
+        "aggregation:     sum:1",
+        "at record 1 (byte 6)",
+        "sink:            print at line 3",
+        "keys:            2",
+        "skipped records: none",
+        "state-0.bin    key groups 0..128  2 keys",
+    ] {
+        assert!(
+            out.stdout.contains(needle),
+            "missing {needle:?} in\n{}",
+            out.stdout
+        );
+    }
 }
 
 #[test]
