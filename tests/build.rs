@@ -11,6 +11,9 @@ const GUESTS: &[(&str, &str)] = &[
     ("guest-other-world", "OTHER_WORLD"),
     ("guest-old-version", "OLD_VERSION"),
     ("guest-missing-export", "MISSING_EXPORT"),
+    ("guest-hostile", "HOSTILE"),
+    ("guest-file-reader", "FILE_READER"),
+    ("guest-env-reader", "ENV_READER"),
 ];
 
 fn main() {

@@ -159,6 +159,12 @@ pub fn describe<U: UserFunctions>(params: Vec<(String, String)>) -> wit::JobDesc
             }),
         }),
         parallelism: d.parallelism,
+        limits: d.limits.map(|l| wit::Limits {
+            memory_bytes: l.memory_bytes,
+            call_timeout_ms: l.call_timeout.map(ms),
+            max_rows_per_record: l.max_rows_per_record,
+            max_bytes_per_record: l.max_bytes_per_record,
+        }),
     }
 }
 

@@ -78,6 +78,19 @@ impl Restart {
     }
 }
 
+/// Limits for each guest instance; `None` keeps the host's default.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Limits {
+    /// Linear memory of all memories together, in bytes.
+    pub memory_bytes: Option<u64>,
+    /// Deadline of one call (one batch of records).
+    pub call_timeout: Option<Duration>,
+    /// Rows one input record may emit.
+    pub max_rows_per_record: Option<u32>,
+    /// Encoded output bytes one input record may emit.
+    pub max_bytes_per_record: Option<u64>,
+}
+
 /// The job's defaults; command-line flags and a TOML file override them.
 #[derive(Debug, Clone, Default)]
 pub struct JobDescription {
@@ -88,6 +101,7 @@ pub struct JobDescription {
     pub(crate) checkpoint_interval: Option<Duration>,
     pub(crate) restart: Option<Restart>,
     pub(crate) parallelism: Option<u32>,
+    pub(crate) limits: Option<Limits>,
 }
 
 impl JobDescription {
@@ -143,6 +157,12 @@ impl JobDescription {
     /// The default number of parallel subtasks.
     pub fn parallelism(mut self, parallelism: u32) -> Self {
         self.parallelism = Some(parallelism);
+        self
+    }
+
+    /// Limits for each guest instance.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = Some(limits);
         self
     }
 }

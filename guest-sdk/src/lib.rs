@@ -52,7 +52,7 @@ mod encoding;
 mod value;
 
 pub use collector::{Collector, IntoRow};
-pub use describe::{Aggregation, JobDescription, Params, Restart};
+pub use describe::{Aggregation, JobDescription, Limits, Params, Restart};
 pub use value::{IntoValue, Row, RowIter, Value};
 
 #[doc(hidden)]

@@ -8,12 +8,13 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::spec::{AggregateKind, Aggregation, Description, RestartStrategy};
+use crate::spec::{AggregateKind, Aggregation, DescribedLimits, Description, RestartStrategy};
 
 mod bindings {
     wasmtime::component::bindgen!({
@@ -29,8 +30,10 @@ pub const WIT_PACKAGE: &str = "sluice:stream@0.1.0";
 const OPERATOR_EXPORT: &str = "sluice:stream/operator@0.1.0";
 const JOB_EXPORT: &str = "sluice:stream/job@0.1.0";
 
-/// How much of a guest's stdout and stderr is kept per instance for the log.
-const GUEST_LOG_CAPACITY: usize = 16 * 1024;
+/// The largest module the host loads.
+pub const MAX_MODULE_BYTES: usize = 256 << 20;
+/// The highest `--max-memory` the engine is configured for.
+pub const MAX_MEMORY_LIMIT: u64 = 4 << 30;
 
 /// Why a module cannot be used as a Sluice guest. Always the user's input.
 #[derive(Debug, thiserror::Error)]
@@ -48,30 +51,108 @@ pub enum ModuleError {
     Invalid(String),
 }
 
+/// How often the epoch ticks: the granularity of call deadlines.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Settings fixed per engine (so per process for the CLI).
+#[derive(Debug, Clone, Copy)]
+pub struct EngineOptions {
+    /// Count fuel, for `--fuel` budgets (costs some speed).
+    pub fuel: bool,
+    /// Largest wasm stack of a guest call, in bytes (`--max-stack`).
+    pub max_stack: usize,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            fuel: false,
+            max_stack: DEFAULT_MAX_STACK,
+        }
+    }
+}
+
+/// Default wasm stack: 512 KiB (wasmtime's).
+pub const DEFAULT_MAX_STACK: usize = 512 * 1024;
+
 /// One shared engine and linker; many modules and jobs use it at once.
 #[derive(Clone)]
 pub struct Runtime {
     engine: Engine,
     linker: Arc<Linker<GuestState>>,
+    options: EngineOptions,
+    _ticker: Arc<Ticker>,
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] until dropped.
+struct Ticker(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl Runtime {
-    /// Creates the engine (component model on, async concurrency off).
+    /// Creates the engine with default options.
     pub fn new() -> anyhow::Result<Self> {
+        Self::with_options(EngineOptions::default())
+    }
+
+    /// Creates the engine: component model on, async concurrency off, epoch
+    /// interruption for call deadlines, the pooling allocator so that a fresh
+    /// instance after a trap is cheap.
+    pub fn with_options(options: EngineOptions) -> anyhow::Result<Self> {
         let mut config = Config::new();
         config.wasm_component_model(true);
         config.wasm_backtrace_max_frames(None);
+        config.epoch_interruption(true);
+        config.consume_fuel(options.fuel);
+        config.max_wasm_stack(options.max_stack);
+        let mut pool = wasmtime::PoolingAllocationConfig::default();
+        pool.total_component_instances(512)
+            .total_core_instances(1024)
+            .total_memories(1024)
+            .total_tables(1024)
+            .max_memory_size(MAX_MEMORY_LIMIT as usize);
+        config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ticking = engine.clone();
+        let stopped = stop.clone();
+        std::thread::Builder::new()
+            .name("sluice-epoch".into())
+            .spawn(move || {
+                while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    ticking.increment_epoch();
+                }
+            })?;
         Ok(Runtime {
             engine,
             linker: Arc::new(linker),
+            options,
+            _ticker: Arc::new(Ticker(stop)),
         })
     }
 
     /// Reads, compiles and checks a guest module against `sluice:stream@0.1.0`.
     pub fn load(&self, path: &Path) -> Result<Module, ModuleError> {
+        let size = std::fs::metadata(path)
+            .map_err(|error| ModuleError::Read {
+                path: path.to_owned(),
+                error,
+            })?
+            .len();
+        if size > MAX_MODULE_BYTES as u64 {
+            return Err(ModuleError::Invalid(format!(
+                "`{}` is {size} bytes, over the limit of {MAX_MODULE_BYTES} for a module; \
+                 build it in release mode and strip it",
+                path.display()
+            )));
+        }
         let bytes = std::fs::read(path).map_err(|error| ModuleError::Read {
             path: path.to_owned(),
             error,
@@ -81,6 +162,13 @@ impl Runtime {
 
     fn load_bytes(&self, path: &Path, bytes: &[u8]) -> Result<Module, ModuleError> {
         let shown = path.display();
+        if bytes.len() > MAX_MODULE_BYTES {
+            return Err(ModuleError::Invalid(format!(
+                "`{shown}` is {} bytes, over the limit of {MAX_MODULE_BYTES} for a module; \
+                 build it in release mode and strip it",
+                bytes.len()
+            )));
+        }
         let rebuild = format!("build it as a component against {WIT_PACKAGE} (see the README)");
         if !bytes.starts_with(b"\0asm") {
             return Err(ModuleError::Invalid(format!(
@@ -252,20 +340,78 @@ impl Module {
         self.size
     }
 
-    /// Creates a fresh instance and calls its `open` with `params`.
+    /// The grants this module's imports need, or why it cannot run with `grants`.
+    pub fn check_grants(&self, grants: &Grants) -> Result<(), String> {
+        // Name the capability the module asks for before the types it drags in.
+        let mut imports: Vec<&String> = self.info.imports.iter().collect();
+        imports.sort_by_key(|i| !i.starts_with("wasi:filesystem/"));
+        for import in imports {
+            if let Some(missing) = grants.refuses(import) {
+                return Err(format!(
+                    "module imports `{import}`, which this job does not grant; {missing}"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates a fresh instance with the default sandbox and calls its
+    /// `open` with `params`.
     pub fn instantiate(&self, params: &[(String, String)]) -> Result<Instance, GuestFailure> {
-        let log = GuestLog::default();
-        let wasi = WasiCtx::builder()
-            .stdout(log.clone())
-            .stderr(log.clone())
-            .build();
+        self.instantiate_with(params, &Sandbox::default())
+    }
+
+    /// Creates a fresh instance in `sandbox` and calls its `open` with `params`.
+    pub fn instantiate_with(
+        &self,
+        params: &[(String, String)],
+        sandbox: &Sandbox,
+    ) -> Result<Instance, GuestFailure> {
+        let log = GuestLog::new(sandbox.limits.log_bytes);
+        let mut builder = WasiCtx::builder();
+        builder.stdout(log.clone()).stderr(log.clone());
+        for name in &sandbox.grants.env {
+            if let Ok(value) = std::env::var(name) {
+                builder.env(name, value);
+            }
+        }
+        for dir in &sandbox.grants.dirs {
+            let perms = if dir.read_only {
+                wasmtime_wasi::FsPerms::ReadOnly
+            } else {
+                wasmtime_wasi::FsPerms::ReadWrite
+            };
+            builder
+                .preopened_dir(&dir.host, &dir.guest, perms)
+                .map_err(|e| GuestFailure {
+                    message: format!(
+                        "cannot grant directory `{}`: {e}; check that it exists",
+                        dir.host.display()
+                    ),
+                    record: None,
+                })?;
+        }
+        if !sandbox.grants.clocks {
+            builder.wall_clock(FrozenClock).monotonic_clock(FrozenClock);
+        }
+        let wasi = builder.build();
         let mut store = Store::new(
             &self.runtime.engine,
             GuestState {
                 wasi,
                 table: ResourceTable::new(),
+                limiter: MemoryLimiter {
+                    limit: sandbox.limits.memory_bytes,
+                    used: 0,
+                },
             },
         );
+        store.limiter(|s| &mut s.limiter);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(sandbox.deadline_ticks());
+        if self.runtime.options.fuel {
+            let _ = store.set_fuel(sandbox.limits.fuel.unwrap_or(u64::MAX));
+        }
         let bindings = self
             .pre
             .instantiate(&mut store)
@@ -274,6 +420,10 @@ impl Module {
             store,
             bindings,
             log,
+            limits: sandbox.limits.clone(),
+            ticks: sandbox.deadline_ticks(),
+            fuel: self.runtime.options.fuel,
+            max_stack: self.runtime.options.max_stack,
         };
         let opened = instance
             .bindings
@@ -292,6 +442,7 @@ impl Module {
     /// Calls the guest's `describe` in a throwaway instance.
     pub fn describe(&self, params: &[(String, String)]) -> Result<Description, GuestFailure> {
         let mut instance = self.instantiate(params)?;
+        instance.arm();
         let d = instance
             .bindings
             .sluice_stream_job()
@@ -331,14 +482,230 @@ impl Module {
                 },
             }),
             parallelism: d.parallelism,
+            limits: d.limits.map(|l| DescribedLimits {
+                memory_bytes: l.memory_bytes,
+                call_timeout_ms: l.call_timeout_ms,
+                max_rows_per_record: l.max_rows_per_record,
+                max_bytes_per_record: l.max_bytes_per_record,
+            }),
         })
     }
 }
 
-/// The store's data: WASI state that grants nothing but captured stdio.
+/// The store's data: WASI state that grants only what the job grants, and
+/// the memory limiter.
 struct GuestState {
     wasi: WasiCtx,
     table: ResourceTable,
+    limiter: MemoryLimiter,
+}
+
+/// Caps the linear memory of all of an instance's memories together.
+struct MemoryLimiter {
+    limit: u64,
+    used: u64,
+}
+
+impl wasmtime::ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let total = self.used + (desired - current) as u64;
+        if total > self.limit {
+            return Err(wasmtime::Error::msg(format!(
+                "guest tried to grow its memory to {} bytes, over the limit of {} (--max-memory)",
+                total, self.limit
+            )));
+        }
+        self.used = total;
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > MAX_TABLE_ELEMENTS {
+            return Err(wasmtime::Error::msg(format!(
+                "guest tried to grow a table to {desired} elements, over the limit of {MAX_TABLE_ELEMENTS}"
+            )));
+        }
+        Ok(true)
+    }
+}
+
+const MAX_TABLE_ELEMENTS: usize = 1 << 20;
+
+/// Per-instance limits. Every breach is a trap with a message that names
+/// the limit, its value and the flag that raises it.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Linear memory of all memories together, bytes (`--max-memory`).
+    pub memory_bytes: u64,
+    /// Wall-clock deadline of one guest call (`--call-timeout`).
+    pub call_timeout: Duration,
+    /// Fuel per call (`--fuel`), when the engine counts fuel.
+    pub fuel: Option<u64>,
+    /// Rows one input record may emit (`--max-rows-per-record`).
+    pub rows_per_record: u32,
+    /// Output bytes one input record may emit (`--max-bytes-per-record`).
+    pub bytes_per_record: u64,
+    /// Guest stdout and stderr kept per call (`--max-guest-log`).
+    pub log_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory_bytes: 64 << 20,
+            call_timeout: Duration::from_secs(10),
+            fuel: None,
+            rows_per_record: 100_000,
+            bytes_per_record: 16 << 20,
+            log_bytes: 16 << 10,
+        }
+    }
+}
+
+/// The clock a guest without `--allow-clocks` sees: always zero.
+struct FrozenClock;
+
+impl wasmtime_wasi::HostWallClock for FrozenClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+    fn now(&self) -> Duration {
+        Duration::ZERO
+    }
+}
+
+impl wasmtime_wasi::HostMonotonicClock for FrozenClock {
+    fn resolution(&self) -> u64 {
+        1_000_000_000
+    }
+    fn now(&self) -> u64 {
+        0
+    }
+}
+
+/// A directory the job grants its guests.
+#[derive(Debug, Clone)]
+pub struct DirGrant {
+    /// The directory on the host.
+    pub host: PathBuf,
+    /// Where the guest sees it.
+    pub guest: String,
+    /// Read-only.
+    pub read_only: bool,
+}
+
+impl DirGrant {
+    /// Parses `HOST_DIR[:GUEST_DIR][:ro]`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let (rest, read_only) = match s.strip_suffix(":ro") {
+            Some(rest) => (rest, true),
+            None => (s, false),
+        };
+        let (host, guest) = match rest.split_once(':') {
+            Some((h, g)) => (h, g.to_string()),
+            None => (rest, rest.to_string()),
+        };
+        if host.is_empty() || guest.is_empty() {
+            return Err(format!("`{s}` is not HOST_DIR[:GUEST_DIR][:ro]"));
+        }
+        Ok(DirGrant {
+            host: PathBuf::from(host),
+            guest,
+            read_only,
+        })
+    }
+}
+
+/// What a job grants its guests beyond computing: by default nothing.
+#[derive(Debug, Clone, Default)]
+pub struct Grants {
+    /// Directories (`--allow-dir`).
+    pub dirs: Vec<DirGrant>,
+    /// Environment variables passed through (`--allow-env`).
+    pub env: Vec<String>,
+    /// Wall and monotonic clocks (`--allow-clocks`).
+    pub clocks: bool,
+    /// Randomness (`--allow-random`).
+    pub random: bool,
+}
+
+impl Grants {
+    /// `None` when `import` is allowed, else what to pass to allow it.
+    pub fn refuses(&self, import: &str) -> Option<String> {
+        let name = import.split('@').next().unwrap_or(import);
+        let (package, _) = name.split_once('/').unwrap_or((name, ""));
+        match package {
+            "sluice:stream" | "wasi:io" => None,
+            "wasi:cli" => None,
+            "wasi:filesystem" if self.dirs.is_empty() => {
+                Some("pass --allow-dir HOST_DIR[:GUEST_DIR][:ro] to give it a directory".into())
+            }
+            "wasi:filesystem" => None,
+            // The filesystem's types name wall-clock datetimes, so a guest
+            // granted a directory imports the wall clock; it reads a frozen
+            // clock (0) unless --allow-clocks.
+            "wasi:clocks" if self.clocks => None,
+            "wasi:clocks" if !self.dirs.is_empty() && name == "wasi:clocks/wall-clock" => None,
+            "wasi:clocks" => Some("pass --allow-clocks to give it the time".into()),
+            "wasi:random" if !self.random => {
+                Some("pass --allow-random to give it randomness".into())
+            }
+            "wasi:random" => None,
+            "wasi:sockets" => Some("guests get no network access".into()),
+            _ => Some("the host does not provide it".into()),
+        }
+    }
+
+    /// The flags a module with these imports needs, for `host inspect`.
+    pub fn needed(imports: &[String]) -> Vec<&'static str> {
+        let mut needed = Vec::new();
+        let files = imports.iter().any(|i| i.starts_with("wasi:filesystem/"));
+        for i in imports {
+            let flag = if i.starts_with("wasi:filesystem/") {
+                "--allow-dir"
+            } else if files && i.starts_with("wasi:clocks/wall-clock@") {
+                // Comes with the filesystem's types; frozen unless --allow-clocks.
+                continue;
+            } else if i.starts_with("wasi:clocks/") {
+                "--allow-clocks"
+            } else if i.starts_with("wasi:random/") {
+                "--allow-random"
+            } else if i.starts_with("wasi:sockets/") {
+                "network (never granted)"
+            } else {
+                continue;
+            };
+            if !needed.contains(&flag) {
+                needed.push(flag);
+            }
+        }
+        needed
+    }
+}
+
+/// Limits and grants for a job's instances.
+#[derive(Debug, Clone, Default)]
+pub struct Sandbox {
+    /// Limits.
+    pub limits: Limits,
+    /// Grants.
+    pub grants: Grants,
+}
+
+impl Sandbox {
+    fn deadline_ticks(&self) -> u64 {
+        (self.limits.call_timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64 + 1
+    }
 }
 
 impl WasiView for GuestState {
@@ -355,6 +722,10 @@ pub struct Instance {
     store: Store<GuestState>,
     bindings: bindings::StreamJob,
     log: GuestLog,
+    limits: Limits,
+    ticks: u64,
+    fuel: bool,
+    max_stack: usize,
 }
 
 /// The output of one batch: encoded rows and keys, and the failing record.
@@ -366,8 +737,22 @@ pub struct BatchOutput {
 }
 
 impl Instance {
+    /// Resets the call deadline and the fuel budget before a call.
+    fn arm(&mut self) {
+        self.store.set_epoch_deadline(self.ticks);
+        if self.fuel {
+            let _ = self.store.set_fuel(self.limits.fuel.unwrap_or(u64::MAX));
+        }
+    }
+
+    /// The instance's limits.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
     /// Runs flat-map and key-selector on an encoded batch.
     pub fn flat_map_keyed(&mut self, records: &[u8]) -> Result<BatchOutput, GuestFailure> {
+        self.arm();
         let result = self
             .bindings
             .sluice_stream_operator()
@@ -383,6 +768,7 @@ impl Instance {
 
     /// Runs flat-map alone on an encoded batch.
     pub fn flat_map(&mut self, records: &[u8]) -> Result<BatchOutput, GuestFailure> {
+        self.arm();
         let result = self
             .bindings
             .sluice_stream_operator()
@@ -402,7 +788,29 @@ impl Instance {
     }
 
     fn failure(&self, during: &str, e: &wasmtime::Error) -> GuestFailure {
-        GuestFailure::from_error(during, e, &self.log)
+        let mut f = GuestFailure::from_error(during, e, &self.log);
+        match e.downcast_ref::<wasmtime::Trap>() {
+            Some(wasmtime::Trap::Interrupt) => {
+                f.message = format!(
+                    "{during} failed: the guest ran past its call deadline of {} ms (raise it with --call-timeout)",
+                    self.limits.call_timeout.as_millis()
+                );
+            }
+            Some(wasmtime::Trap::OutOfFuel) => {
+                f.message = format!(
+                    "{during} failed: the guest used up its fuel budget of {} per call (raise it with --fuel)",
+                    self.limits.fuel.unwrap_or(0)
+                );
+            }
+            Some(wasmtime::Trap::StackOverflow) => {
+                f.message = format!(
+                    "{during} failed: the guest overflowed its wasm stack of {} bytes (raise it with --max-stack)",
+                    self.max_stack
+                );
+            }
+            _ => {}
+        }
+        f
     }
 }
 
@@ -419,6 +827,16 @@ pub struct GuestFailure {
 impl GuestFailure {
     fn from_error(during: &str, e: &wasmtime::Error, log: &GuestLog) -> Self {
         let printed = log.take();
+        if e.downcast_ref::<wasmtime::Trap>().is_none() {
+            // A limit the host enforces: its own message says it all.
+            let message = format!("{during} failed: {}", first_line(&format!("{e:#}")));
+            if message.contains("(--max-memory)") || message.contains("over the limit of") {
+                return GuestFailure {
+                    message,
+                    record: None,
+                };
+            }
+        }
         let said = printed
             .lines()
             .rev()
@@ -451,21 +869,31 @@ impl std::error::Error for GuestFailure {}
 /// A bounded capture of a guest's stdout and stderr. Writes past the
 /// capacity are dropped (and counted), never refused, so a chatty guest is
 /// not failed for it.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 struct GuestLog {
     inner: Arc<Mutex<GuestLogInner>>,
 }
 
-#[derive(Default)]
 struct GuestLogInner {
     text: Vec<u8>,
     dropped: usize,
+    capacity: usize,
 }
 
 impl GuestLog {
+    fn new(capacity: usize) -> Self {
+        GuestLog {
+            inner: Arc::new(Mutex::new(GuestLogInner {
+                text: Vec::new(),
+                dropped: 0,
+                capacity,
+            })),
+        }
+    }
+
     fn append(&self, bytes: &[u8]) {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let room = GUEST_LOG_CAPACITY.saturating_sub(inner.text.len());
+        let room = inner.capacity.saturating_sub(inner.text.len());
         let keep = bytes.len().min(room);
         inner.text.extend_from_slice(&bytes[..keep]);
         inner.dropped += bytes.len() - keep;

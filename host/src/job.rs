@@ -23,7 +23,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
 use tracing::{error, info, warn};
 
 use crate::checkpoint::{self, GroupState, JobInfo, SinkPosition, Snapshot, SourcePosition, Store};
-use crate::guest::{GuestFailure, Instance, Module};
+use crate::guest::{GuestFailure, Instance, Module, Sandbox};
 use crate::journal;
 use crate::keyed::{self, KeyedState};
 use crate::restart::{Decision, RestartStrategy, RestartTracker};
@@ -951,9 +951,15 @@ struct Subtask {
     max_parallelism: u32,
     module: Module,
     params: Vec<(String, String)>,
+    sandbox: Sandbox,
     instance: Option<Instance>,
     state: Option<KeyedState>,
+    log_window: Instant,
+    log_lines: u32,
 }
+
+/// Guest log lines passed to the host's log per second per subtask.
+const GUEST_LOG_LINES: u32 = 20;
 
 impl Subtask {
     fn failure(
@@ -976,9 +982,49 @@ impl Subtask {
         }
     }
 
+    fn output_limits(&self) -> row::OutputLimits {
+        row::OutputLimits {
+            rows: self.sandbox.limits.rows_per_record,
+            bytes: self.sandbox.limits.bytes_per_record,
+        }
+    }
+
+    /// Passes what the guest printed to the host's log, at most
+    /// [`GUEST_LOG_LINES`] lines per second per subtask; says how many it dropped.
+    fn forward_log(&mut self) {
+        let Some(instance) = &self.instance else {
+            return;
+        };
+        let text = instance.take_log();
+        if text.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        if now.duration_since(self.log_window) >= Duration::from_secs(1) {
+            self.log_window = now;
+            self.log_lines = 0;
+        }
+        let mut dropped = 0u64;
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            if self.log_lines >= GUEST_LOG_LINES {
+                dropped += 1;
+                continue;
+            }
+            self.log_lines += 1;
+            let shown: String = line.chars().take(500).collect();
+            info!("subtask {} guest: {shown}", self.index);
+        }
+        if dropped > 0 {
+            warn!(
+                "subtask {}: {dropped} more guest log line(s) dropped (at most {GUEST_LOG_LINES} a second, {} bytes a call; --max-guest-log)",
+                self.index, self.sandbox.limits.log_bytes
+            );
+        }
+    }
+
     fn instance(&mut self) -> Result<&mut Instance, GuestFailure> {
         if self.instance.is_none() {
-            self.instance = Some(self.module.instantiate(&self.params)?);
+            self.instance = Some(self.module.instantiate_with(&self.params, &self.sandbox)?);
         }
         match self.instance.as_mut() {
             Some(instance) => Ok(instance),
@@ -1027,7 +1073,8 @@ impl Subtask {
         let out = &mapped.out;
         let routes = &mut mapped.routes;
         let emitted = &mut mapped.emitted;
-        let checked = row::read_output(out, range.len(), keyed, |mut r| {
+        let limits = self.output_limits();
+        let checked = row::read_output(out, range.len(), keyed, limits, |mut r| {
             r.record += base;
             if keyed {
                 let owner = keyed::subtask_of(keyed::key_group(r.hash, m), p, m);
@@ -1038,12 +1085,12 @@ impl Subtask {
             }
         });
         if let Err(e) = checked {
-            return Err(self.failure(
-                batch,
-                None,
-                format!("the guest's output is malformed: {}", e.0),
-                Fault::Guest,
-            ));
+            let record = e.1.map(|r| range.start + r as usize);
+            let cause = match record {
+                Some(_) => e.0,
+                None => format!("the guest's output is malformed: {}", e.0),
+            };
+            return Err(self.failure(batch, record, cause, Fault::Guest));
         }
         Ok(mapped)
     }
@@ -1062,6 +1109,9 @@ impl Subtask {
         } else {
             instance.flat_map(records)
         };
+        if result.is_ok() {
+            self.forward_log();
+        }
         match result {
             Ok(out) => match out.failed {
                 None => Ok(out.output),
@@ -1087,8 +1137,12 @@ impl Subtask {
         for i in range {
             match self.call(batch, i..i + 1, keyed) {
                 Ok(out) => {
-                    if let Err(e) = row::read_output(&out, 1, keyed, |_| {}) {
-                        return Some((i, format!("the guest's output is malformed: {}", e.0)));
+                    if let Err(e) = row::read_output(&out, 1, keyed, self.output_limits(), |_| {}) {
+                        let cause = match e.1 {
+                            Some(_) => e.0,
+                            None => format!("the guest's output is malformed: {}", e.0),
+                        };
+                        return Some((i, cause));
                     }
                 }
                 Err(failure) => return Some((i, failure.message)),
@@ -1186,8 +1240,11 @@ impl Workers {
                 max_parallelism: spec.max_parallelism,
                 module: module.clone(),
                 params: spec.params.clone(),
+                sandbox: spec.sandbox.clone(),
                 instance: None,
                 state,
+                log_window: Instant::now(),
+                log_lines: 0,
             };
             subtask.instance().map_err(|f| TaskFailure {
                 subtask: index,

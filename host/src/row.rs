@@ -65,24 +65,43 @@ impl BatchWriter {
     }
 }
 
-/// A malformed guest output: the guest's fault.
+/// A malformed guest output, or one over a limit: the guest's fault.
+/// `.1` is the batch record it belongs to, when known.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Malformed(pub String);
+pub struct Malformed(pub String, pub Option<u32>);
+
+/// Output limits per input record.
+#[derive(Debug, Clone, Copy)]
+pub struct OutputLimits {
+    /// Rows one record may emit.
+    pub rows: u32,
+    /// Encoded bytes one record may emit.
+    pub bytes: u64,
+}
+
+impl OutputLimits {
+    /// No limit.
+    pub const NONE: OutputLimits = OutputLimits {
+        rows: u32::MAX,
+        bytes: u64::MAX,
+    };
+}
 
 #[inline]
 fn u32_at(buf: &[u8], pos: usize) -> Result<u32, Malformed> {
     buf.get(pos..pos + 4)
         .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .ok_or_else(|| Malformed(format!("output ends inside a length at byte {pos}")))
+        .ok_or_else(|| Malformed(format!("output ends inside a length at byte {pos}"), None))
 }
 
 /// Returns the end of the value that starts at `pos`.
 #[inline]
 pub(crate) fn skip_value(buf: &[u8], pos: usize) -> Result<usize, Malformed> {
     let tag = *buf.get(pos).ok_or_else(|| {
-        Malformed(format!(
-            "output ends where a value should start at byte {pos}"
-        ))
+        Malformed(
+            format!("output ends where a value should start at byte {pos}"),
+            None,
+        )
     })?;
     let end = match tag {
         NULL => pos + 1,
@@ -92,27 +111,31 @@ pub(crate) fn skip_value(buf: &[u8], pos: usize) -> Result<usize, Malformed> {
             let len = u32_at(buf, pos + 1)? as usize;
             let end = pos + 5 + len;
             if end > buf.len() {
-                return Err(Malformed(format!(
-                    "a value at byte {pos} runs past the output"
-                )));
+                return Err(Malformed(
+                    format!("a value at byte {pos} runs past the output"),
+                    None,
+                ));
             }
             if tag == TEXT && std::str::from_utf8(&buf[pos + 5..end]).is_err() {
-                return Err(Malformed(format!(
-                    "a text value at byte {pos} is not valid UTF-8"
-                )));
+                return Err(Malformed(
+                    format!("a text value at byte {pos} is not valid UTF-8"),
+                    None,
+                ));
             }
             end
         }
         other => {
-            return Err(Malformed(format!(
-                "unknown value tag {other} at byte {pos}"
-            )));
+            return Err(Malformed(
+                format!("unknown value tag {other} at byte {pos}"),
+                None,
+            ));
         }
     };
     if end > buf.len() {
-        return Err(Malformed(format!(
-            "a value at byte {pos} runs past the output"
-        )));
+        return Err(Malformed(
+            format!("a value at byte {pos} runs past the output"),
+            None,
+        ));
     }
     Ok(end)
 }
@@ -150,12 +173,23 @@ pub fn read_output(
     buf: &[u8],
     records: usize,
     keyed: bool,
+    limits: OutputLimits,
     mut f: impl FnMut(RowRef),
 ) -> Result<(), Malformed> {
     let mut pos = 0usize;
     for record in 0..records {
-        let rows = u32_at(buf, pos)?;
+        let record_start = pos;
+        let rows = u32_at(buf, pos).map_err(|e| Malformed(e.0, Some(record as u32)))?;
         pos += 4;
+        if rows > limits.rows {
+            return Err(Malformed(
+                format!(
+                    "the record emitted {rows} rows, over the limit of {} (raise it with --max-rows-per-record)",
+                    limits.rows
+                ),
+                Some(record as u32),
+            ));
+        }
         for ordinal in 0..rows {
             let row_start = pos;
             pos = skip_row(buf, pos)?;
@@ -178,12 +212,22 @@ pub fn read_output(
                 hash,
             });
         }
+        let bytes = (pos - record_start) as u64;
+        if bytes > limits.bytes {
+            return Err(Malformed(
+                format!(
+                    "the record emitted {bytes} bytes of output, over the limit of {} (raise it with --max-bytes-per-record)",
+                    limits.bytes
+                ),
+                Some(record as u32),
+            ));
+        }
     }
     if pos != buf.len() {
-        return Err(Malformed(format!(
-            "output has {} bytes after the last record",
-            buf.len() - pos
-        )));
+        return Err(Malformed(
+            format!("output has {} bytes after the last record", buf.len() - pos),
+            None,
+        ));
     }
     Ok(())
 }
@@ -351,18 +395,21 @@ mod tests {
         out.extend(text("b"));
         out.extend(0u32.to_le_bytes());
         let mut seen = Vec::new();
-        read_output(&out, 2, true, |r| seen.push((r.record, r.ordinal))).expect("well formed");
+        read_output(&out, 2, true, OutputLimits::NONE, |r| {
+            seen.push((r.record, r.ordinal))
+        })
+        .expect("well formed");
         assert_eq!(seen, vec![(0, 0), (0, 1)]);
         // Too few records, a truncated buffer, trailing bytes, bad UTF-8.
-        assert!(read_output(&out, 3, true, |_| {}).is_err());
-        assert!(read_output(&out[..out.len() - 6], 2, true, |_| {}).is_err());
+        assert!(read_output(&out, 3, true, OutputLimits::NONE, |_| {}).is_err());
+        assert!(read_output(&out[..out.len() - 6], 2, true, OutputLimits::NONE, |_| {}).is_err());
         let mut trailing = out.clone();
         trailing.push(0);
-        assert!(read_output(&trailing, 2, true, |_| {}).is_err());
+        assert!(read_output(&trailing, 2, true, OutputLimits::NONE, |_| {}).is_err());
         let mut bad = 1u32.to_le_bytes().to_vec();
         bad.extend(row(&[vec![TEXT, 1, 0, 0, 0, 0xff]]));
         bad.extend(int(1));
-        assert!(read_output(&bad, 1, true, |_| {}).is_err());
+        assert!(read_output(&bad, 1, true, OutputLimits::NONE, |_| {}).is_err());
     }
 
     #[test]

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::guest::{DirGrant, Grants, Limits, MAX_MEMORY_LIMIT, Sandbox};
+
 pub use crate::restart::RestartStrategy;
 
 /// A keyed aggregation kind.
@@ -86,6 +88,21 @@ pub struct Description {
     pub restart: Option<RestartStrategy>,
     /// Default parallelism.
     pub parallelism: Option<u32>,
+    /// Per-instance limits.
+    pub limits: Option<DescribedLimits>,
+}
+
+/// Limits a guest describes for itself.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DescribedLimits {
+    /// Memory bytes.
+    pub memory_bytes: Option<u64>,
+    /// Call deadline.
+    pub call_timeout_ms: Option<u64>,
+    /// Rows per record.
+    pub max_rows_per_record: Option<u32>,
+    /// Output bytes per record.
+    pub max_bytes_per_record: Option<u64>,
 }
 
 /// Where records come from.
@@ -250,6 +267,32 @@ pub struct FileConfig {
     pub on_cancel: Option<String>,
     /// Where failed records go.
     pub dead_letter: Option<PathBuf>,
+    /// Memory per guest instance (`64MiB`, bytes).
+    pub max_memory: Option<String>,
+    /// Deadline of one guest call.
+    pub call_timeout: Option<String>,
+    /// Rows one record may emit.
+    pub max_rows_per_record: Option<u32>,
+    /// Output bytes one record may emit.
+    pub max_bytes_per_record: Option<String>,
+    /// Guest stdout and stderr kept per call.
+    pub max_guest_log: Option<String>,
+    /// Directories granted: `HOST[:GUEST][:ro]`.
+    #[serde(default)]
+    pub allow_dir: Vec<String>,
+    /// Environment variables granted.
+    #[serde(default)]
+    pub allow_env: Vec<String>,
+    /// Grant clocks.
+    #[serde(default)]
+    pub allow_clocks: bool,
+    /// Grant randomness.
+    #[serde(default)]
+    pub allow_random: bool,
+    /// Fuel per guest call.
+    pub fuel: Option<u64>,
+    /// Wasm stack per call (`512KiB`).
+    pub max_stack: Option<String>,
     /// Job parameters.
     #[serde(default)]
     pub params: std::collections::BTreeMap<String, String>,
@@ -311,6 +354,26 @@ pub struct FlagConfig {
     pub restore: Option<String>,
     /// `--allow-module-change`.
     pub allow_module_change: bool,
+    /// `--max-memory`.
+    pub max_memory: Option<String>,
+    /// `--call-timeout`.
+    pub call_timeout: Option<String>,
+    /// `--fuel`.
+    pub fuel: Option<u64>,
+    /// `--max-rows-per-record`.
+    pub max_rows_per_record: Option<u32>,
+    /// `--max-bytes-per-record`.
+    pub max_bytes_per_record: Option<String>,
+    /// `--max-guest-log`.
+    pub max_guest_log: Option<String>,
+    /// `--allow-dir`.
+    pub allow_dir: Vec<String>,
+    /// `--allow-env`.
+    pub allow_env: Vec<String>,
+    /// `--allow-clocks`.
+    pub allow_clocks: bool,
+    /// `--allow-random`.
+    pub allow_random: bool,
     /// `--param KEY=VALUE`, in order.
     pub params: Vec<(String, String)>,
 }
@@ -358,6 +421,8 @@ pub struct JobSpec {
     pub restore: Option<String>,
     /// Restore a checkpoint taken with another module.
     pub allow_module_change: bool,
+    /// Limits and grants of each guest instance.
+    pub sandbox: Sandbox,
 }
 
 /// Default checkpoint timeout (Flink's: 10 minutes).
@@ -506,7 +571,12 @@ impl JobSpec {
                 ));
             }
         };
+        let sandbox = Sandbox {
+            limits: resolve_limits(description.limits.unwrap_or_default(), file, flags)?,
+            grants: resolve_grants(file, flags)?,
+        };
         Ok(JobSpec {
+            sandbox,
             min_pause,
             checkpoint_timeout,
             checkpoint_dir,
@@ -532,6 +602,113 @@ impl JobSpec {
             restart,
         })
     }
+}
+
+/// Parses `64MiB`, `512KiB`, `1GiB`, `1000` (bytes).
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size; use e.g. `64MiB`, `512KiB` or bytes"))?;
+    let scale = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" | "K" | "KB" => 1 << 10,
+        "MiB" | "M" | "MB" => 1 << 20,
+        "GiB" | "G" | "GB" => 1 << 30,
+        other => {
+            return Err(format!(
+                "`{s}` has an unknown unit `{other}`; use KiB, MiB or GiB"
+            ));
+        }
+    };
+    n.checked_mul(scale)
+        .ok_or_else(|| format!("`{s}` is too large"))
+}
+
+fn resolve_limits(
+    d: DescribedLimits,
+    file: &FileConfig,
+    flags: &FlagConfig,
+) -> Result<Limits, String> {
+    let defaults = Limits::default();
+    let bytes =
+        |flag: &Option<String>, file: &Option<String>, what: &str| -> Result<Option<u64>, String> {
+            flag.as_deref()
+                .or(file.as_deref())
+                .map(|s| parse_bytes(s).map_err(|e| format!("{what}: {e}")))
+                .transpose()
+        };
+    let memory_bytes = bytes(&flags.max_memory, &file.max_memory, "--max-memory")?
+        .or(d.memory_bytes)
+        .unwrap_or(defaults.memory_bytes);
+    if memory_bytes > MAX_MEMORY_LIMIT {
+        return Err(format!(
+            "--max-memory {memory_bytes} is over the most this host allows ({MAX_MEMORY_LIMIT})"
+        ));
+    }
+    let call_timeout = match flags
+        .call_timeout
+        .as_deref()
+        .or(file.call_timeout.as_deref())
+    {
+        Some(s) => parse_duration(s).map_err(|e| format!("--call-timeout: {e}"))?,
+        None => d
+            .call_timeout_ms
+            .map(Duration::from_millis)
+            .unwrap_or(defaults.call_timeout),
+    };
+    if call_timeout.is_zero() {
+        return Err("--call-timeout must be more than 0".into());
+    }
+    Ok(Limits {
+        memory_bytes,
+        call_timeout,
+        fuel: flags.fuel.or(file.fuel),
+        rows_per_record: flags
+            .max_rows_per_record
+            .or(file.max_rows_per_record)
+            .or(d.max_rows_per_record)
+            .unwrap_or(defaults.rows_per_record),
+        bytes_per_record: bytes(
+            &flags.max_bytes_per_record,
+            &file.max_bytes_per_record,
+            "--max-bytes-per-record",
+        )?
+        .or(d.max_bytes_per_record)
+        .unwrap_or(defaults.bytes_per_record),
+        log_bytes: bytes(&flags.max_guest_log, &file.max_guest_log, "--max-guest-log")?
+            .map_or(defaults.log_bytes, |b| b as usize),
+    })
+}
+
+fn resolve_grants(file: &FileConfig, flags: &FlagConfig) -> Result<Grants, String> {
+    let dirs = file
+        .allow_dir
+        .iter()
+        .chain(&flags.allow_dir)
+        .map(|d| DirGrant::parse(d))
+        .collect::<Result<Vec<_>, _>>()?;
+    for d in &dirs {
+        if !d.host.is_dir() {
+            return Err(format!(
+                "--allow-dir `{}`: no such directory; create it or fix the path",
+                d.host.display()
+            ));
+        }
+    }
+    Ok(Grants {
+        dirs,
+        env: file
+            .allow_env
+            .iter()
+            .chain(&flags.allow_env)
+            .cloned()
+            .collect(),
+        clocks: flags.allow_clocks || file.allow_clocks,
+        random: flags.allow_random || file.allow_random,
+    })
 }
 
 #[cfg(test)]

@@ -4,4 +4,5 @@
 mod bad_input;
 mod inspect;
 mod recovery;
+mod sandbox;
 mod wordcount;

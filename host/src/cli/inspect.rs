@@ -39,6 +39,15 @@ pub fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
     for i in &info.imports {
         println!("  {i}");
     }
+    let needed = sluice_host::guest::Grants::needed(&info.imports);
+    println!(
+        "needs:    {}",
+        if needed.is_empty() {
+            "no grants (pure computation)".to_string()
+        } else {
+            needed.join(", ")
+        }
+    );
     let d = module
         .describe(&args.params)
         .map_err(|f| anyhow!("module `{}`: {f}", args.module.display()))?;

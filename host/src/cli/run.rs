@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context, anyhow};
 use clap::Args;
-use sluice_host::spec::{FileConfig, FlagConfig, JobSpec};
+use sluice_host::guest::{DEFAULT_MAX_STACK, EngineOptions};
+use sluice_host::spec::{FileConfig, FlagConfig, JobSpec, parse_bytes};
 use sluice_host::{CancelToken, JobOutcome, Runtime};
 
 #[derive(Args)]
@@ -59,6 +60,39 @@ pub struct RunArgs {
     /// Restore a checkpoint taken with a different module.
     #[arg(long)]
     allow_module_change: bool,
+    /// Linear memory per guest instance, all memories together (`64MiB`) [default: 64MiB].
+    #[arg(long, value_name = "SIZE")]
+    max_memory: Option<String>,
+    /// Deadline of one guest call (a batch of records); a guest past it is stopped [default: 10s].
+    #[arg(long, value_name = "DURATION")]
+    call_timeout: Option<String>,
+    /// Fuel per guest call: a deterministic instruction budget (costs some speed) [default: off].
+    #[arg(long, value_name = "UNITS")]
+    fuel: Option<u64>,
+    /// Wasm stack per guest call [default: 512KiB].
+    #[arg(long, value_name = "SIZE")]
+    max_stack: Option<String>,
+    /// Rows one input record may emit [default: 100000].
+    #[arg(long, value_name = "N")]
+    max_rows_per_record: Option<u32>,
+    /// Output bytes one input record may emit [default: 16MiB].
+    #[arg(long, value_name = "SIZE")]
+    max_bytes_per_record: Option<String>,
+    /// Guest stdout and stderr kept per call for the log; the rest is dropped [default: 16KiB].
+    #[arg(long, value_name = "SIZE")]
+    max_guest_log: Option<String>,
+    /// Grant guests a directory: `HOST_DIR[:GUEST_DIR][:ro]` (repeatable).
+    #[arg(long, value_name = "HOST_DIR[:GUEST_DIR][:ro]")]
+    allow_dir: Vec<String>,
+    /// Pass an environment variable to guests (repeatable).
+    #[arg(long, value_name = "NAME")]
+    allow_env: Vec<String>,
+    /// Grant guests the wall and monotonic clocks.
+    #[arg(long)]
+    allow_clocks: bool,
+    /// Grant guests randomness.
+    #[arg(long)]
+    allow_random: bool,
     /// Longest accepted input line in bytes; longer lines are skipped with an error [default: 1048576].
     #[arg(long, value_name = "BYTES")]
     max_line_bytes: Option<usize>,
@@ -82,6 +116,16 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         None => FileConfig::default(),
     };
     let flags = FlagConfig {
+        max_memory: args.max_memory,
+        call_timeout: args.call_timeout,
+        fuel: args.fuel,
+        max_rows_per_record: args.max_rows_per_record,
+        max_bytes_per_record: args.max_bytes_per_record,
+        max_guest_log: args.max_guest_log,
+        allow_dir: args.allow_dir,
+        allow_env: args.allow_env,
+        allow_clocks: args.allow_clocks,
+        allow_random: args.allow_random,
         module_path: args.module.clone(),
         min_pause: args.min_pause,
         checkpoint_timeout: args.checkpoint_timeout,
@@ -103,8 +147,32 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         restart: args.restart,
         params: args.params,
     };
-    let runtime = Runtime::new().context("cannot start the WebAssembly engine")?;
+    let max_stack = match args.max_stack.as_deref().or(file.max_stack.as_deref()) {
+        Some(s) => usize::try_from(parse_bytes(s).map_err(|e| anyhow!("--max-stack: {e}"))?)?,
+        None => DEFAULT_MAX_STACK,
+    };
+    let options = EngineOptions {
+        fuel: flags.fuel.or(file.fuel).is_some(),
+        max_stack,
+    };
+    let runtime = Runtime::with_options(options).context("cannot start the WebAssembly engine")?;
     let module = runtime.load(&args.module)?;
+    // Grants come from the operator only, never from the module, so they
+    // are checked before the module runs any code.
+    let grants = JobSpec::resolve(
+        &Default::default(),
+        &file,
+        &FlagConfig {
+            source: Some("-".into()),
+            ..flags.clone()
+        },
+    )
+    .map_err(|e| anyhow!(e))?
+    .sandbox
+    .grants;
+    module
+        .check_grants(&grants)
+        .map_err(|e| anyhow!("`{}` cannot run: {e}", args.module.display()))?;
     let mut params: Vec<(String, String)> = file
         .params
         .iter()
