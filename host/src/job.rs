@@ -339,6 +339,8 @@ struct Runner<'a> {
     dead_letter: PathBuf,
     /// For the print sink: where `written` is kept across runs.
     printed: Option<std::fs::File>,
+    /// How long the last checkpoint held up processing.
+    last_pause: Duration,
 }
 
 impl<'a> Runner<'a> {
@@ -422,6 +424,7 @@ impl<'a> Runner<'a> {
             last_checkpoint_end: Instant::now(),
             dead_letter,
             printed,
+            last_pause: Duration::ZERO,
         })
     }
 
@@ -662,14 +665,11 @@ impl<'a> Runner<'a> {
             created_at_ms: now_ms(),
             source: self.processed,
             sink: self.out,
-            skipped: self.skipped.iter().copied().collect(),
+            // Only skipped records a replay from here could meet.
+            skipped: self.skipped.range(self.processed.seq..).copied().collect(),
             subtasks,
         };
-        tracing::debug!(
-            "{}: checkpoint {id} snapshot took {:?}",
-            self.job,
-            paused.elapsed()
-        );
+        self.last_pause = paused.elapsed();
         let (tx, rx) = bounded(1);
         let store = self.store.clone();
         let info = self.info.clone();
@@ -696,12 +696,13 @@ impl<'a> Runner<'a> {
         match flight.done.try_recv() {
             Ok(Ok(snapshot)) => {
                 info!(
-                    "{}: checkpoint `chk-{}` completed in {} ms ({} keys, source at record {})",
+                    "{}: checkpoint `chk-{}` completed in {} ms ({} keys, source at record {}, processing paused {} us)",
                     self.job,
                     snapshot.id,
                     flight.started.elapsed().as_millis(),
                     snapshot.keys(),
-                    snapshot.source.seq
+                    snapshot.source.seq,
+                    self.last_pause.as_micros()
                 );
                 self.in_flight = None;
                 self.last_checkpoint_end = Instant::now();
@@ -952,6 +953,8 @@ struct Subtask {
     module: Module,
     params: Vec<(String, String)>,
     sandbox: Sandbox,
+    /// The sink drops everything: count lines, do not format them.
+    discard: bool,
     instance: Option<Instance>,
     state: Option<KeyedState>,
     log_window: Instant,
@@ -1074,13 +1077,16 @@ impl Subtask {
         let routes = &mut mapped.routes;
         let emitted = &mut mapped.emitted;
         let limits = self.output_limits();
+        let discard = self.discard;
         let checked = row::read_output(out, range.len(), keyed, limits, |mut r| {
             r.record += base;
             if keyed {
                 let owner = keyed::subtask_of(keyed::key_group(r.hash, m), p, m);
                 routes[owner as usize].push(r);
             } else {
-                row::format_row(&out[r.row.0 as usize..r.row.1 as usize], &mut emitted.bytes);
+                if !discard {
+                    row::format_row(&out[r.row.0 as usize..r.row.1 as usize], &mut emitted.bytes);
+                }
                 emitted.push_mark(r.record, r.ordinal);
             }
         });
@@ -1166,7 +1172,8 @@ impl Subtask {
             for r in &m.routes[self.index as usize] {
                 let key = &m.out[r.key.0 as usize..r.key.1 as usize];
                 let row = &m.out[r.row.0 as usize..r.row.1 as usize];
-                if let Err(e) = state.apply(r.hash, key, row, &mut emitted.bytes) {
+                let out = (!self.discard).then_some(&mut emitted.bytes);
+                if let Err(e) = state.apply(r.hash, key, row, out) {
                     failed = Some((r.record as usize, e.0));
                     break 'all;
                 }
@@ -1241,6 +1248,7 @@ impl Workers {
                 module: module.clone(),
                 params: spec.params.clone(),
                 sandbox: spec.sandbox.clone(),
+                discard: spec.sink == SinkSpec::Discard,
                 instance: None,
                 state,
                 log_window: Instant::now(),

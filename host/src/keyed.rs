@@ -48,6 +48,8 @@ pub struct Entry {
     pub key: Box<[u8]>,
     /// The encoded row, as printed on every update.
     pub row: Vec<u8>,
+    /// Where the aggregated field sits in `row`.
+    span: (u32, u32),
 }
 
 /// A row the aggregation cannot fold: the job's logic is at fault.
@@ -139,7 +141,9 @@ impl KeyedState {
             let row = take(n)?.to_vec();
             entries.push((key, row));
         }
+        let agg = self.aggregation;
         for (key, row) in entries {
+            let (s, e) = field(&row, agg).map_err(|e| e.0)?;
             let hash = xxhash_rust::xxh3::xxh3_64(&key);
             if key_group(hash, self.max_parallelism) != group.group {
                 return Err(format!(
@@ -148,19 +152,28 @@ impl KeyedState {
                 ));
             }
             let table = &mut self.groups[(group.group - self.range.start) as usize];
-            table.insert_unique(hash, Entry { hash, key, row }, |e| e.hash);
+            table.insert_unique(
+                hash,
+                Entry {
+                    hash,
+                    key,
+                    row,
+                    span: (s as u32, e as u32),
+                },
+                |e| e.hash,
+            );
         }
         Ok(())
     }
 
     /// Folds one row into its key's state and writes the updated row, in
-    /// tuple form, to `out`.
+    /// tuple form, to `out` (when there is one: a discard sink needs none).
     pub fn apply(
         &mut self,
         hash: u64,
         key: &[u8],
         row: &[u8],
-        out: &mut Vec<u8>,
+        out: Option<&mut Vec<u8>>,
     ) -> Result<(), AggregateError> {
         let agg = self.aggregation;
         let group = key_group(hash, self.max_parallelism);
@@ -170,9 +183,14 @@ impl KeyedState {
         let incoming = &row[vs..ve];
         match table.find_mut(hash, |e| &*e.key == key) {
             Some(entry) => {
-                let (cs, ce) = field(&entry.row, agg)?;
-                fold(agg, &mut entry.row, (cs, ce), incoming)?;
-                row::format_row(&entry.row, out);
+                let span = (entry.span.0 as usize, entry.span.1 as usize);
+                if fold(agg, &mut entry.row, span, incoming)? {
+                    let (s, e) = field(&entry.row, agg)?;
+                    entry.span = (s as u32, e as u32);
+                }
+                if let Some(out) = out {
+                    row::format_row(&entry.row, out);
+                }
             }
             None => {
                 let mut stored = row.to_vec();
@@ -189,13 +207,17 @@ impl KeyedState {
                     }
                     AggregateKind::Min | AggregateKind::Max => {}
                 }
-                row::format_row(&stored, out);
+                if let Some(out) = out {
+                    row::format_row(&stored, out);
+                }
+                let (s, e) = field(&stored, agg)?;
                 table.insert_unique(
                     hash,
                     Entry {
                         hash,
                         key: key.into(),
                         row: stored,
+                        span: (s as u32, e as u32),
                     },
                     |e| e.hash,
                 );
@@ -227,13 +249,14 @@ fn not_numeric(agg: Aggregation, value: &[u8]) -> AggregateError {
     ))
 }
 
-/// Folds `incoming` into the field at `span` of the stored row.
+/// Folds `incoming` into the field at `span` of the stored row; `true`
+/// when the field changed size (so its span must be found again).
 fn fold(
     agg: Aggregation,
     stored: &mut Vec<u8>,
     span: (usize, usize),
     incoming: &[u8],
-) -> Result<(), AggregateError> {
+) -> Result<bool, AggregateError> {
     let current = &stored[span.0..span.1];
     match agg.kind {
         AggregateKind::Count => {
@@ -269,10 +292,11 @@ fn fold(
             };
             if replace {
                 stored.splice(span.0..span.1, incoming.iter().copied());
+                return Ok(incoming.len() != span.1 - span.0);
             }
         }
     }
-    Ok(())
+    Ok(false)
 }
 
 fn compare(a: &[u8], b: &[u8]) -> Option<std::cmp::Ordering> {
@@ -333,7 +357,7 @@ mod tests {
         for (w, n) in input {
             let (key, r) = encoded(w, *n);
             let hash = xxhash_rust::xxh3::xxh3_64(&key);
-            state.apply(hash, &key, &r, &mut out).expect("folds");
+            state.apply(hash, &key, &r, Some(&mut out)).expect("folds");
         }
         String::from_utf8(out).expect("utf8")
     }
@@ -368,7 +392,7 @@ mod tests {
         let mut state = KeyedState::new(agg, 128, 0..128);
         let (key, r) = encoded("a", 1);
         let err = state
-            .apply(1, &key, &r, &mut Vec::new())
+            .apply(1, &key, &r, Some(&mut Vec::new()))
             .expect_err("text is not a number");
         assert_eq!(err.0, "sum:0 needs a number in field 0, but got text \"a\"");
     }

@@ -233,6 +233,21 @@ pub fn read_output(
 }
 
 /// Byte span of field `index` within an encoded row.
+/// The end of a value in a row the host already checked: no UTF-8 check,
+/// but still bounds-safe (`None` past the end).
+#[inline]
+pub(crate) fn skip_checked(buf: &[u8], pos: usize) -> Option<usize> {
+    let end = match *buf.get(pos)? {
+        NULL => pos + 1,
+        BOOL => pos + 2,
+        INT | FLOAT => pos + 9,
+        _ => pos + 5 + u32_at(buf, pos + 1).ok()? as usize,
+    };
+    (end <= buf.len()).then_some(end)
+}
+
+/// Byte span of field `index` within a checked row.
+#[inline]
 pub(crate) fn field_span(row: &[u8], index: u32) -> Option<(usize, usize)> {
     let count = u32_at(row, 0).ok()?;
     if index >= count {
@@ -240,9 +255,9 @@ pub(crate) fn field_span(row: &[u8], index: u32) -> Option<(usize, usize)> {
     }
     let mut at = 4;
     for _ in 0..index {
-        at = skip_value(row, at).ok()?;
+        at = skip_checked(row, at)?;
     }
-    let end = skip_value(row, at).ok()?;
+    let end = skip_checked(row, at)?;
     Some((at, end))
 }
 
@@ -302,7 +317,7 @@ pub(crate) fn format_value(value: &[u8], out: &mut Vec<u8>) {
         }),
         Some(&INT) | Some(&FLOAT) => match read_num(value) {
             Some(Num::Int(i)) => {
-                let _ = write!(out, "{i}");
+                out.extend_from_slice(itoa::Buffer::new().format(i).as_bytes());
             }
             Some(Num::Float(f)) => {
                 let _ = write!(out, "{f:?}");
@@ -329,7 +344,9 @@ pub fn format_row(row: &[u8], out: &mut Vec<u8>) {
         if i > 0 {
             out.push(b',');
         }
-        let Ok(end) = skip_value(row, at) else { break };
+        let Some(end) = skip_checked(row, at) else {
+            break;
+        };
         format_value(&row[at..end], out);
         at = end;
     }

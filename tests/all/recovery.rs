@@ -304,7 +304,7 @@ fn damaged_newest_checkpoint_falls_back(damage: Damage) {
     ])
     .spawn();
     running.wait_for_lines(4, Duration::from_secs(20));
-    running.wait_for_log("(3 keys, source at record 4)", Duration::from_secs(20));
+    running.wait_for_log("(3 keys, source at record 4,", Duration::from_secs(20));
     running.signal("KILL");
     running.wait();
 

@@ -1,0 +1,502 @@
+//! `sluice-bench`: measures the real `host` binary on the Rust wordcount
+//! guest against a native Rust baseline run in the same process, and
+//! reports ratios. Not part of the timed tests; run it with `scripts/bench`.
+//!
+//! - `throughput`: words/s, ratio to native, peak RSS, time to first output
+//!   and the longest checkpoint pause, for the discard and file sinks at
+//!   parallelism 1 and 2, with checkpoints every second.
+//! - `recovery`: poison record to next output with a zero restart delay,
+//!   with a handful of keys and with 100,000 keys in state.
+//! - `soak`: thousands of trap-and-restart cycles; RSS at start and end and
+//!   the median trap-to-ready time.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "Benchmarks for Sluice against native Rust")]
+struct Cli {
+    /// The host binary [default: next to this one].
+    #[arg(long, global = true)]
+    host: Option<PathBuf>,
+    /// The wordcount guest [default: target/wasm32-wasip2/guest/wordcount.wasm].
+    #[arg(long, global = true)]
+    module: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Throughput against native Rust.
+    Throughput {
+        /// Input lines (5 words each from a 10,000-word vocabulary).
+        #[arg(long, default_value_t = 2_000_000)]
+        lines: usize,
+        /// Runs per configuration; the median is reported.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
+    /// Poison record to next output.
+    Recovery {
+        /// Samples per case.
+        #[arg(long, default_value_t = 15)]
+        samples: usize,
+    },
+    /// Trap-and-restart cycles.
+    Soak {
+        /// Cycles.
+        #[arg(long, default_value_t = 10_000)]
+        cycles: usize,
+    },
+    /// All of the above with their defaults.
+    All,
+}
+
+struct Env {
+    host: PathBuf,
+    module: PathBuf,
+    work: PathBuf,
+}
+
+fn main() -> std::process::ExitCode {
+    match real_main() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main() -> Result<()> {
+    let cli = Cli::parse();
+    let exe = std::env::current_exe()?;
+    let host = cli.host.unwrap_or_else(|| exe.with_file_name("host"));
+    let module = cli
+        .module
+        .unwrap_or_else(|| PathBuf::from("target/wasm32-wasip2/guest/wordcount.wasm"));
+    for p in [&host, &module] {
+        if !p.exists() {
+            bail!(
+                "`{}` does not exist; run `scripts/bench`, which builds it",
+                p.display()
+            );
+        }
+    }
+    let work = std::env::temp_dir().join(format!("sluice-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&work)?;
+    let env = Env { host, module, work };
+    let result = match cli.command {
+        Cmd::Throughput { lines, runs } => throughput(&env, lines, runs),
+        Cmd::Recovery { samples } => recovery(&env, samples),
+        Cmd::Soak { cycles } => soak(&env, cycles),
+        Cmd::All => throughput(&env, 2_000_000, 3)
+            .and_then(|()| recovery(&env, 15))
+            .and_then(|()| soak(&env, 10_000)),
+    };
+    let _ = std::fs::remove_dir_all(&env.work);
+    result
+}
+
+/// The seed's benchmark input: `lines` lines of 5 words drawn from a
+/// 10,000-word vocabulary with a fixed seed.
+fn generate(path: &Path, lines: usize) -> Result<u64> {
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for _ in 0..lines {
+        for w in 0..5 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            if w > 0 {
+                out.write_all(b" ")?;
+            }
+            write!(out, "w{}", x % 10_000)?;
+        }
+        out.write_all(b"\n")?;
+    }
+    out.flush()?;
+    Ok(lines as u64 * 5)
+}
+
+/// The native baseline: read the file, split on whitespace, sum in a HashMap.
+fn native(path: &Path) -> Result<(Duration, usize)> {
+    let started = Instant::now();
+    let mut text = String::new();
+    std::fs::File::open(path)?.read_to_string(&mut text)?;
+    let mut counts: HashMap<String, i64> = HashMap::new();
+    for line in text.lines() {
+        for word in line.split_whitespace() {
+            match counts.get_mut(word) {
+                Some(c) => *c += 1,
+                None => {
+                    counts.insert(word.to_string(), 1);
+                }
+            }
+        }
+    }
+    Ok((started.elapsed(), std::hint::black_box(counts).len()))
+}
+
+/// Waits for a child and returns its peak RSS in KiB.
+fn wait_rss(child: &mut Child) -> Result<(std::process::ExitStatus, u64)> {
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value for wait4 to fill in.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: pid is our own child, and status and usage outlive the call.
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    if r != pid {
+        bail!("wait4 failed: {}", std::io::Error::last_os_error());
+    }
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        -1
+    };
+    use std::os::unix::process::ExitStatusExt;
+    Ok((
+        std::process::ExitStatus::from_raw(code << 8),
+        usage.ru_maxrss as u64,
+    ))
+}
+
+struct Run {
+    wall: Duration,
+    first_output: Option<Duration>,
+    rss_kib: u64,
+    max_pause_us: u64,
+}
+
+fn host_run(env: &Env, input: &Path, sink: &str, parallelism: u32, tag: &str) -> Result<Run> {
+    let ckpt = env.work.join(format!("ck-{tag}"));
+    let started = Instant::now();
+    let mut child = Command::new(&env.host)
+        .args(["run", "--module"])
+        .arg(&env.module)
+        .arg("--source")
+        .arg(format!("file://{}", input.display()))
+        .args([
+            "--sink",
+            sink,
+            "--checkpoint-interval",
+            "1s",
+            "--parallelism",
+        ])
+        .arg(parallelism.to_string())
+        .arg("--checkpoint-dir")
+        .arg(&ckpt)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("start host")?;
+    let mut stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+    let mut stderr = child.stderr.take().ok_or_else(|| anyhow!("no stderr"))?;
+    let (tx, rx) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 1 << 16];
+        let mut first = true;
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            if first {
+                let _ = tx.send(Instant::now());
+                first = false;
+            }
+        }
+    });
+    let log = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let (status, rss_kib) = wait_rss(&mut child)?;
+    let wall = started.elapsed();
+    let _ = reader.join();
+    let log = log.join().unwrap_or_default();
+    if !status.success() {
+        bail!("host failed:\n{log}");
+    }
+    let max_pause_us = log
+        .lines()
+        .filter_map(|l| l.split("processing paused ").nth(1))
+        .filter_map(|r| r.split(' ').next()?.parse::<u64>().ok())
+        .max()
+        .unwrap_or(0);
+    Ok(Run {
+        wall,
+        first_output: rx.try_recv().ok().map(|t| t - started),
+        rss_kib,
+        max_pause_us,
+    })
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn throughput(env: &Env, lines: usize, runs: usize) -> Result<()> {
+    let input = env.work.join("input.txt");
+    let words = generate(&input, lines)?;
+    println!("throughput: {lines} lines, {words} words, {runs} runs each, medians");
+    let mut native_times = Vec::new();
+    for _ in 0..runs {
+        native_times.push(native(&input)?.0);
+    }
+    let native_wps = words as f64 / median(native_times).as_secs_f64();
+    println!(
+        "{:<34} {:>10} {:>9} {:>10} {:>12} {:>12}",
+        "configuration", "M words/s", "x native", "peak RSS", "first output", "max ckpt pause"
+    );
+    println!(
+        "{:<34} {:>10.2} {:>9.2}",
+        "native Rust (split + HashMap)",
+        native_wps / 1e6,
+        1.0
+    );
+    let startup = {
+        // Launch to first record processed: a one-line input, print sink.
+        let one = env.work.join("one.txt");
+        std::fs::write(&one, "hello\n")?;
+        let mut t = Vec::new();
+        for i in 0..runs {
+            let r = host_run(env, &one, "print", 1, &format!("one-{i}"))?;
+            t.push(r.first_output.unwrap_or(r.wall));
+        }
+        median(t)
+    };
+    let out_file = env.work.join("out.txt");
+    let file_sink = format!("file://{}", out_file.display());
+    let mut p1 = 0.0;
+    for (name, sink, p) in [
+        ("discard sink, parallelism 1", "discard", 1),
+        ("discard sink, parallelism 2", "discard", 2),
+        ("file sink, parallelism 1", file_sink.as_str(), 1),
+        ("file sink, parallelism 2", file_sink.as_str(), 2),
+    ] {
+        let mut walls = Vec::new();
+        let mut rss = 0;
+        let mut pause = 0;
+        for i in 0..runs {
+            let r = host_run(env, &input, sink, p, &format!("{p}-{i}"))?;
+            walls.push(r.wall);
+            rss = rss.max(r.rss_kib);
+            pause = pause.max(r.max_pause_us);
+        }
+        let wps = words as f64 / median(walls).as_secs_f64();
+        if name == "discard sink, parallelism 1" {
+            p1 = wps;
+        }
+        println!(
+            "{name:<34} {:>10.2} {:>9.2} {:>7} MiB {:>12} {:>9} us",
+            wps / 1e6,
+            wps / native_wps,
+            rss / 1024,
+            "",
+            pause
+        );
+        if name == "discard sink, parallelism 2" && p1 > 0.0 {
+            println!(
+                "{:<34} {:>10.2}x",
+                "  parallelism 2 / parallelism 1",
+                wps / p1
+            );
+        }
+    }
+    println!(
+        "launch to first record processed (one line, print sink): {} ms",
+        startup.as_millis()
+    );
+    Ok(())
+}
+
+/// A host reading stdin, with a line reader on its stdout.
+struct Live {
+    child: Child,
+    stdin: std::process::ChildStdin,
+    lines: mpsc::Receiver<(Instant, String)>,
+    log: mpsc::Receiver<String>,
+}
+
+impl Live {
+    fn start(env: &Env, tag: &str, extra: &[&str]) -> Result<Live> {
+        let mut child = Command::new(&env.host)
+            .args(["run", "--module"])
+            .arg(&env.module)
+            .args(["--source", "-", "--restart", "fixed-delay:1000000:0ms"])
+            .arg("--checkpoint-dir")
+            .arg(env.work.join(format!("ck-{tag}")))
+            .args(extra)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let stdin = child.stdin.take().ok_or_else(|| anyhow!("no stdin"))?;
+        let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+        let stderr = child.stderr.take().ok_or_else(|| anyhow!("no stderr"))?;
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send((Instant::now(), line)).is_err() {
+                    break;
+                }
+            }
+        });
+        let (ltx, log) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if ltx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Live {
+            child,
+            stdin,
+            lines,
+            log,
+        })
+    }
+
+    fn send(&mut self, text: &str) -> Result<Instant> {
+        self.stdin.write_all(text.as_bytes())?;
+        self.stdin.flush()?;
+        Ok(Instant::now())
+    }
+
+    /// Waits for an output line equal to `want`.
+    fn expect(&self, want: &str) -> Result<Instant> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let (at, line) = self
+                .lines
+                .recv_timeout(left)
+                .map_err(|_| anyhow!("timed out waiting for {want}"))?;
+            if line == want {
+                return Ok(at);
+            }
+        }
+    }
+
+    fn wait_log(&self, needle: &str) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self
+                .log
+                .recv_timeout(left)
+                .map_err(|_| anyhow!("timed out waiting for {needle:?} in the log"))?;
+            if line.contains(needle) {
+                return Ok(());
+            }
+        }
+    }
+
+    fn rss_kib(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            })
+            .unwrap_or(0)
+    }
+
+    fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Poison record to next output, `samples` times: sends `ERROR` and a fresh
+/// word at once and times until the word's count appears.
+fn poison_to_output(live: &mut Live, samples: usize, tag: &str) -> Result<Duration> {
+    let mut times = Vec::new();
+    for i in 0..samples {
+        let word = format!("{tag}{i}");
+        let sent = live.send(&format!("ERROR\n{word}\n"))?;
+        let seen = live.expect(&format!("({word},1)"))?;
+        times.push(seen - sent);
+    }
+    Ok(median(times))
+}
+
+fn recovery(env: &Env, samples: usize) -> Result<()> {
+    println!("recovery: poison record to next output, zero restart delay, median of {samples}");
+    let mut live = Live::start(env, "rec-small", &["--checkpoint-interval", "100ms"])?;
+    live.send("a\n")?;
+    live.expect("(a,1)")?;
+    let small = poison_to_output(&mut live, samples, "s")?;
+    live.stop();
+    println!(
+        "  few keys in state:      {:>8.2} ms",
+        small.as_secs_f64() * 1e3
+    );
+
+    let mut live = Live::start(
+        env,
+        "rec-big",
+        &["--checkpoint-interval", "100ms", "--sink", "discard"],
+    )?;
+    let mut keys = String::new();
+    for i in 0..100_000 {
+        keys.push_str(&format!("k{i}\n"));
+    }
+    live.send(&keys)?;
+    live.wait_log("(100000 keys")?;
+    let mut live_print = live;
+    // The discard sink prints nothing; time to the next completed
+    // checkpoint log line is no measure. Send one record and time its
+    // effect through the log of restarts instead.
+    let mut times = Vec::new();
+    for i in 0..samples {
+        let sent = live_print.send(&format!("ERROR\nbig{i}\n"))?;
+        live_print.wait_log("switched from RESTARTING to RUNNING")?;
+        times.push(sent.elapsed());
+    }
+    live_print.stop();
+    println!(
+        "  100,000 keys in state:  {:>8.2} ms (poison to RUNNING again, state restored)",
+        median(times).as_secs_f64() * 1e3
+    );
+    Ok(())
+}
+
+fn soak(env: &Env, cycles: usize) -> Result<()> {
+    println!("soak: {cycles} trap-and-restart cycles");
+    let mut live = Live::start(env, "soak", &["--checkpoint-interval", "10ms"])?;
+    let mut times = Vec::with_capacity(cycles);
+    let mut rss_start = 0;
+    let started = Instant::now();
+    for i in 0..cycles {
+        let word = format!("c{i}");
+        let sent = live.send(&format!("ERROR\n{word}\n"))?;
+        let seen = live.expect(&format!("({word},1)"))?;
+        times.push(seen - sent);
+        if i == 100 {
+            rss_start = live.rss_kib();
+        }
+    }
+    let rss_end = live.rss_kib();
+    live.stop();
+    println!(
+        "  {cycles} cycles in {:.1} s; RSS after 100 cycles {} KiB, at the end {} KiB; median trap-to-next-output {:.2} ms",
+        started.elapsed().as_secs_f64(),
+        rss_start,
+        rss_end,
+        median(times).as_secs_f64() * 1e3
+    );
+    Ok(())
+}
