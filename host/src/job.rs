@@ -13,24 +13,22 @@
 //! process, each with its own cancel token.
 
 use std::collections::BTreeSet;
-use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
+use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError, bounded};
 use tracing::{error, info, warn};
 
-use crate::checkpoint::{self, GroupState, JobInfo, SinkPosition, Snapshot, SourcePosition, Store};
-use crate::guest::{GuestFailure, Instance, Module, Sandbox};
+use crate::checkpoint::{self, JobInfo, SinkPosition, Snapshot, SourcePosition, Store};
+use crate::guest::Module;
 use crate::journal;
-use crate::keyed::{self, KeyedState};
 use crate::restart::{Decision, RestartStrategy, RestartTracker};
-use crate::row::{self, RowRef};
 use crate::sink::Sink;
 use crate::source::{self, ReplayFrom, SourceBatch, SourceEvent, SourceOptions, StartAt};
 use crate::spec::{JobSpec, SinkSpec, SourceSpec};
+use crate::task::{Output, Workers};
 
 /// Cancels a job from another thread (a signal handler, a server).
 #[derive(Clone, Default)]
@@ -81,7 +79,7 @@ pub enum Fault {
 }
 
 impl Fault {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Fault::Guest => "guest",
             Fault::Job => "job",
@@ -341,6 +339,12 @@ struct Runner<'a> {
     printed: Option<std::fs::File>,
     /// How long the last checkpoint held up processing.
     last_pause: Duration,
+    /// The batch whose aggregate step is in flight, and where it ends.
+    pending: Option<(Arc<SourceBatch>, SourcePosition)>,
+    /// Set when a drain restarted the job, so the caller drops its batch.
+    restarted: bool,
+    /// The live source ended while a restart's replay was still to come.
+    live_ended: bool,
 }
 
 impl<'a> Runner<'a> {
@@ -425,28 +429,69 @@ impl<'a> Runner<'a> {
             dead_letter,
             printed,
             last_pause: Duration::ZERO,
+            pending: None,
+            restarted: false,
+            live_ended: false,
         })
     }
 
     fn run(&mut self) -> JobOutcome {
+        let outcome = self.run_loop();
+        // Whatever ended the job, the batch in flight is written first.
+        match self.drain() {
+            Some(failed) if outcome != JobOutcome::Canceled => failed,
+            _ => outcome,
+        }
+    }
+
+    fn run_loop(&mut self) -> JobOutcome {
         loop {
             if self.cancel.is_cancelled() {
                 return JobOutcome::Canceled;
             }
             self.poll_checkpoint();
-            if let Err(cause) = self.maybe_checkpoint() {
-                warn!("{}: {cause}", self.job);
+            if self.checkpoint_due() {
+                if let Some(outcome) = self.drain() {
+                    return outcome;
+                }
+                if let Err(cause) = self.checkpoint() {
+                    warn!("{}: {cause}", self.job);
+                }
             }
             let from_replay = self.replay.is_some();
-            let event = match &self.replay {
-                Some(rx) => rx.recv().unwrap_or(SourceEvent::End),
-                None => match self.live.recv_timeout(Duration::from_millis(50)) {
-                    Ok(event) => event,
-                    Err(RecvTimeoutError::Timeout) => continue,
-                    Err(RecvTimeoutError::Disconnected) => {
-                        return JobOutcome::Failed("the source stopped unexpectedly".into());
+            if !from_replay && self.live_ended {
+                self.restarted = false;
+                if let Some(outcome) = self.drain() {
+                    return outcome;
+                }
+                if !self.restarted {
+                    return JobOutcome::Finished;
+                }
+                continue;
+            }
+            let rx = self.replay.as_ref().unwrap_or(&self.live);
+            let event = match rx.try_recv() {
+                Ok(event) => event,
+                Err(TryRecvError::Disconnected) if from_replay => SourceEvent::End,
+                Err(TryRecvError::Disconnected) => {
+                    return JobOutcome::Failed("the source stopped unexpectedly".into());
+                }
+                Err(TryRecvError::Empty) => {
+                    // Nothing waiting: finish the batch in flight so its
+                    // output is not held back, then wait.
+                    if let Some(outcome) = self.drain() {
+                        return outcome;
                     }
-                },
+                    let rx = self.replay.as_ref().unwrap_or(&self.live);
+                    match rx.recv_timeout(Duration::from_millis(50)) {
+                        Ok(event) => event,
+                        Err(RecvTimeoutError::Timeout) => continue,
+                        Err(RecvTimeoutError::Disconnected) if from_replay => SourceEvent::End,
+                        Err(RecvTimeoutError::Disconnected) => {
+                            return JobOutcome::Failed("the source stopped unexpectedly".into());
+                        }
+                    }
+                }
             };
             match event {
                 SourceEvent::Batch(batch) => {
@@ -470,33 +515,80 @@ impl<'a> Runner<'a> {
                     }
                 }
                 SourceEvent::Notice(message) => warn!("{}: {message}", self.job),
-                SourceEvent::End if from_replay => self.replay = None,
-                SourceEvent::End => return JobOutcome::Finished,
+                SourceEvent::End if from_replay => {
+                    if let Some(outcome) = self.drain() {
+                        return outcome;
+                    }
+                    self.replay = None;
+                }
+                SourceEvent::End => {
+                    self.restarted = false;
+                    if let Some(outcome) = self.drain() {
+                        return outcome;
+                    }
+                    if !self.restarted {
+                        return JobOutcome::Finished;
+                    }
+                    // The last batch failed and the job restarted: finish
+                    // once the replay is through.
+                    self.live_ended = true;
+                }
                 SourceEvent::Failed(message) => return JobOutcome::Failed(message),
             }
         }
     }
 
-    /// Processes one batch; `Some` when the job ends because of it.
+    /// Maps a batch while the previous one is aggregated, then starts its
+    /// aggregate step; `Some` when the job ends because of it.
     fn process(&mut self, batch: SourceBatch) -> Option<JobOutcome> {
+        self.restarted = false;
         let end = SourcePosition {
             seq: batch.end_seq,
             offset: batch.end_offset,
         };
         let batch = without(batch, &self.skipped);
-        if !batch.records.is_empty() {
-            let batch = Arc::new(batch);
-            match self.workers.process(batch.clone()) {
-                Ok(output) => {
-                    if let Err(e) = self.emit(&output) {
-                        return Some(JobOutcome::Failed(e));
-                    }
-                }
-                Err(failure) => return self.fail(&batch, failure),
+        if batch.records.is_empty() {
+            if let Some(outcome) = self.drain() {
+                return Some(outcome);
             }
+            self.processed = end;
+            return None;
         }
-        self.processed = end;
-        None
+        let batch = Arc::new(batch);
+        let mapped = self.workers.map(&batch);
+        // The previous batch must be written before this one goes on, and
+        // before a failure of this one is handled.
+        if let Some(outcome) = self.drain() {
+            return Some(outcome);
+        }
+        if self.restarted {
+            // Draining restarted the job: this batch is replayed.
+            self.restarted = false;
+            return None;
+        }
+        let started = mapped.and_then(|m| self.workers.aggregate(&batch, m));
+        match started {
+            Ok(()) => {
+                self.pending = Some((batch, end));
+                None
+            }
+            Err(failure) => self.fail(&batch, failure),
+        }
+    }
+
+    /// Waits for the batch in flight and writes its output.
+    fn drain(&mut self) -> Option<JobOutcome> {
+        let (batch, end) = self.pending.take()?;
+        match self.workers.finish()? {
+            Ok(output) => {
+                if let Err(e) = self.emit(&output) {
+                    return Some(JobOutcome::Failed(e));
+                }
+                self.processed = end;
+                None
+            }
+            Err(failure) => self.fail(&batch, failure),
+        }
     }
 
     /// Writes a block of output, leaving out lines a replay already wrote.
@@ -596,6 +688,8 @@ impl<'a> Runner<'a> {
     /// Drops every guest instance, restores state from the last completed
     /// checkpoint, and replays the input from its position.
     fn restore(&mut self) -> Result<(), String> {
+        self.restarted = true;
+        self.pending = None;
         let snapshot = self.last.clone().unwrap_or_else(|| self.origin.clone());
         self.workers =
             Workers::start(self.module, self.spec, Some(&snapshot)).map_err(|f| f.to_string())?;
@@ -634,18 +728,28 @@ impl<'a> Runner<'a> {
         Ok(())
     }
 
-    /// Starts a checkpoint when one is due and the job has moved on.
-    fn maybe_checkpoint(&mut self) -> Result<(), String> {
+    /// Whether a checkpoint is due: the interval and the pause passed, and
+    /// the job moved on since the last one.
+    fn checkpoint_due(&self) -> bool {
         let Some(every) = self.spec.checkpoint_interval else {
-            return Ok(());
+            return false;
         };
         if self.in_flight.is_some() || self.replay.is_some() {
-            return Ok(());
+            return false;
         }
         let base = self.last.as_ref().unwrap_or(&self.origin);
-        let due = self.last_checkpoint_start.elapsed() >= every
-            && self.last_checkpoint_end.elapsed() >= self.spec.min_pause;
-        if !due || self.processed == base.source {
+        let moved = match &self.pending {
+            Some((_, end)) => *end != base.source,
+            None => self.processed != base.source,
+        };
+        moved
+            && self.last_checkpoint_start.elapsed() >= every
+            && self.last_checkpoint_end.elapsed() >= self.spec.min_pause
+    }
+
+    /// Starts a checkpoint of the drained pipeline; files are written in the background.
+    fn checkpoint(&mut self) -> Result<(), String> {
+        if self.pending.is_some() || self.replay.is_some() {
             return Ok(());
         }
         let id = self.next_checkpoint;
@@ -868,519 +972,4 @@ fn dead_letter(
         .open(path)?;
     writeln!(f, "{line}")?;
     f.sync_data()
-}
-
-/// Rows one subtask's guest produced for a slice of a batch.
-struct Mapped {
-    /// The guest's encoded output.
-    out: Vec<u8>,
-    /// Rows routed to each subtask, in input order (keyed jobs).
-    routes: Vec<Vec<RowRef>>,
-    /// Formatted rows (unkeyed jobs).
-    emitted: Emitted,
-}
-
-/// Formatted output lines with their (record, row) order.
-#[derive(Default)]
-struct Emitted {
-    bytes: Vec<u8>,
-    /// `(record << 32 | row, end offset in bytes)` per line.
-    marks: Vec<(u64, u32)>,
-}
-
-impl Emitted {
-    fn push_mark(&mut self, record: u32, ordinal: u32) {
-        self.marks.push((
-            (u64::from(record) << 32) | u64::from(ordinal),
-            self.bytes.len() as u32,
-        ));
-    }
-}
-
-/// A block of output lines for the sink.
-struct Output {
-    bytes: Vec<u8>,
-    lines: u64,
-}
-
-/// Merges per-subtask outputs into one block in (record, row) order.
-fn merge(parts: Vec<Emitted>) -> Output {
-    let lines = parts.iter().map(|p| p.marks.len() as u64).sum();
-    Output {
-        bytes: merge_bytes(parts),
-        lines,
-    }
-}
-
-fn merge_bytes(parts: Vec<Emitted>) -> Vec<u8> {
-    let mut parts: Vec<Emitted> = parts.into_iter().filter(|p| !p.bytes.is_empty()).collect();
-    match parts.len() {
-        0 => return Vec::new(),
-        1 => return parts.pop().map(|p| p.bytes).unwrap_or_default(),
-        _ => {}
-    }
-    let total = parts.iter().map(|p| p.bytes.len()).sum();
-    let mut out = Vec::with_capacity(total);
-    let mut next = vec![0usize; parts.len()];
-    loop {
-        let mut best: Option<(usize, u64)> = None;
-        for (i, p) in parts.iter().enumerate() {
-            if let Some(&(order, _)) = p.marks.get(next[i])
-                && best.is_none_or(|(_, b)| order < b)
-            {
-                best = Some((i, order));
-            }
-        }
-        let Some((i, _)) = best else { break };
-        let p = &parts[i];
-        let start = if next[i] == 0 {
-            0
-        } else {
-            p.marks[next[i] - 1].1 as usize
-        };
-        let end = p.marks[next[i]].1 as usize;
-        out.extend_from_slice(&p.bytes[start..end]);
-        next[i] += 1;
-    }
-    out
-}
-
-/// One parallel subtask: its guest instance and its key groups' state.
-struct Subtask {
-    index: u32,
-    parallelism: u32,
-    max_parallelism: u32,
-    module: Module,
-    params: Vec<(String, String)>,
-    sandbox: Sandbox,
-    /// The sink drops everything: count lines, do not format them.
-    discard: bool,
-    instance: Option<Instance>,
-    state: Option<KeyedState>,
-    log_window: Instant,
-    log_lines: u32,
-}
-
-/// Guest log lines passed to the host's log per second per subtask.
-const GUEST_LOG_LINES: u32 = 20;
-
-impl Subtask {
-    fn failure(
-        &self,
-        batch: &SourceBatch,
-        record: Option<usize>,
-        cause: String,
-        fault: Fault,
-    ) -> TaskFailure {
-        TaskFailure {
-            subtask: self.index,
-            seq: record.map(|i| batch.seqs[i]),
-            input: record.map(|i| {
-                let text = batch.records.text(i);
-                let shown = &text[..text.len().min(80)];
-                String::from_utf8_lossy(shown).into_owned()
-            }),
-            cause,
-            fault,
-        }
-    }
-
-    fn output_limits(&self) -> row::OutputLimits {
-        row::OutputLimits {
-            rows: self.sandbox.limits.rows_per_record,
-            bytes: self.sandbox.limits.bytes_per_record,
-        }
-    }
-
-    /// Passes what the guest printed to the host's log, at most
-    /// [`GUEST_LOG_LINES`] lines per second per subtask; says how many it dropped.
-    fn forward_log(&mut self) {
-        let Some(instance) = &self.instance else {
-            return;
-        };
-        let text = instance.take_log();
-        if text.is_empty() {
-            return;
-        }
-        let now = Instant::now();
-        if now.duration_since(self.log_window) >= Duration::from_secs(1) {
-            self.log_window = now;
-            self.log_lines = 0;
-        }
-        let mut dropped = 0u64;
-        for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            if self.log_lines >= GUEST_LOG_LINES {
-                dropped += 1;
-                continue;
-            }
-            self.log_lines += 1;
-            let shown: String = line.chars().take(500).collect();
-            info!("subtask {} guest: {shown}", self.index);
-        }
-        if dropped > 0 {
-            warn!(
-                "subtask {}: {dropped} more guest log line(s) dropped (at most {GUEST_LOG_LINES} a second, {} bytes a call; --max-guest-log)",
-                self.index, self.sandbox.limits.log_bytes
-            );
-        }
-    }
-
-    fn instance(&mut self) -> Result<&mut Instance, GuestFailure> {
-        if self.instance.is_none() {
-            self.instance = Some(self.module.instantiate_with(&self.params, &self.sandbox)?);
-        }
-        match self.instance.as_mut() {
-            Some(instance) => Ok(instance),
-            None => Err(GuestFailure {
-                message: "no guest instance".into(),
-                record: None,
-            }),
-        }
-    }
-
-    /// Calls the guest on records `range`; checks and routes its output.
-    fn map(&mut self, batch: &SourceBatch, range: Range<usize>) -> Result<Mapped, TaskFailure> {
-        let keyed = self.state.is_some();
-        let mut mapped = Mapped {
-            out: Vec::new(),
-            routes: vec![Vec::new(); self.parallelism as usize],
-            emitted: Emitted::default(),
-        };
-        if range.is_empty() {
-            return Ok(mapped);
-        }
-        match self.call(batch, range.clone(), keyed) {
-            Ok(out) => mapped.out = out,
-            Err(first) => {
-                // The batch failed as a whole: run its records one at a time
-                // in a fresh instance to find the one that fails.
-                self.instance = None;
-                let found = self.probe(batch, range.clone(), keyed);
-                self.instance = None;
-                return Err(match found {
-                    Some((i, cause)) => self.failure(batch, Some(i), cause, Fault::Guest),
-                    None => self.failure(
-                        batch,
-                        None,
-                        format!(
-                            "{} (no single record of the batch reproduces it)",
-                            first.message
-                        ),
-                        Fault::Guest,
-                    ),
-                });
-            }
-        }
-        let base = range.start as u32;
-        let (p, m) = (self.parallelism, self.max_parallelism);
-        let out = &mapped.out;
-        let routes = &mut mapped.routes;
-        let emitted = &mut mapped.emitted;
-        let limits = self.output_limits();
-        let discard = self.discard;
-        let checked = row::read_output(out, range.len(), keyed, limits, |mut r| {
-            r.record += base;
-            if keyed {
-                let owner = keyed::subtask_of(keyed::key_group(r.hash, m), p, m);
-                routes[owner as usize].push(r);
-            } else {
-                if !discard {
-                    row::format_row(&out[r.row.0 as usize..r.row.1 as usize], &mut emitted.bytes);
-                }
-                emitted.push_mark(r.record, r.ordinal);
-            }
-        });
-        if let Err(e) = checked {
-            let record = e.1.map(|r| range.start + r as usize);
-            let cause = match record {
-                Some(_) => e.0,
-                None => format!("the guest's output is malformed: {}", e.0),
-            };
-            return Err(self.failure(batch, record, cause, Fault::Guest));
-        }
-        Ok(mapped)
-    }
-
-    /// One guest call on records `range`: the output, or why it failed.
-    fn call(
-        &mut self,
-        batch: &SourceBatch,
-        range: Range<usize>,
-        keyed: bool,
-    ) -> Result<Vec<u8>, GuestFailure> {
-        let records = batch.records.slice(range.clone());
-        let instance = self.instance()?;
-        let result = if keyed {
-            instance.flat_map_keyed(records)
-        } else {
-            instance.flat_map(records)
-        };
-        if result.is_ok() {
-            self.forward_log();
-        }
-        match result {
-            Ok(out) => match out.failed {
-                None => Ok(out.output),
-                Some((index, message)) => Err(GuestFailure {
-                    message: format!("the guest failed the record: {message}"),
-                    record: Some(index),
-                }),
-            },
-            Err(failure) => {
-                self.instance = None;
-                Err(failure)
-            }
-        }
-    }
-
-    /// Finds the first record of `range` that fails on its own.
-    fn probe(
-        &mut self,
-        batch: &SourceBatch,
-        range: Range<usize>,
-        keyed: bool,
-    ) -> Option<(usize, String)> {
-        for i in range {
-            match self.call(batch, i..i + 1, keyed) {
-                Ok(out) => {
-                    if let Err(e) = row::read_output(&out, 1, keyed, self.output_limits(), |_| {}) {
-                        let cause = match e.1 {
-                            Some(_) => e.0,
-                            None => format!("the guest's output is malformed: {}", e.0),
-                        };
-                        return Some((i, cause));
-                    }
-                }
-                Err(failure) => return Some((i, failure.message)),
-            }
-        }
-        None
-    }
-
-    /// Folds the rows routed here, in input order, into the keyed state.
-    fn aggregate(
-        &mut self,
-        batch: &SourceBatch,
-        mapped: &[Mapped],
-    ) -> Result<Emitted, TaskFailure> {
-        let mut emitted = Emitted::default();
-        let Some(state) = self.state.as_mut() else {
-            return Ok(emitted);
-        };
-        let mut failed = None;
-        'all: for m in mapped {
-            for r in &m.routes[self.index as usize] {
-                let key = &m.out[r.key.0 as usize..r.key.1 as usize];
-                let row = &m.out[r.row.0 as usize..r.row.1 as usize];
-                let out = (!self.discard).then_some(&mut emitted.bytes);
-                if let Err(e) = state.apply(r.hash, key, row, out) {
-                    failed = Some((r.record as usize, e.0));
-                    break 'all;
-                }
-                emitted.push_mark(r.record, r.ordinal);
-            }
-        }
-        match failed {
-            Some((record, cause)) => Err(self.failure(batch, Some(record), cause, Fault::Job)),
-            None => Ok(emitted),
-        }
-    }
-}
-
-enum Command {
-    Map(Arc<SourceBatch>, Range<usize>),
-    Aggregate(Arc<SourceBatch>, Arc<Vec<Mapped>>),
-    Snapshot,
-}
-
-enum Reply {
-    Mapped(Result<Mapped, TaskFailure>),
-    Emitted(Result<Emitted, TaskFailure>),
-    Snapshot(Vec<GroupState>),
-}
-
-/// Of two failures, the one to report: the earlier record, and one with a
-/// record over one without.
-fn earlier(old: Option<TaskFailure>, new: TaskFailure) -> Option<TaskFailure> {
-    Some(match old {
-        None => new,
-        Some(old) => match (old.seq, new.seq) {
-            (Some(a), Some(b)) if b < a => new,
-            (None, Some(_)) => new,
-            _ => old,
-        },
-    })
-}
-
-/// The subtasks, each on its own thread, so a busy guest pins only its own.
-struct Workers {
-    keyed: bool,
-    links: Vec<(Sender<Command>, Receiver<Reply>)>,
-}
-
-impl Workers {
-    fn start(
-        module: &Module,
-        spec: &JobSpec,
-        restore: Option<&Snapshot>,
-    ) -> Result<Self, TaskFailure> {
-        let mut links = Vec::new();
-        for index in 0..spec.parallelism {
-            let range = keyed::key_group_range(index, spec.parallelism, spec.max_parallelism);
-            let mut state = spec
-                .aggregation
-                .map(|agg| KeyedState::new(agg, spec.max_parallelism, range.clone()));
-            if let (Some(state), Some(snapshot)) = (state.as_mut(), restore) {
-                for group in snapshot.subtasks.iter().flatten() {
-                    state.restore(group).map_err(|cause| TaskFailure {
-                        subtask: index,
-                        seq: None,
-                        input: None,
-                        cause: format!("cannot restore checkpoint `chk-{}`: {cause}", snapshot.id),
-                        fault: Fault::Environment,
-                    })?;
-                }
-            }
-            let mut subtask = Subtask {
-                index,
-                parallelism: spec.parallelism,
-                max_parallelism: spec.max_parallelism,
-                module: module.clone(),
-                params: spec.params.clone(),
-                sandbox: spec.sandbox.clone(),
-                discard: spec.sink == SinkSpec::Discard,
-                instance: None,
-                state,
-                log_window: Instant::now(),
-                log_lines: 0,
-            };
-            subtask.instance().map_err(|f| TaskFailure {
-                subtask: index,
-                seq: None,
-                input: None,
-                cause: f.message,
-                fault: Fault::Guest,
-            })?;
-            let (cmd_tx, cmd_rx) = bounded::<Command>(1);
-            let (reply_tx, reply_rx) = bounded::<Reply>(1);
-            std::thread::Builder::new()
-                .name(format!("sluice-subtask-{index}"))
-                .spawn(move || {
-                    for command in cmd_rx {
-                        let reply = match command {
-                            Command::Map(batch, range) => Reply::Mapped(subtask.map(&batch, range)),
-                            Command::Aggregate(batch, mapped) => {
-                                Reply::Emitted(subtask.aggregate(&batch, &mapped))
-                            }
-                            Command::Snapshot => Reply::Snapshot(
-                                subtask
-                                    .state
-                                    .as_ref()
-                                    .map(KeyedState::snapshot)
-                                    .unwrap_or_default(),
-                            ),
-                        };
-                        if reply_tx.send(reply).is_err() {
-                            break;
-                        }
-                    }
-                })
-                .map_err(|e| TaskFailure {
-                    subtask: index,
-                    seq: None,
-                    input: None,
-                    cause: format!("cannot start the subtask's thread: {e}"),
-                    fault: Fault::Environment,
-                })?;
-            tracing::debug!(
-                "subtask {}/{} owns key groups {}..{}",
-                index + 1,
-                spec.parallelism,
-                range.start,
-                range.end
-            );
-            links.push((cmd_tx, reply_rx));
-        }
-        Ok(Workers {
-            keyed: spec.aggregation.is_some(),
-            links,
-        })
-    }
-
-    fn lost(index: usize) -> TaskFailure {
-        TaskFailure {
-            subtask: index as u32,
-            seq: None,
-            input: None,
-            cause: "the subtask's thread stopped".into(),
-            fault: Fault::Environment,
-        }
-    }
-
-    /// Every subtask's key-group state, by subtask.
-    fn snapshot(&self) -> Result<Vec<Vec<GroupState>>, TaskFailure> {
-        for (i, (tx, _)) in self.links.iter().enumerate() {
-            tx.send(Command::Snapshot).map_err(|_| Self::lost(i))?;
-        }
-        let mut all = Vec::with_capacity(self.links.len());
-        for (i, (_, rx)) in self.links.iter().enumerate() {
-            match rx.recv() {
-                Ok(Reply::Snapshot(groups)) => all.push(groups),
-                _ => return Err(Self::lost(i)),
-            }
-        }
-        Ok(all)
-    }
-
-    /// Runs one batch through every subtask; returns the output block.
-    fn process(&self, batch: Arc<SourceBatch>) -> Result<Output, TaskFailure> {
-        let n = batch.records.len();
-        let p = self.links.len();
-        for (i, (tx, _)) in self.links.iter().enumerate() {
-            let range = (n * i / p)..(n * (i + 1) / p);
-            tx.send(Command::Map(batch.clone(), range))
-                .map_err(|_| Self::lost(i))?;
-        }
-        let mut mapped = Vec::with_capacity(p);
-        let mut failure: Option<TaskFailure> = None;
-        for (i, (_, rx)) in self.links.iter().enumerate() {
-            match rx.recv() {
-                Ok(Reply::Mapped(Ok(m))) => mapped.push(m),
-                Ok(Reply::Mapped(Err(f))) => {
-                    // Keep the failure on the earliest record.
-                    if failure
-                        .as_ref()
-                        .is_none_or(|old| old.seq.is_none() && f.seq.is_some())
-                    {
-                        failure = Some(f);
-                    }
-                }
-                _ => return Err(Self::lost(i)),
-            }
-        }
-        if let Some(f) = failure {
-            return Err(f);
-        }
-        if !self.keyed {
-            return Ok(merge(mapped.into_iter().map(|m| m.emitted).collect()));
-        }
-        let mapped = Arc::new(mapped);
-        for (i, (tx, _)) in self.links.iter().enumerate() {
-            tx.send(Command::Aggregate(batch.clone(), mapped.clone()))
-                .map_err(|_| Self::lost(i))?;
-        }
-        let mut parts = Vec::with_capacity(p);
-        let mut failure: Option<TaskFailure> = None;
-        for (i, (_, rx)) in self.links.iter().enumerate() {
-            match rx.recv() {
-                Ok(Reply::Emitted(Ok(e))) => parts.push(e),
-                Ok(Reply::Emitted(Err(f))) => failure = earlier(failure, f),
-                _ => return Err(Self::lost(i)),
-            }
-        }
-        match failure {
-            Some(f) => Err(f),
-            None => Ok(merge(parts)),
-        }
-    }
 }

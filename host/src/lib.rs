@@ -38,6 +38,7 @@ pub mod row;
 pub mod sink;
 pub mod source;
 pub mod spec;
+pub mod task;
 
 pub use guest::{GuestFailure, Module, ModuleError, Runtime};
 pub use job::{CancelToken, JobOutcome};

@@ -1,0 +1,640 @@
+//! The parallel subtasks of a job and the two steps every batch goes
+//! through.
+//!
+//! In the map step each subtask's *mapper* runs its slice of the batch
+//! through its own guest instance (flat-map chained with key-selector),
+//! checks the output against the limits, and routes every row to the
+//! subtask that owns the row's key group. In the aggregate step each
+//! subtask's *aggregator* folds the rows routed to it, in input order, into
+//! its key groups' state and formats the updates. Mappers and aggregators
+//! are separate threads, so the guest works on batch k+1 while the state of
+//! batch k is updated. Outputs are merged by (record, row), so the printed
+//! order is the same at any parallelism.
+//!
+//! This module knows nothing of sources, sinks, checkpoint files or restart
+//! strategies; the job loop (`job.rs`) drives it.
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, bounded};
+use tracing::{info, warn};
+
+use crate::checkpoint::{GroupState, Snapshot};
+use crate::guest::{GuestFailure, Instance, Module, Sandbox};
+use crate::job::{Fault, TaskFailure};
+use crate::keyed::{self, KeyedState};
+use crate::row::{self, RowRef};
+use crate::source::SourceBatch;
+use crate::spec::{JobSpec, SinkSpec};
+
+/// Rows one subtask's guest produced for a slice of a batch.
+pub struct Mapped {
+    /// The guest's encoded output.
+    out: Vec<u8>,
+    /// Rows routed to each subtask, in input order (keyed jobs).
+    routes: Vec<Vec<RowRef>>,
+    /// Formatted rows (unkeyed jobs).
+    emitted: Emitted,
+}
+
+/// Formatted output lines with their (record, row) order.
+#[derive(Default)]
+struct Emitted {
+    bytes: Vec<u8>,
+    /// `(record << 32 | row, end offset in bytes)` per line.
+    marks: Vec<(u64, u32)>,
+}
+
+impl Emitted {
+    fn push_mark(&mut self, record: u32, ordinal: u32) {
+        self.marks.push((
+            (u64::from(record) << 32) | u64::from(ordinal),
+            self.bytes.len() as u32,
+        ));
+    }
+}
+
+/// Merges per-subtask outputs into one block in (record, row) order.
+fn merge(parts: Vec<Emitted>) -> Output {
+    let lines = parts.iter().map(|p| p.marks.len() as u64).sum();
+    Output {
+        bytes: merge_bytes(parts),
+        lines,
+    }
+}
+
+fn merge_bytes(parts: Vec<Emitted>) -> Vec<u8> {
+    let mut parts: Vec<Emitted> = parts.into_iter().filter(|p| !p.bytes.is_empty()).collect();
+    match parts.len() {
+        0 => return Vec::new(),
+        1 => return parts.pop().map(|p| p.bytes).unwrap_or_default(),
+        _ => {}
+    }
+    let total = parts.iter().map(|p| p.bytes.len()).sum();
+    let mut out = Vec::with_capacity(total);
+    let mut next = vec![0usize; parts.len()];
+    loop {
+        let mut best: Option<(usize, u64)> = None;
+        for (i, p) in parts.iter().enumerate() {
+            if let Some(&(order, _)) = p.marks.get(next[i])
+                && best.is_none_or(|(_, b)| order < b)
+            {
+                best = Some((i, order));
+            }
+        }
+        let Some((i, _)) = best else { break };
+        let p = &parts[i];
+        let start = if next[i] == 0 {
+            0
+        } else {
+            p.marks[next[i] - 1].1 as usize
+        };
+        let end = p.marks[next[i]].1 as usize;
+        out.extend_from_slice(&p.bytes[start..end]);
+        next[i] += 1;
+    }
+    out
+}
+
+/// One parallel subtask: its guest instance and its key groups' state.
+/// One subtask's mapper: its guest instance.
+struct Subtask {
+    index: u32,
+    parallelism: u32,
+    max_parallelism: u32,
+    module: Module,
+    params: Vec<(String, String)>,
+    sandbox: Sandbox,
+    /// Whether rows are keyed (the job aggregates).
+    keyed: bool,
+    /// The sink drops everything: count lines, do not format them.
+    discard: bool,
+    instance: Option<Instance>,
+    log_window: Instant,
+    log_lines: u32,
+}
+
+/// One subtask's aggregator: the state of its key groups.
+struct Aggregator {
+    index: u32,
+    discard: bool,
+    state: KeyedState,
+}
+
+/// Describes a failure on record `record` of `batch`.
+fn failure_at(
+    subtask: u32,
+    batch: &SourceBatch,
+    record: Option<usize>,
+    cause: String,
+    fault: Fault,
+) -> TaskFailure {
+    TaskFailure {
+        subtask,
+        seq: record.map(|i| batch.seqs[i]),
+        input: record.map(|i| {
+            let text = batch.records.text(i);
+            let shown = &text[..text.len().min(80)];
+            String::from_utf8_lossy(shown).into_owned()
+        }),
+        cause,
+        fault,
+    }
+}
+
+/// Guest log lines passed to the host's log per second per subtask.
+const GUEST_LOG_LINES: u32 = 20;
+
+impl Subtask {
+    fn failure(
+        &self,
+        batch: &SourceBatch,
+        record: Option<usize>,
+        cause: String,
+        fault: Fault,
+    ) -> TaskFailure {
+        failure_at(self.index, batch, record, cause, fault)
+    }
+
+    fn output_limits(&self) -> row::OutputLimits {
+        row::OutputLimits {
+            rows: self.sandbox.limits.rows_per_record,
+            bytes: self.sandbox.limits.bytes_per_record,
+        }
+    }
+
+    /// Passes what the guest printed to the host's log, at most
+    /// [`GUEST_LOG_LINES`] lines per second per subtask; says how many it dropped.
+    fn forward_log(&mut self) {
+        let Some(instance) = &self.instance else {
+            return;
+        };
+        let text = instance.take_log();
+        if text.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        if now.duration_since(self.log_window) >= Duration::from_secs(1) {
+            self.log_window = now;
+            self.log_lines = 0;
+        }
+        let mut dropped = 0u64;
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            if self.log_lines >= GUEST_LOG_LINES {
+                dropped += 1;
+                continue;
+            }
+            self.log_lines += 1;
+            let shown: String = line.chars().take(500).collect();
+            info!("subtask {} guest: {shown}", self.index);
+        }
+        if dropped > 0 {
+            warn!(
+                "subtask {}: {dropped} more guest log line(s) dropped (at most {GUEST_LOG_LINES} a second, {} bytes a call; --max-guest-log)",
+                self.index, self.sandbox.limits.log_bytes
+            );
+        }
+    }
+
+    fn instance(&mut self) -> Result<&mut Instance, GuestFailure> {
+        if self.instance.is_none() {
+            self.instance = Some(self.module.instantiate_with(&self.params, &self.sandbox)?);
+        }
+        match self.instance.as_mut() {
+            Some(instance) => Ok(instance),
+            None => Err(GuestFailure {
+                message: "no guest instance".into(),
+                record: None,
+            }),
+        }
+    }
+
+    /// Calls the guest on records `range`; checks and routes its output.
+    fn map(&mut self, batch: &SourceBatch, range: Range<usize>) -> Result<Mapped, TaskFailure> {
+        let keyed = self.keyed;
+        let mut mapped = Mapped {
+            out: Vec::new(),
+            routes: vec![Vec::new(); self.parallelism as usize],
+            emitted: Emitted::default(),
+        };
+        if range.is_empty() {
+            return Ok(mapped);
+        }
+        match self.call(batch, range.clone(), keyed) {
+            Ok(out) => mapped.out = out,
+            Err(first) => {
+                // The batch failed as a whole: run its records one at a time
+                // in a fresh instance to find the one that fails.
+                self.instance = None;
+                let found = self.probe(batch, range.clone(), keyed);
+                self.instance = None;
+                return Err(match found {
+                    Some((i, cause)) => self.failure(batch, Some(i), cause, Fault::Guest),
+                    None => self.failure(
+                        batch,
+                        None,
+                        format!(
+                            "{} (no single record of the batch reproduces it)",
+                            first.message
+                        ),
+                        Fault::Guest,
+                    ),
+                });
+            }
+        }
+        let base = range.start as u32;
+        let (p, m) = (self.parallelism, self.max_parallelism);
+        let out = &mapped.out;
+        let routes = &mut mapped.routes;
+        let emitted = &mut mapped.emitted;
+        let limits = self.output_limits();
+        let discard = self.discard;
+        let checked = row::read_output(out, range.len(), keyed, limits, |mut r| {
+            r.record += base;
+            if keyed {
+                let owner = keyed::subtask_of(keyed::key_group(r.hash, m), p, m);
+                routes[owner as usize].push(r);
+            } else {
+                if !discard {
+                    row::format_row(&out[r.row.0 as usize..r.row.1 as usize], &mut emitted.bytes);
+                }
+                emitted.push_mark(r.record, r.ordinal);
+            }
+        });
+        if let Err(e) = checked {
+            let record = e.1.map(|r| range.start + r as usize);
+            let cause = match record {
+                Some(_) => e.0,
+                None => format!("the guest's output is malformed: {}", e.0),
+            };
+            return Err(self.failure(batch, record, cause, Fault::Guest));
+        }
+        Ok(mapped)
+    }
+
+    /// One guest call on records `range`: the output, or why it failed.
+    fn call(
+        &mut self,
+        batch: &SourceBatch,
+        range: Range<usize>,
+        keyed: bool,
+    ) -> Result<Vec<u8>, GuestFailure> {
+        let records = batch.records.slice(range.clone());
+        let instance = self.instance()?;
+        let result = if keyed {
+            instance.flat_map_keyed(records)
+        } else {
+            instance.flat_map(records)
+        };
+        if result.is_ok() {
+            self.forward_log();
+        }
+        match result {
+            Ok(out) => match out.failed {
+                None => Ok(out.output),
+                Some((index, message)) => Err(GuestFailure {
+                    message: format!("the guest failed the record: {message}"),
+                    record: Some(index),
+                }),
+            },
+            Err(failure) => {
+                self.instance = None;
+                Err(failure)
+            }
+        }
+    }
+
+    /// Finds the first record of `range` that fails on its own.
+    fn probe(
+        &mut self,
+        batch: &SourceBatch,
+        range: Range<usize>,
+        keyed: bool,
+    ) -> Option<(usize, String)> {
+        for i in range {
+            match self.call(batch, i..i + 1, keyed) {
+                Ok(out) => {
+                    if let Err(e) = row::read_output(&out, 1, keyed, self.output_limits(), |_| {}) {
+                        let cause = match e.1 {
+                            Some(_) => e.0,
+                            None => format!("the guest's output is malformed: {}", e.0),
+                        };
+                        return Some((i, cause));
+                    }
+                }
+                Err(failure) => return Some((i, failure.message)),
+            }
+        }
+        None
+    }
+}
+
+impl Aggregator {
+    /// Folds the rows routed here, in input order, into the keyed state.
+    fn aggregate(
+        &mut self,
+        batch: &SourceBatch,
+        mapped: &[Mapped],
+    ) -> Result<Emitted, TaskFailure> {
+        let mut emitted = Emitted::default();
+        let mut failed = None;
+        'all: for m in mapped {
+            for r in &m.routes[self.index as usize] {
+                let key = &m.out[r.key.0 as usize..r.key.1 as usize];
+                let row = &m.out[r.row.0 as usize..r.row.1 as usize];
+                let out = (!self.discard).then_some(&mut emitted.bytes);
+                if let Err(e) = self.state.apply(r.hash, key, row, out) {
+                    failed = Some((r.record as usize, e.0));
+                    break 'all;
+                }
+                emitted.push_mark(r.record, r.ordinal);
+            }
+        }
+        match failed {
+            Some((record, cause)) => Err(failure_at(
+                self.index,
+                batch,
+                Some(record),
+                cause,
+                Fault::Job,
+            )),
+            None => Ok(emitted),
+        }
+    }
+}
+
+enum MapCommand {
+    Map(Arc<SourceBatch>, Range<usize>),
+}
+
+enum AggCommand {
+    Aggregate(Arc<SourceBatch>, Arc<Vec<Mapped>>),
+    Snapshot,
+}
+
+enum AggReply {
+    Emitted(Result<Emitted, TaskFailure>),
+    Snapshot(Vec<GroupState>),
+}
+
+/// Of two failures, the one to report: the earlier record, and one with a
+/// record over one without.
+fn earlier(old: Option<TaskFailure>, new: TaskFailure) -> Option<TaskFailure> {
+    Some(match old {
+        None => new,
+        Some(old) => match (old.seq, new.seq) {
+            (Some(a), Some(b)) if b < a => new,
+            (None, Some(_)) => new,
+            _ => old,
+        },
+    })
+}
+
+/// A block of output lines for the sink.
+pub struct Output {
+    /// The formatted lines (empty for a discard sink).
+    pub bytes: Vec<u8>,
+    /// How many lines.
+    pub lines: u64,
+}
+
+/// What the aggregate step of the batch in flight will give.
+enum InFlight {
+    /// Aggregators are working on it.
+    Aggregating,
+    /// Already there (an unkeyed job has no aggregate step).
+    Ready(Output),
+}
+
+/// The subtasks: a mapper thread and an aggregator thread each, so a busy
+/// guest pins only its own thread.
+pub struct Workers {
+    keyed: bool,
+    mappers: Vec<(Sender<MapCommand>, Receiver<Result<Mapped, TaskFailure>>)>,
+    aggregators: Vec<(Sender<AggCommand>, Receiver<AggReply>)>,
+    in_flight: Option<InFlight>,
+}
+
+fn lost(index: usize) -> TaskFailure {
+    TaskFailure {
+        subtask: index as u32,
+        seq: None,
+        input: None,
+        cause: "the subtask's thread stopped".into(),
+        fault: Fault::Environment,
+    }
+}
+
+fn spawn_thread(
+    name: String,
+    index: u32,
+    f: impl FnOnce() + Send + 'static,
+) -> Result<(), TaskFailure> {
+    std::thread::Builder::new()
+        .name(name)
+        .spawn(f)
+        .map(|_| ())
+        .map_err(|e| TaskFailure {
+            subtask: index,
+            seq: None,
+            input: None,
+            cause: format!("cannot start the subtask's thread: {e}"),
+            fault: Fault::Environment,
+        })
+}
+
+impl Workers {
+    /// Starts the subtasks with fresh guest instances and the state of
+    /// `restore` (any parallelism), or empty state.
+    pub fn start(
+        module: &Module,
+        spec: &JobSpec,
+        restore: Option<&Snapshot>,
+    ) -> Result<Self, TaskFailure> {
+        let keyed = spec.aggregation.is_some();
+        let discard = spec.sink == SinkSpec::Discard;
+        let mut mappers = Vec::new();
+        let mut aggregators = Vec::new();
+        for index in 0..spec.parallelism {
+            let mut subtask = Subtask {
+                index,
+                parallelism: spec.parallelism,
+                max_parallelism: spec.max_parallelism,
+                module: module.clone(),
+                params: spec.params.clone(),
+                sandbox: spec.sandbox.clone(),
+                keyed,
+                discard,
+                instance: None,
+                log_window: Instant::now(),
+                log_lines: 0,
+            };
+            subtask.instance().map_err(|f| TaskFailure {
+                subtask: index,
+                seq: None,
+                input: None,
+                cause: f.message,
+                fault: Fault::Guest,
+            })?;
+            let (cmd_tx, cmd_rx) = bounded::<MapCommand>(1);
+            let (reply_tx, reply_rx) = bounded(1);
+            spawn_thread(format!("sluice-map-{index}"), index, move || {
+                for MapCommand::Map(batch, range) in cmd_rx {
+                    if reply_tx.send(subtask.map(&batch, range)).is_err() {
+                        break;
+                    }
+                }
+            })?;
+            mappers.push((cmd_tx, reply_rx));
+
+            let Some(agg) = spec.aggregation else {
+                continue;
+            };
+            let range = keyed::key_group_range(index, spec.parallelism, spec.max_parallelism);
+            let mut state = KeyedState::new(agg, spec.max_parallelism, range.clone());
+            if let Some(snapshot) = restore {
+                for group in snapshot.subtasks.iter().flatten() {
+                    state.restore(group).map_err(|cause| TaskFailure {
+                        subtask: index,
+                        seq: None,
+                        input: None,
+                        cause: format!("cannot restore checkpoint `chk-{}`: {cause}", snapshot.id),
+                        fault: Fault::Environment,
+                    })?;
+                }
+            }
+            let mut aggregator = Aggregator {
+                index,
+                discard,
+                state,
+            };
+            let (cmd_tx, cmd_rx) = bounded::<AggCommand>(1);
+            let (reply_tx, reply_rx) = bounded(1);
+            spawn_thread(format!("sluice-agg-{index}"), index, move || {
+                for command in cmd_rx {
+                    let reply = match command {
+                        AggCommand::Aggregate(batch, mapped) => {
+                            AggReply::Emitted(aggregator.aggregate(&batch, &mapped))
+                        }
+                        AggCommand::Snapshot => AggReply::Snapshot(aggregator.state.snapshot()),
+                    };
+                    if reply_tx.send(reply).is_err() {
+                        break;
+                    }
+                }
+            })?;
+            tracing::debug!(
+                "subtask {}/{} owns key groups {}..{}",
+                index + 1,
+                spec.parallelism,
+                range.start,
+                range.end
+            );
+            aggregators.push((cmd_tx, reply_rx));
+        }
+        Ok(Workers {
+            keyed,
+            mappers,
+            aggregators,
+            in_flight: None,
+        })
+    }
+
+    /// Every subtask's key-group state, by subtask. Call with nothing in flight.
+    pub fn snapshot(&self) -> Result<Vec<Vec<GroupState>>, TaskFailure> {
+        for (i, (tx, _)) in self.aggregators.iter().enumerate() {
+            tx.send(AggCommand::Snapshot).map_err(|_| lost(i))?;
+        }
+        let mut all = Vec::with_capacity(self.aggregators.len());
+        for (i, (_, rx)) in self.aggregators.iter().enumerate() {
+            match rx.recv() {
+                Ok(AggReply::Snapshot(groups)) => all.push(groups),
+                _ => return Err(lost(i)),
+            }
+        }
+        Ok(all)
+    }
+
+    /// The map step: every subtask's guest on its slice of the batch.
+    /// Runs while the previous batch's aggregate step is in flight.
+    pub fn map(&self, batch: &Arc<SourceBatch>) -> Result<Vec<Mapped>, TaskFailure> {
+        let n = batch.records.len();
+        let p = self.mappers.len();
+        for (i, (tx, _)) in self.mappers.iter().enumerate() {
+            let range = (n * i / p)..(n * (i + 1) / p);
+            tx.send(MapCommand::Map(batch.clone(), range))
+                .map_err(|_| lost(i))?;
+        }
+        let mut mapped = Vec::with_capacity(p);
+        let mut failure: Option<TaskFailure> = None;
+        for (i, (_, rx)) in self.mappers.iter().enumerate() {
+            match rx.recv() {
+                Ok(Ok(m)) => mapped.push(m),
+                Ok(Err(f)) => failure = earlier(failure, f),
+                Err(_) => return Err(lost(i)),
+            }
+        }
+        match failure {
+            Some(f) => Err(f),
+            None => Ok(mapped),
+        }
+    }
+
+    /// Starts the aggregate step of a mapped batch. At most one batch is in
+    /// flight: call [`Workers::finish`] first.
+    pub fn aggregate(
+        &mut self,
+        batch: &Arc<SourceBatch>,
+        mapped: Vec<Mapped>,
+    ) -> Result<(), TaskFailure> {
+        if !self.keyed {
+            self.in_flight = Some(InFlight::Ready(merge(
+                mapped.into_iter().map(|m| m.emitted).collect(),
+            )));
+            return Ok(());
+        }
+        let mapped = Arc::new(mapped);
+        for (i, (tx, _)) in self.aggregators.iter().enumerate() {
+            tx.send(AggCommand::Aggregate(batch.clone(), mapped.clone()))
+                .map_err(|_| lost(i))?;
+        }
+        self.in_flight = Some(InFlight::Aggregating);
+        Ok(())
+    }
+
+    /// Whether a batch's aggregate step is in flight.
+    pub fn busy(&self) -> bool {
+        self.in_flight.is_some()
+    }
+
+    /// Waits for the batch in flight; `None` when there is none.
+    pub fn finish(&mut self) -> Option<Result<Output, TaskFailure>> {
+        match self.in_flight.take()? {
+            InFlight::Ready(output) => Some(Ok(output)),
+            InFlight::Aggregating => {
+                let mut parts = Vec::with_capacity(self.aggregators.len());
+                let mut failure: Option<TaskFailure> = None;
+                for (i, (_, rx)) in self.aggregators.iter().enumerate() {
+                    match rx.recv() {
+                        Ok(AggReply::Emitted(Ok(e))) => parts.push(e),
+                        Ok(AggReply::Emitted(Err(f))) => failure = earlier(failure, f),
+                        _ => return Some(Err(lost(i))),
+                    }
+                }
+                Some(match failure {
+                    Some(f) => Err(f),
+                    None => Ok(merge(parts)),
+                })
+            }
+        }
+    }
+
+    /// Runs one batch through both steps. Call with nothing in flight.
+    pub fn process(&mut self, batch: Arc<SourceBatch>) -> Result<Output, TaskFailure> {
+        let mapped = self.map(&batch)?;
+        self.aggregate(&batch, mapped)?;
+        self.finish().unwrap_or_else(|| Err(lost(0)))
+    }
+}
