@@ -408,11 +408,14 @@ enum InFlight {
     Ready(Output),
 }
 
+/// Commands to a mapper and its replies.
+type MapperLink = (Sender<MapCommand>, Receiver<Result<Mapped, TaskFailure>>);
+
 /// The subtasks: a mapper thread and an aggregator thread each, so a busy
 /// guest pins only its own thread.
 pub struct Workers {
     keyed: bool,
-    mappers: Vec<(Sender<MapCommand>, Receiver<Result<Mapped, TaskFailure>>)>,
+    mappers: Vec<MapperLink>,
     aggregators: Vec<(Sender<AggCommand>, Receiver<AggReply>)>,
     in_flight: Option<InFlight>,
 }
