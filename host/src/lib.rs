@@ -15,7 +15,8 @@
 //! let runtime = Runtime::new()?;
 //! let module = runtime.load("wordcount.wasm".as_ref())?;
 //! let description = module.describe(&[])?;
-//! let flags = FlagConfig { source: Some("file://input.txt".into()), ..Default::default() };
+//! let settings = FileConfig { source: Some("file://input.txt".into()), ..Default::default() };
+//! let flags = FlagConfig { settings, ..Default::default() };
 //! let spec = JobSpec::resolve(&description, &FileConfig::default(), &flags).map_err(anyhow::Error::msg)?;
 //! let prepared = sluice_host::job::prepare(&module, &spec).map_err(anyhow::Error::msg)?;
 //! let outcome = sluice_host::job::run(&module, &spec, prepared, &CancelToken::new());

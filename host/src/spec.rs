@@ -232,7 +232,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 
 /// Settings as a TOML file gives them (`--config FILE.toml`); every key is
 /// optional and named like its flag.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct FileConfig {
     /// Job name.
@@ -313,67 +313,18 @@ impl FileConfig {
     }
 }
 
-/// Settings from command-line flags; `None` where the flag was not given.
+/// Settings from command-line flags: every setting a TOML file can give
+/// (`None` where the flag was not given), and the ones only flags give.
 #[derive(Debug, Default, Clone)]
 pub struct FlagConfig {
     /// `--module` (for messages).
     pub module_path: PathBuf,
-    /// `--name`.
-    pub name: Option<String>,
-    /// `--source`.
-    pub source: Option<String>,
-    /// `--sink`.
-    pub sink: Option<String>,
-    /// `--parallelism`.
-    pub parallelism: Option<u32>,
-    /// `--max-parallelism`.
-    pub max_parallelism: Option<u32>,
-    /// `--aggregate`.
-    pub aggregate: Option<String>,
-    /// `--max-line-bytes`.
-    pub max_line_bytes: Option<usize>,
-    /// `--connect-timeout`.
-    pub connect_timeout: Option<String>,
-    /// `--checkpoint-interval`.
-    pub checkpoint_interval: Option<String>,
-    /// `--restart`.
-    pub restart: Option<String>,
-    /// `--min-pause`.
-    pub min_pause: Option<String>,
-    /// `--checkpoint-timeout`.
-    pub checkpoint_timeout: Option<String>,
-    /// `--checkpoint-dir`.
-    pub checkpoint_dir: Option<PathBuf>,
-    /// `--retain-checkpoints`.
-    pub retain_checkpoints: Option<usize>,
-    /// `--on-cancel`.
-    pub on_cancel: Option<String>,
-    /// `--dead-letter`.
-    pub dead_letter: Option<PathBuf>,
+    /// The flags named like the TOML file's keys.
+    pub settings: FileConfig,
     /// `--restore`.
     pub restore: Option<String>,
     /// `--allow-module-change`.
     pub allow_module_change: bool,
-    /// `--max-memory`.
-    pub max_memory: Option<String>,
-    /// `--call-timeout`.
-    pub call_timeout: Option<String>,
-    /// `--fuel`.
-    pub fuel: Option<u64>,
-    /// `--max-rows-per-record`.
-    pub max_rows_per_record: Option<u32>,
-    /// `--max-bytes-per-record`.
-    pub max_bytes_per_record: Option<String>,
-    /// `--max-guest-log`.
-    pub max_guest_log: Option<String>,
-    /// `--allow-dir`.
-    pub allow_dir: Vec<String>,
-    /// `--allow-env`.
-    pub allow_env: Vec<String>,
-    /// `--allow-clocks`.
-    pub allow_clocks: bool,
-    /// `--allow-random`.
-    pub allow_random: bool,
     /// `--param KEY=VALUE`, in order.
     pub params: Vec<(String, String)>,
 }
@@ -446,12 +397,14 @@ impl JobSpec {
         flags: &FlagConfig,
     ) -> Result<Self, String> {
         let name = flags
+            .settings
             .name
             .clone()
             .or_else(|| file.name.clone())
             .or_else(|| description.name.clone())
             .unwrap_or_else(|| "job".to_string());
         let source = flags
+            .settings
             .source
             .as_deref()
             .or(file.source.as_deref())
@@ -459,23 +412,31 @@ impl JobSpec {
             .ok_or("the job has no source: the module does not name one; pass --source URI")?;
         let source = SourceSpec::parse(source)?;
         let sink = flags
+            .settings
             .sink
             .as_deref()
             .or(file.sink.as_deref())
             .or(description.sink.as_deref())
             .unwrap_or("print");
         let sink = SinkSpec::parse(sink)?;
-        let aggregation = match flags.aggregate.as_deref().or(file.aggregate.as_deref()) {
+        let aggregation = match flags
+            .settings
+            .aggregate
+            .as_deref()
+            .or(file.aggregate.as_deref())
+        {
             Some("none") => None,
             Some(s) => Some(Aggregation::parse(s)?),
             None => description.aggregation,
         };
         let parallelism = flags
+            .settings
             .parallelism
             .or(file.parallelism)
             .or(description.parallelism)
             .unwrap_or(1);
         let max_parallelism = flags
+            .settings
             .max_parallelism
             .or(file.max_parallelism)
             .unwrap_or(DEFAULT_MAX_PARALLELISM);
@@ -496,6 +457,7 @@ impl JobSpec {
             .collect();
         params.extend(flags.params.iter().cloned());
         let max_line_bytes = flags
+            .settings
             .max_line_bytes
             .or(file.max_line_bytes)
             .unwrap_or(DEFAULT_MAX_LINE_BYTES);
@@ -503,6 +465,7 @@ impl JobSpec {
             return Err("max line bytes must be at least 1".to_string());
         }
         let connect_timeout = match flags
+            .settings
             .connect_timeout
             .as_deref()
             .or(file.connect_timeout.as_deref())
@@ -511,6 +474,7 @@ impl JobSpec {
             None => DEFAULT_CONNECT_TIMEOUT,
         };
         let checkpoint_interval = match flags
+            .settings
             .checkpoint_interval
             .as_deref()
             .or(file.checkpoint_interval.as_deref())
@@ -525,7 +489,12 @@ impl JobSpec {
                 .filter(|ms| *ms > 0)
                 .map(Duration::from_millis),
         };
-        let restart = match flags.restart.as_deref().or(file.restart.as_deref()) {
+        let restart = match flags
+            .settings
+            .restart
+            .as_deref()
+            .or(file.restart.as_deref())
+        {
             Some(s) => RestartStrategy::parse(s)?,
             None => description.restart.unwrap_or(RestartStrategy::None),
         };
@@ -539,30 +508,37 @@ impl JobSpec {
             }
         };
         let min_pause = duration(
-            &flags.min_pause,
+            &flags.settings.min_pause,
             &file.min_pause,
             "min pause",
             Duration::ZERO,
         )?;
         let checkpoint_timeout = duration(
-            &flags.checkpoint_timeout,
+            &flags.settings.checkpoint_timeout,
             &file.checkpoint_timeout,
             "checkpoint timeout",
             DEFAULT_CHECKPOINT_TIMEOUT,
         )?;
         let checkpoint_dir = flags
+            .settings
             .checkpoint_dir
             .clone()
             .or_else(|| file.checkpoint_dir.clone())
             .unwrap_or_else(|| PathBuf::from("sluice-checkpoints").join(&name));
         let retain_checkpoints = flags
+            .settings
             .retain_checkpoints
             .or(file.retain_checkpoints)
             .unwrap_or(DEFAULT_RETAIN_CHECKPOINTS);
         if retain_checkpoints == 0 {
             return Err("--retain-checkpoints must be at least 1".into());
         }
-        let retain_on_cancel = match flags.on_cancel.as_deref().or(file.on_cancel.as_deref()) {
+        let retain_on_cancel = match flags
+            .settings
+            .on_cancel
+            .as_deref()
+            .or(file.on_cancel.as_deref())
+        {
             None | Some("retain") => true,
             Some("delete") => false,
             Some(other) => {
@@ -583,6 +559,7 @@ impl JobSpec {
             retain_checkpoints,
             retain_on_cancel,
             dead_letter: flags
+                .settings
                 .dead_letter
                 .clone()
                 .or_else(|| file.dead_letter.clone()),
@@ -640,7 +617,7 @@ fn resolve_limits(
                 .map(|s| parse_bytes(s).map_err(|e| format!("{what}: {e}")))
                 .transpose()
         };
-    let memory_bytes = bytes(&flags.max_memory, &file.max_memory, "--max-memory")?
+    let memory_bytes = bytes(&flags.settings.max_memory, &file.max_memory, "--max-memory")?
         .or(d.memory_bytes)
         .unwrap_or(defaults.memory_bytes);
     if memory_bytes > MAX_MEMORY_LIMIT {
@@ -649,6 +626,7 @@ fn resolve_limits(
         ));
     }
     let call_timeout = match flags
+        .settings
         .call_timeout
         .as_deref()
         .or(file.call_timeout.as_deref())
@@ -665,21 +643,26 @@ fn resolve_limits(
     Ok(Limits {
         memory_bytes,
         call_timeout,
-        fuel: flags.fuel.or(file.fuel),
+        fuel: flags.settings.fuel.or(file.fuel),
         rows_per_record: flags
+            .settings
             .max_rows_per_record
             .or(file.max_rows_per_record)
             .or(d.max_rows_per_record)
             .unwrap_or(defaults.rows_per_record),
         bytes_per_record: bytes(
-            &flags.max_bytes_per_record,
+            &flags.settings.max_bytes_per_record,
             &file.max_bytes_per_record,
             "--max-bytes-per-record",
         )?
         .or(d.max_bytes_per_record)
         .unwrap_or(defaults.bytes_per_record),
-        log_bytes: bytes(&flags.max_guest_log, &file.max_guest_log, "--max-guest-log")?
-            .map_or(defaults.log_bytes, |b| b as usize),
+        log_bytes: bytes(
+            &flags.settings.max_guest_log,
+            &file.max_guest_log,
+            "--max-guest-log",
+        )?
+        .map_or(defaults.log_bytes, |b| b as usize),
     })
 }
 
@@ -687,7 +670,7 @@ fn resolve_grants(file: &FileConfig, flags: &FlagConfig) -> Result<Grants, Strin
     let dirs = file
         .allow_dir
         .iter()
-        .chain(&flags.allow_dir)
+        .chain(&flags.settings.allow_dir)
         .map(|d| DirGrant::parse(d))
         .collect::<Result<Vec<_>, _>>()?;
     for d in &dirs {
@@ -703,11 +686,11 @@ fn resolve_grants(file: &FileConfig, flags: &FlagConfig) -> Result<Grants, Strin
         env: file
             .allow_env
             .iter()
-            .chain(&flags.allow_env)
+            .chain(&flags.settings.allow_env)
             .cloned()
             .collect(),
-        clocks: flags.allow_clocks || file.allow_clocks,
-        random: flags.allow_random || file.allow_random,
+        clocks: flags.settings.allow_clocks || file.allow_clocks,
+        random: flags.settings.allow_random || file.allow_random,
     })
 }
 
@@ -757,7 +740,10 @@ mod tests {
             ..Default::default()
         };
         let flags = FlagConfig {
-            parallelism: Some(2),
+            settings: FileConfig {
+                parallelism: Some(2),
+                ..Default::default()
+            },
             ..Default::default()
         };
         let spec = JobSpec::resolve(&description, &file, &flags).expect("valid");

@@ -136,6 +136,33 @@ fn resume_and_send(module: &str, dir: &TempDir, lines: &[&str], extra: &[&str]) 
     running.wait()
 }
 
+/// Runs wordcount on a socket that sends `lines`, checkpointing every
+/// 50 ms into `dir`, until checkpoint 1 completes; then stops it with
+/// `signal` and returns what it printed and logged.
+fn checkpoint_once(dir: &TempDir, lines: &[&str], signal: &str, extra: &[&str]) -> Output {
+    let server = LineServer::start(
+        vec![lines.iter().map(|l| line(l)).collect()],
+        Duration::from_secs(30),
+    );
+    let uri = server.uri();
+    let mut args = vec![
+        "run",
+        "--module",
+        guests::WORDCOUNT,
+        "--source",
+        &uri,
+        "--checkpoint-interval",
+        "50ms",
+        "--checkpoint-dir",
+        dir.0.to_str().expect("utf8 path"),
+    ];
+    args.extend_from_slice(extra);
+    let running = HostCommand::new(args).spawn();
+    running.wait_for_log("checkpoint `chk-1` completed", Duration::from_secs(20));
+    running.signal(signal);
+    running.wait()
+}
+
 #[test]
 fn seed_scenario_with_gaps_then_resume() {
     let dir = TempDir::new("seed-gaps");
@@ -361,22 +388,7 @@ fn a_corrupted_newest_checkpoint_falls_back_to_the_previous_one() {
 #[test]
 fn checkpoints_show_prints_what_a_checkpoint_holds() {
     let dir = TempDir::new("show");
-    let server = LineServer::start(vec![vec![line("a b a")]], Duration::from_secs(30));
-    let running = HostCommand::new([
-        "run",
-        "--module",
-        guests::WORDCOUNT,
-        "--source",
-        &server.uri(),
-        "--checkpoint-interval",
-        "50ms",
-        "--checkpoint-dir",
-        dir.0.to_str().expect("utf8 path"),
-    ])
-    .spawn();
-    running.wait_for_log("checkpoint `chk-1` completed", Duration::from_secs(20));
-    running.signal("INT");
-    running.wait().assert_code(0);
+    checkpoint_once(&dir, &["a b a"], "INT", &[]).assert_code(0);
     let chk = single_job_dir(&dir.0).join("chk-1");
     let out = HostCommand::new(["checkpoints", "show", chk.to_str().expect("utf8 path")]).run();
     out.assert_code(0);
@@ -402,22 +414,7 @@ fn checkpoints_show_prints_what_a_checkpoint_holds() {
 #[test]
 fn a_checkpoint_of_another_module_is_refused_unless_allowed() {
     let dir = TempDir::new("other-module");
-    let server = LineServer::start(vec![vec![line("a")]], Duration::from_secs(30));
-    let running = HostCommand::new([
-        "run",
-        "--module",
-        guests::WORDCOUNT,
-        "--source",
-        &server.uri(),
-        "--checkpoint-interval",
-        "50ms",
-        "--checkpoint-dir",
-        dir.0.to_str().expect("utf8 path"),
-    ])
-    .spawn();
-    running.wait_for_log("checkpoint `chk-1` completed", Duration::from_secs(20));
-    running.signal("TERM");
-    running.wait().assert_code(0);
+    checkpoint_once(&dir, &["a"], "TERM", &[]).assert_code(0);
 
     // The same guest with a custom section appended: valid, but another digest.
     let mut bytes = std::fs::read(guests::WORDCOUNT).expect("guest");
@@ -448,24 +445,7 @@ fn a_checkpoint_of_another_module_is_refused_unless_allowed() {
 fn cancel_keeps_or_deletes_checkpoints() {
     for (policy, kept) in [("retain", true), ("delete", false)] {
         let dir = TempDir::new("cancel");
-        let server = LineServer::start(vec![vec![line("a")]], Duration::from_secs(30));
-        let running = HostCommand::new([
-            "run",
-            "--module",
-            guests::WORDCOUNT,
-            "--source",
-            &server.uri(),
-            "--checkpoint-interval",
-            "50ms",
-            "--on-cancel",
-            policy,
-            "--checkpoint-dir",
-            dir.0.to_str().expect("utf8 path"),
-        ])
-        .spawn();
-        running.wait_for_log("checkpoint `chk-1` completed", Duration::from_secs(20));
-        running.signal("TERM");
-        let out = running.wait();
+        let out = checkpoint_once(&dir, &["a"], "TERM", &["--on-cancel", policy]);
         out.assert_code(0)
             .assert_stderr_has("switched from RUNNING to CANCELED");
         let job_dir = single_job_dir(&dir.0);

@@ -116,43 +116,52 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         None => FileConfig::default(),
     };
     let flags = FlagConfig {
-        max_memory: args.max_memory,
-        call_timeout: args.call_timeout,
-        fuel: args.fuel,
-        max_rows_per_record: args.max_rows_per_record,
-        max_bytes_per_record: args.max_bytes_per_record,
-        max_guest_log: args.max_guest_log,
-        allow_dir: args.allow_dir,
-        allow_env: args.allow_env,
-        allow_clocks: args.allow_clocks,
-        allow_random: args.allow_random,
         module_path: args.module.clone(),
-        min_pause: args.min_pause,
-        checkpoint_timeout: args.checkpoint_timeout,
-        checkpoint_dir: args.checkpoint_dir,
-        retain_checkpoints: args.retain_checkpoints,
-        on_cancel: args.on_cancel,
-        dead_letter: args.dead_letter,
+        settings: FileConfig {
+            name: args.name,
+            source: args.source,
+            sink: args.sink,
+            parallelism: args.parallelism,
+            max_parallelism: args.max_parallelism,
+            aggregate: args.aggregate,
+            max_line_bytes: args.max_line_bytes,
+            connect_timeout: args.connect_timeout,
+            checkpoint_interval: args.checkpoint_interval,
+            restart: args.restart,
+            min_pause: args.min_pause,
+            checkpoint_timeout: args.checkpoint_timeout,
+            checkpoint_dir: args.checkpoint_dir,
+            retain_checkpoints: args.retain_checkpoints,
+            on_cancel: args.on_cancel,
+            dead_letter: args.dead_letter,
+            max_memory: args.max_memory,
+            call_timeout: args.call_timeout,
+            max_rows_per_record: args.max_rows_per_record,
+            max_bytes_per_record: args.max_bytes_per_record,
+            max_guest_log: args.max_guest_log,
+            allow_dir: args.allow_dir,
+            allow_env: args.allow_env,
+            allow_clocks: args.allow_clocks,
+            allow_random: args.allow_random,
+            fuel: args.fuel,
+            max_stack: args.max_stack,
+            params: Default::default(),
+        },
         restore: args.restore,
         allow_module_change: args.allow_module_change,
-        name: args.name,
-        source: args.source,
-        sink: args.sink,
-        parallelism: args.parallelism,
-        max_parallelism: args.max_parallelism,
-        aggregate: args.aggregate,
-        max_line_bytes: args.max_line_bytes,
-        connect_timeout: args.connect_timeout,
-        checkpoint_interval: args.checkpoint_interval,
-        restart: args.restart,
         params: args.params,
     };
-    let max_stack = match args.max_stack.as_deref().or(file.max_stack.as_deref()) {
+    let max_stack = match flags
+        .settings
+        .max_stack
+        .as_deref()
+        .or(file.max_stack.as_deref())
+    {
         Some(s) => usize::try_from(parse_bytes(s).map_err(|e| anyhow!("--max-stack: {e}"))?)?,
         None => DEFAULT_MAX_STACK,
     };
     let options = EngineOptions {
-        fuel: flags.fuel.or(file.fuel).is_some(),
+        fuel: flags.settings.fuel.or(file.fuel).is_some(),
         max_stack,
     };
     let runtime = Runtime::with_options(options).context("cannot start the WebAssembly engine")?;
@@ -163,7 +172,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         &Default::default(),
         &file,
         &FlagConfig {
-            source: Some("-".into()),
+            settings: FileConfig {
+                source: Some("-".into()),
+                ..flags.settings.clone()
+            },
             ..flags.clone()
         },
     )
