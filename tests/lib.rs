@@ -144,6 +144,13 @@ impl HostCommand {
         }
     }
 
+    /// `host run --module MODULE --source SOURCE EXTRA...`.
+    pub fn job(module: &str, source: &str, extra: &[&str]) -> Self {
+        let mut args = vec!["run", "--module", module, "--source", source];
+        args.extend_from_slice(extra);
+        Self::new(args)
+    }
+
     /// Feeds `bytes` on stdin, then closes it.
     pub fn stdin(mut self, bytes: impl Into<Vec<u8>>) -> Self {
         self.stdin = Some(bytes.into());
@@ -258,6 +265,14 @@ impl Running {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Waits for `n` output lines, then stops the process with `signal`
+    /// and returns what it left.
+    pub fn stop_after_lines(self, n: usize, signal: &str) -> Output {
+        self.wait_for_lines(n, Duration::from_secs(20));
+        self.signal(signal);
+        self.wait()
     }
 
     /// Sends a signal (e.g. `"INT"`, `"TERM"`, `"KILL"`).

@@ -199,17 +199,9 @@ fn an_unreachable_socket_at_start() {
         .expect("free port")
         .port();
     let source = format!("socket://127.0.0.1:{port}");
-    let out = HostCommand::new([
-        "run",
-        "--module",
-        guests::WORDCOUNT,
-        "--source",
-        &source,
-        "--connect-timeout",
-        "1s",
-    ])
-    .timeout(Duration::from_secs(30))
-    .run();
+    let out = HostCommand::job(guests::WORDCOUNT, &source, &["--connect-timeout", "1s"])
+        .timeout(Duration::from_secs(30))
+        .run();
     out.assert_code(1);
     out.assert_stderr_has(&format!("cannot connect to source `{source}` after"))
         .assert_stderr_has(&format!(
@@ -257,17 +249,9 @@ fn invalid_utf8_over_a_socket_does_not_break_the_stream() {
         ]],
         Duration::from_secs(30),
     );
-    let running = HostCommand::new([
-        "run",
-        "--module",
-        guests::WORDCOUNT,
-        "--source",
-        &server.uri(),
-    ])
-    .spawn();
-    running.wait_for_lines(2, Duration::from_secs(20));
-    running.signal("TERM");
-    let out = running.wait();
+    let out = HostCommand::job(guests::WORDCOUNT, &server.uri(), &[])
+        .spawn()
+        .stop_after_lines(2, "TERM");
     out.assert_code(0);
     assert_eq!(out.stdout, "(a,1)\n(a,2)\n");
     out.assert_stderr_has("input fault on record 2");

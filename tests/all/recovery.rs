@@ -117,23 +117,16 @@ fn resume_and_send(module: &str, dir: &TempDir, lines: &[&str], extra: &[&str]) 
         vec![lines.iter().map(|l| line(l)).collect()],
         Duration::from_secs(30),
     );
-    let uri = server.uri();
     let mut args = vec![
-        "run",
-        "--module",
-        module,
-        "--source",
-        &uri,
         "--restore",
         "latest",
         "--checkpoint-dir",
         dir.0.to_str().expect("utf8 path"),
     ];
     args.extend_from_slice(extra);
-    let running = HostCommand::new(args).spawn();
-    running.wait_for_lines(lines.len(), Duration::from_secs(20));
-    running.signal("INT");
-    running.wait()
+    HostCommand::job(module, &server.uri(), &args)
+        .spawn()
+        .stop_after_lines(lines.len(), "INT")
 }
 
 /// Runs wordcount on a socket that sends `lines`, checkpointing every
@@ -144,20 +137,14 @@ fn checkpoint_once(dir: &TempDir, lines: &[&str], signal: &str, extra: &[&str]) 
         vec![lines.iter().map(|l| line(l)).collect()],
         Duration::from_secs(30),
     );
-    let uri = server.uri();
     let mut args = vec![
-        "run",
-        "--module",
-        guests::WORDCOUNT,
-        "--source",
-        &uri,
         "--checkpoint-interval",
         "50ms",
         "--checkpoint-dir",
         dir.0.to_str().expect("utf8 path"),
     ];
     args.extend_from_slice(extra);
-    let running = HostCommand::new(args).spawn();
+    let running = HostCommand::job(guests::WORDCOUNT, &server.uri(), &args).spawn();
     running.wait_for_log("checkpoint `chk-1` completed", Duration::from_secs(20));
     running.signal(signal);
     running.wait()

@@ -93,17 +93,9 @@ fn socket_source_streams_and_survives_a_dropped_connection() {
         ],
         Duration::from_secs(30),
     );
-    let running = HostCommand::new([
-        "run",
-        "--module",
-        guests::WORDCOUNT,
-        "--source",
-        &server.uri(),
-    ])
-    .spawn();
-    running.wait_for_lines(5, Duration::from_secs(20));
-    running.signal("INT");
-    let out = running.wait();
+    let out = HostCommand::job(guests::WORDCOUNT, &server.uri(), &[])
+        .spawn()
+        .stop_after_lines(5, "INT");
     out.assert_code(0);
     assert_eq!(out.stdout, "(a,1)\n(a,2)\n(b,1)\n(b,2)\n(a,3)\n");
     out.assert_stderr_has("was closed by the peer; reconnecting")
