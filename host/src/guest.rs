@@ -745,34 +745,16 @@ impl Instance {
         }
     }
 
-    /// The instance's limits.
-    pub fn limits(&self) -> &Limits {
-        &self.limits
-    }
-
-    /// Runs flat-map and key-selector on an encoded batch.
-    pub fn flat_map_keyed(&mut self, records: &[u8]) -> Result<BatchOutput, GuestFailure> {
+    /// Runs flat-map on an encoded batch; with `keyed`, chained with the
+    /// key-selector (`flat-map-keyed`).
+    pub fn flat_map(&mut self, records: &[u8], keyed: bool) -> Result<BatchOutput, GuestFailure> {
         self.arm();
-        let result = self
-            .bindings
-            .sluice_stream_operator()
-            .call_flat_map_keyed(&mut self.store, records);
-        match result {
-            Ok(r) => Ok(BatchOutput {
-                output: r.output,
-                failed: r.failed.map(|e| (e.index, e.message)),
-            }),
-            Err(e) => Err(self.failure("flat-map", &e)),
-        }
-    }
-
-    /// Runs flat-map alone on an encoded batch.
-    pub fn flat_map(&mut self, records: &[u8]) -> Result<BatchOutput, GuestFailure> {
-        self.arm();
-        let result = self
-            .bindings
-            .sluice_stream_operator()
-            .call_flat_map(&mut self.store, records);
+        let operator = self.bindings.sluice_stream_operator();
+        let result = if keyed {
+            operator.call_flat_map_keyed(&mut self.store, records)
+        } else {
+            operator.call_flat_map(&mut self.store, records)
+        };
         match result {
             Ok(r) => Ok(BatchOutput {
                 output: r.output,

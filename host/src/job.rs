@@ -299,7 +299,8 @@ pub fn run(
 struct InFlight {
     id: u64,
     started: Instant,
-    done: Receiver<Result<Snapshot, String>>,
+    /// The snapshot and how long writing it took, or why it failed.
+    done: Receiver<Result<(Snapshot, Duration), String>>,
 }
 
 /// The running job: the coordinator of its subtasks, source, sink,
@@ -780,7 +781,10 @@ impl<'a> Runner<'a> {
         std::thread::Builder::new()
             .name("sluice-checkpoint".into())
             .spawn(move || {
-                let result = store.write(&info, &snapshot).map(|_| snapshot);
+                let started = Instant::now();
+                let result = store
+                    .write(&info, &snapshot)
+                    .map(|_| (snapshot, started.elapsed()));
                 let _ = tx.send(result);
             })
             .map_err(|e| format!("cannot start the checkpoint writer: {e}"))?;
@@ -798,12 +802,12 @@ impl<'a> Runner<'a> {
             return;
         };
         match flight.done.try_recv() {
-            Ok(Ok(snapshot)) => {
+            Ok(Ok((snapshot, took))) => {
                 info!(
                     "{}: checkpoint `chk-{}` completed in {} ms ({} keys, source at record {}, processing paused {} us)",
                     self.job,
                     snapshot.id,
-                    flight.started.elapsed().as_millis(),
+                    took.as_millis(),
                     snapshot.keys(),
                     snapshot.source.seq,
                     self.last_pause.as_micros()

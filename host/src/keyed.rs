@@ -76,26 +76,6 @@ impl KeyedState {
         }
     }
 
-    /// The key groups held.
-    pub fn range(&self) -> Range<u32> {
-        self.range.clone()
-    }
-
-    /// Number of keys held.
-    pub fn len(&self) -> usize {
-        self.groups.iter().map(HashTable::len).sum()
-    }
-
-    /// Whether no key is held.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The entries of key group `group` (which must be in range).
-    pub fn group(&self, group: u32) -> impl Iterator<Item = &Entry> {
-        self.groups[(group - self.range.start) as usize].iter()
-    }
-
     /// Encodes every key group's entries for a checkpoint.
     pub fn snapshot(&self) -> Vec<GroupState> {
         self.range

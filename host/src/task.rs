@@ -224,8 +224,16 @@ impl Subtask {
         }
         match self.call(batch, range.clone(), keyed) {
             Ok(out) => mapped.out = out,
+            Err(GuestFailure {
+                message,
+                record: Some(index),
+            }) => {
+                // The guest said which record failed: no need to look for it.
+                let record = range.start + index as usize;
+                return Err(self.failure(batch, Some(record), message, Fault::Guest));
+            }
             Err(first) => {
-                // The batch failed as a whole: run its records one at a time
+                // The batch trapped as a whole: run its records one at a time
                 // in a fresh instance to find the one that fails.
                 self.instance = None;
                 let found = self.probe(batch, range.clone(), keyed);
@@ -282,12 +290,7 @@ impl Subtask {
         keyed: bool,
     ) -> Result<Vec<u8>, GuestFailure> {
         let records = batch.records.slice(range.clone());
-        let instance = self.instance()?;
-        let result = if keyed {
-            instance.flat_map_keyed(records)
-        } else {
-            instance.flat_map(records)
-        };
+        let result = self.instance()?.flat_map(records, keyed);
         if result.is_ok() {
             self.forward_log();
         }
