@@ -14,6 +14,7 @@ const GUESTS: &[(&str, &str)] = &[
     ("guest-hostile", "HOSTILE"),
     ("guest-file-reader", "FILE_READER"),
     ("guest-env-reader", "ENV_READER"),
+    ("guest-start-trap", "START_TRAP"),
 ];
 
 fn main() {

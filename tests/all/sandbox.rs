@@ -137,6 +137,32 @@ fn a_trap_in_the_job_description_is_refused_before_start() {
 }
 
 #[test]
+fn a_module_that_traps_while_starting_is_refused_before_start() {
+    let dir = TempDir::new("start-trap");
+    let out = HostCommand::new([
+        "run",
+        "--module",
+        guests::START_TRAP,
+        "--source",
+        "-",
+        "--checkpoint-dir",
+        dir.0.to_str().expect("utf8 path"),
+    ])
+    .stdin("a b\n")
+    .run();
+    out.assert_code(2);
+    out.assert_stderr_has(
+        "starting the guest (its initialisation, then `open`) failed: wasm trap: wasm `unreachable` instruction executed",
+    );
+    assert_eq!(out.stderr_lines().len(), 1, "{}", out.stderr);
+    assert_eq!(out.stdout, "");
+    assert!(
+        !dir.0.exists() || std::fs::read_dir(&dir.0).expect("list").next().is_none(),
+        "no job directory for a module that never started"
+    );
+}
+
+#[test]
 fn a_guest_that_needs_a_directory_is_refused_without_a_grant() {
     let out = HostCommand::new(["run", "--module", guests::FILE_READER, "--source", "-"]).run();
     out.assert_code(2);
