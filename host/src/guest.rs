@@ -435,7 +435,9 @@ impl Module {
                 message: format!("the guest's `open` failed: {message}"),
                 record: None,
             }),
-            Err(e) => Err(instance.failure("starting the guest (its initialisation, then `open`)", &e)),
+            Err(e) => {
+                Err(instance.failure("starting the guest (its initialisation, then `open`)", &e))
+            }
         }
     }
 

@@ -12,7 +12,7 @@
 //! A job holds no process-global state: many can run side by side in one
 //! process, each with its own cancel token.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,7 +28,7 @@ use crate::restart::{Decision, RestartStrategy, RestartTracker};
 use crate::sink::Sink;
 use crate::source::{self, ReplayFrom, SourceBatch, SourceEvent, SourceOptions, StartAt};
 use crate::spec::{JobSpec, SinkSpec, SourceSpec};
-use crate::task::{Output, Workers};
+use crate::task::{MAP_AHEAD, Output, Workers};
 
 /// Cancels a job from another thread (a signal handler, a server).
 #[derive(Clone, Default)]
@@ -295,6 +295,16 @@ pub fn run(
     outcome
 }
 
+/// What taking a mapped batch in did.
+enum Advance {
+    /// Nothing was ready.
+    Idle,
+    /// A batch was taken in.
+    Progressed,
+    /// The job ended.
+    Ended(JobOutcome),
+}
+
 /// A checkpoint being written in the background.
 struct InFlight {
     id: u64,
@@ -340,6 +350,8 @@ struct Runner<'a> {
     printed: Option<std::fs::File>,
     /// How long the last checkpoint held up processing.
     last_pause: Duration,
+    /// Batches whose map step was started, oldest first, and where they end.
+    mapping: VecDeque<(Arc<SourceBatch>, SourcePosition)>,
     /// The batch whose aggregate step is in flight, and where it ends.
     pending: Option<(Arc<SourceBatch>, SourcePosition)>,
     /// Set when a drain restarted the job, so the caller drops its batch.
@@ -430,6 +442,7 @@ impl<'a> Runner<'a> {
             dead_letter,
             printed,
             last_pause: Duration::ZERO,
+            mapping: VecDeque::new(),
             pending: None,
             restarted: false,
             live_ended: false,
@@ -451,13 +464,19 @@ impl<'a> Runner<'a> {
                 return JobOutcome::Canceled;
             }
             self.poll_checkpoint();
-            if self.checkpoint_due() {
+            // Take in what the mappers finished, in order.
+            loop {
+                match self.advance(false) {
+                    Advance::Ended(outcome) => return outcome,
+                    Advance::Progressed => continue,
+                    Advance::Idle => break,
+                }
+            }
+            if self.checkpoint_due() && self.mapping.is_empty() {
                 if let Some(outcome) = self.drain() {
                     return outcome;
                 }
-                if let Err(cause) = self.checkpoint() {
-                    warn!("{}: {cause}", self.job);
-                }
+                self.checkpoint_now();
             }
             let from_replay = self.replay.is_some();
             if !from_replay && self.live_ended {
@@ -476,6 +495,11 @@ impl<'a> Runner<'a> {
                 Err(TryRecvError::Disconnected) if from_replay => SourceEvent::End,
                 Err(TryRecvError::Disconnected) => {
                     return JobOutcome::Failed("the source stopped unexpectedly".into());
+                }
+                Err(TryRecvError::Empty) if !self.mapping.is_empty() => {
+                    // Nothing to read: wait for a mapper or the source.
+                    self.workers.wait(rx, Duration::from_millis(50));
+                    continue;
                 }
                 Err(TryRecvError::Empty) => {
                     // Nothing waiting: finish the batch in flight so its
@@ -517,10 +541,14 @@ impl<'a> Runner<'a> {
                 }
                 SourceEvent::Notice(message) => warn!("{}: {message}", self.job),
                 SourceEvent::End if from_replay => {
+                    self.restarted = false;
                     if let Some(outcome) = self.drain() {
                         return outcome;
                     }
-                    self.replay = None;
+                    // A failure in the drain restarted the job with a new replay.
+                    if !self.restarted {
+                        self.replay = None;
+                    }
                 }
                 SourceEvent::End => {
                     self.restarted = false;
@@ -539,8 +567,7 @@ impl<'a> Runner<'a> {
         }
     }
 
-    /// Maps a batch while the previous one is aggregated, then starts its
-    /// aggregate step; `Some` when the job ends because of it.
+    /// Starts a batch's map step; `Some` when the job ends meanwhile.
     fn process(&mut self, batch: SourceBatch) -> Option<JobOutcome> {
         self.restarted = false;
         let end = SourcePosition {
@@ -548,37 +575,78 @@ impl<'a> Runner<'a> {
             offset: batch.end_offset,
         };
         let batch = without(batch, &self.skipped);
-        if batch.records.is_empty() {
-            if let Some(outcome) = self.drain() {
+        if batch.records.is_empty() && self.mapping.is_empty() {
+            if let Some(outcome) = self.finish_pending() {
                 return Some(outcome);
             }
-            self.processed = end;
+            if !self.restarted {
+                self.processed = end;
+            }
             return None;
         }
         let batch = Arc::new(batch);
-        let mapped = self.workers.map(&batch);
+        if let Err(failure) = self.workers.submit(&batch) {
+            return Some(JobOutcome::Failed(failure.to_string()));
+        }
+        self.mapping.push_back((batch, end));
+        // A restart meanwhile abandons this batch too: it is replayed.
+        while self.mapping.len() > MAP_AHEAD && !self.restarted {
+            if let Advance::Ended(outcome) = self.advance(true) {
+                return Some(outcome);
+            }
+        }
+        None
+    }
+
+    /// Takes the oldest mapped batch in: writes the output of the batch
+    /// before it and starts its aggregate step, or handles its failure.
+    fn advance(&mut self, block: bool) -> Advance {
+        let Some(result) = self.workers.collect(block) else {
+            return Advance::Idle;
+        };
+        let Some((batch, end)) = self.mapping.pop_front() else {
+            return Advance::Ended(JobOutcome::Failed(
+                "internal error: a mapped batch nobody waits for".into(),
+            ));
+        };
         // The previous batch must be written before this one goes on, and
         // before a failure of this one is handled.
-        if let Some(outcome) = self.drain() {
-            return Some(outcome);
+        if let Some(outcome) = self.finish_pending() {
+            return Advance::Ended(outcome);
         }
         if self.restarted {
-            // Draining restarted the job: this batch is replayed.
-            self.restarted = false;
-            return None;
+            // The previous batch failed and the job restarted: this one is
+            // replayed.
+            return Advance::Progressed;
         }
-        let started = mapped.and_then(|m| self.workers.aggregate(&batch, m));
-        match started {
-            Ok(()) => {
-                self.pending = Some((batch, end));
-                None
+        // Aligned with the stream: the state now holds exactly the batches
+        // up to `processed`.
+        if self.checkpoint_due() {
+            self.checkpoint_now();
+        }
+        match result.and_then(|m| self.workers.aggregate(&batch, m)) {
+            Ok(()) => self.pending = Some((batch, end)),
+            Err(failure) => {
+                if let Some(outcome) = self.fail(&batch, failure) {
+                    return Advance::Ended(outcome);
+                }
             }
-            Err(failure) => self.fail(&batch, failure),
         }
+        Advance::Progressed
+    }
+
+    /// Takes every batch in and writes all output.
+    fn drain(&mut self) -> Option<JobOutcome> {
+        while !self.mapping.is_empty() {
+            if let Advance::Ended(outcome) = self.advance(true) {
+                return Some(outcome);
+            }
+        }
+        self.finish_pending()
     }
 
     /// Waits for the batch in flight and writes its output.
-    fn drain(&mut self) -> Option<JobOutcome> {
+    fn finish_pending(&mut self) -> Option<JobOutcome> {
         let (batch, end) = self.pending.take()?;
         match self.workers.finish()? {
             Ok(output) => {
@@ -626,6 +694,9 @@ impl<'a> Runner<'a> {
     fn fail(&mut self, batch: &SourceBatch, failure: TaskFailure) -> Option<JobOutcome> {
         let job = self.job;
         error!("{job} switched from RUNNING to FAILING: {failure}");
+        // Batches mapped ahead are replayed after the restart.
+        self.workers.abandon();
+        self.mapping.clear();
         if let (Some(seq), Fault::Guest) = (failure.seq, failure.fault)
             && let Some(index) = batch.seqs.iter().position(|s| *s == seq)
             && index > 0
@@ -691,6 +762,7 @@ impl<'a> Runner<'a> {
     fn restore(&mut self) -> Result<(), String> {
         self.restarted = true;
         self.pending = None;
+        self.mapping.clear();
         let snapshot = self.last.clone().unwrap_or_else(|| self.origin.clone());
         self.workers =
             Workers::start(self.module, self.spec, Some(&snapshot)).map_err(|f| f.to_string())?;
@@ -748,7 +820,15 @@ impl<'a> Runner<'a> {
             && self.last_checkpoint_end.elapsed() >= self.spec.min_pause
     }
 
-    /// Starts a checkpoint of the drained pipeline; files are written in the background.
+    /// Starts a checkpoint, warning when it cannot.
+    fn checkpoint_now(&mut self) {
+        if let Err(cause) = self.checkpoint() {
+            warn!("{}: {cause}", self.job);
+        }
+    }
+
+    /// Starts a checkpoint of the state up to `processed` (no aggregate step
+    /// in flight; batches may be mapping); files are written in the background.
     fn checkpoint(&mut self) -> Result<(), String> {
         if self.pending.is_some() || self.replay.is_some() {
             return Ok(());

@@ -16,9 +16,10 @@
 
 use std::ops::Range;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, bounded};
+use crossbeam_channel::{Receiver, Select, Sender, bounded};
 use tracing::{info, warn};
 
 use crate::checkpoint::{GroupState, Snapshot};
@@ -232,6 +233,11 @@ impl Subtask {
                 let record = range.start + index as usize;
                 return Err(self.failure(batch, Some(record), message, Fault::Guest));
             }
+            Err(first) if range.len() == 1 => {
+                // One record: it is the one that failed.
+                self.instance = None;
+                return Err(self.failure(batch, Some(range.start), first.message, Fault::Guest));
+            }
             Err(first) => {
                 // The batch trapped as a whole: run its records one at a time
                 // in a fresh instance to find the one that fails.
@@ -369,8 +375,19 @@ impl Aggregator {
 }
 
 enum MapCommand {
-    Map(Arc<SourceBatch>, Range<usize>),
+    /// Map records `range` of a batch, unless its generation was abandoned.
+    Map {
+        generation: u64,
+        batch: Arc<SourceBatch>,
+        range: Range<usize>,
+    },
+    /// Drop the guest instance; the next batch gets a fresh one.
+    Reset,
 }
+
+/// A mapper's answer for one batch: its mapped slice, a failure, or
+/// `None` for a batch of an abandoned generation.
+type MapReply = Option<Result<Mapped, TaskFailure>>;
 
 enum AggCommand {
     Aggregate(Arc<SourceBatch>, Arc<Vec<Mapped>>),
@@ -412,15 +429,32 @@ enum InFlight {
 }
 
 /// Commands to a mapper and its replies.
-type MapperLink = (Sender<MapCommand>, Receiver<Result<Mapped, TaskFailure>>);
+type MapperLink = (Sender<MapCommand>, Receiver<MapReply>);
+
+/// Batches a mapper may be given before the oldest one is collected: a
+/// subtask whose guest is slow or spinning holds up the output, not the
+/// other subtasks' guests.
+pub const MAP_AHEAD: usize = 4;
 
 /// The subtasks: a mapper thread and an aggregator thread each, so a busy
 /// guest pins only its own thread.
+///
+/// Batches go to the mappers as they arrive ([`Workers::submit`]), up to
+/// [`MAP_AHEAD`] ahead of the oldest one not yet collected; every mapper
+/// works through its own queue, so while one subtask's guest spins the
+/// others go on with the batches behind. Mapped batches are collected in
+/// order ([`Workers::collect`]) and aggregated one at a time.
 pub struct Workers {
     keyed: bool,
     mappers: Vec<MapperLink>,
     aggregators: Vec<(Sender<AggCommand>, Receiver<AggReply>)>,
     in_flight: Option<InFlight>,
+    /// Batches submitted and not yet collected.
+    submitted: usize,
+    /// The oldest submitted batch's replies received so far, by mapper.
+    parts: Vec<Option<Result<Mapped, TaskFailure>>>,
+    /// Bumped to abandon every submitted batch.
+    generation: Arc<AtomicU64>,
 }
 
 fn lost(index: usize) -> TaskFailure {
@@ -463,6 +497,7 @@ impl Workers {
         let discard = spec.sink == SinkSpec::Discard;
         let mut mappers = Vec::new();
         let mut aggregators = Vec::new();
+        let generation = Arc::new(AtomicU64::new(0));
         for index in 0..spec.parallelism {
             let mut subtask = Subtask {
                 index,
@@ -484,11 +519,24 @@ impl Workers {
                 cause: f.message,
                 fault: Fault::Guest,
             })?;
-            let (cmd_tx, cmd_rx) = bounded::<MapCommand>(1);
-            let (reply_tx, reply_rx) = bounded(1);
+            let (cmd_tx, cmd_rx) = bounded::<MapCommand>(MAP_AHEAD + 2);
+            let (reply_tx, reply_rx) = bounded::<MapReply>(MAP_AHEAD + 1);
+            let current = generation.clone();
             spawn_thread(format!("sluice-map-{index}"), index, move || {
-                for MapCommand::Map(batch, range) in cmd_rx {
-                    if reply_tx.send(subtask.map(&batch, range)).is_err() {
+                for command in cmd_rx {
+                    let reply = match command {
+                        MapCommand::Map {
+                            generation,
+                            batch,
+                            range,
+                        } => (generation == current.load(Ordering::Acquire))
+                            .then(|| subtask.map(&batch, range)),
+                        MapCommand::Reset => {
+                            subtask.instance = None;
+                            continue;
+                        }
+                    };
+                    if reply_tx.send(reply).is_err() {
                         break;
                     }
                 }
@@ -540,11 +588,15 @@ impl Workers {
             );
             aggregators.push((cmd_tx, reply_rx));
         }
+        let parts = (0..mappers.len()).map(|_| None).collect();
         Ok(Workers {
             keyed,
             mappers,
             aggregators,
             in_flight: None,
+            submitted: 0,
+            parts,
+            generation,
         })
     }
 
@@ -563,29 +615,101 @@ impl Workers {
         Ok(all)
     }
 
-    /// The map step: every subtask's guest on its slice of the batch.
-    /// Runs while the previous batch's aggregate step is in flight.
-    pub fn map(&self, batch: &Arc<SourceBatch>) -> Result<Vec<Mapped>, TaskFailure> {
+    /// The map step, started: every subtask's guest gets its slice of the
+    /// batch. Collect the result with [`Workers::collect`]; at most
+    /// [`MAP_AHEAD`] batches may be submitted and not collected.
+    pub fn submit(&mut self, batch: &Arc<SourceBatch>) -> Result<(), TaskFailure> {
         let n = batch.records.len();
         let p = self.mappers.len();
+        let generation = self.generation.load(Ordering::Acquire);
         for (i, (tx, _)) in self.mappers.iter().enumerate() {
             let range = (n * i / p)..(n * (i + 1) / p);
-            tx.send(MapCommand::Map(batch.clone(), range))
-                .map_err(|_| lost(i))?;
+            tx.send(MapCommand::Map {
+                generation,
+                batch: batch.clone(),
+                range,
+            })
+            .map_err(|_| lost(i))?;
         }
-        let mut mapped = Vec::with_capacity(p);
-        let mut failure: Option<TaskFailure> = None;
+        self.submitted += 1;
+        Ok(())
+    }
+
+    /// Batches submitted and not yet collected.
+    pub fn submitted(&self) -> usize {
+        self.submitted
+    }
+
+    /// The oldest submitted batch's map step: `None` when it is not done
+    /// yet (and `block` is false) or when nothing was submitted.
+    pub fn collect(&mut self, block: bool) -> Option<Result<Vec<Mapped>, TaskFailure>> {
+        if self.submitted == 0 {
+            return None;
+        }
         for (i, (_, rx)) in self.mappers.iter().enumerate() {
-            match rx.recv() {
-                Ok(Ok(m)) => mapped.push(m),
-                Ok(Err(f)) => failure = earlier(failure, f),
-                Err(_) => return Err(lost(i)),
+            if self.parts[i].is_some() {
+                continue;
+            }
+            let reply = if block {
+                rx.recv().ok()
+            } else {
+                match rx.try_recv() {
+                    Ok(reply) => Some(reply),
+                    Err(crossbeam_channel::TryRecvError::Empty) => return None,
+                    Err(crossbeam_channel::TryRecvError::Disconnected) => None,
+                }
+            };
+            self.parts[i] = Some(match reply {
+                Some(Some(result)) => result,
+                // A reply for an abandoned batch cannot come here: those
+                // are drained by `abandon`.
+                Some(None) | None => Err(lost(i)),
+            });
+        }
+        self.submitted -= 1;
+        let mut mapped = Vec::with_capacity(self.parts.len());
+        let mut failure: Option<TaskFailure> = None;
+        for part in &mut self.parts {
+            match part.take() {
+                Some(Ok(m)) => mapped.push(m),
+                Some(Err(f)) => failure = earlier(failure, f),
+                None => {}
             }
         }
-        match failure {
+        Some(match failure {
             Some(f) => Err(f),
             None => Ok(mapped),
+        })
+    }
+
+    /// Waits until a reply the oldest submitted batch still needs arrives,
+    /// or `other` has a message, or `timeout` passes.
+    pub fn wait<T>(&self, other: &Receiver<T>, timeout: Duration) {
+        let mut select = Select::new();
+        select.recv(other);
+        for (i, (_, rx)) in self.mappers.iter().enumerate() {
+            if self.parts[i].is_none() && self.submitted > 0 {
+                select.recv(rx);
+            }
         }
+        let _ = select.ready_timeout(timeout);
+    }
+
+    /// Abandons every submitted batch (mappers skip the ones they have not
+    /// started) and gives every subtask a fresh guest instance.
+    pub fn abandon(&mut self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        for (i, (tx, rx)) in self.mappers.iter().enumerate() {
+            let owed = self.submitted - usize::from(self.parts[i].is_some());
+            for _ in 0..owed {
+                if rx.recv().is_err() {
+                    break;
+                }
+            }
+            let _ = tx.send(MapCommand::Reset);
+        }
+        self.parts.iter_mut().for_each(|p| *p = None);
+        self.submitted = 0;
     }
 
     /// Starts the aggregate step of a mapped batch. At most one batch is in
@@ -637,9 +761,11 @@ impl Workers {
         }
     }
 
-    /// Runs one batch through both steps. Call with nothing in flight.
+    /// Runs one batch through both steps. Call with nothing submitted or
+    /// in flight.
     pub fn process(&mut self, batch: Arc<SourceBatch>) -> Result<Output, TaskFailure> {
-        let mapped = self.map(&batch)?;
+        self.submit(&batch)?;
+        let mapped = self.collect(true).unwrap_or_else(|| Err(lost(0)))?;
         self.aggregate(&batch, mapped)?;
         self.finish().unwrap_or_else(|| Err(lost(0)))
     }

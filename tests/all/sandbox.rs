@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use sluice_tests::{HostCommand, Output, TempDir, guests};
+use sluice_tests::{HostCommand, LineServer, Output, Step, TempDir, guests, line};
 
 /// Runs "a", the bad line, "b a" through the hostile guest with one allowed
 /// restart; the bad record fails once and every other record is counted.
@@ -62,6 +62,65 @@ fn an_infinite_loop_in_flat_map_is_stopped_at_the_call_deadline() {
         took < Duration::from_secs(10),
         "stopped in about the deadline, took {took:?}"
     );
+}
+
+#[test]
+fn at_parallelism_two_the_other_subtask_keeps_processing_while_one_spins() {
+    // "loop" and "say b" arrive together: subtask 0 spins on the first,
+    // subtask 1 maps the second. The lines after them go to subtask 1 too
+    // (a batch of one record goes to the last subtask), and its guest must
+    // see them before the spinning one is stopped at its 3 s deadline.
+    let server = LineServer::start(
+        vec![vec![
+            Step::Send(b"loop\nsay b\n".to_vec()),
+            Step::Sleep(Duration::from_millis(300)),
+            line("say c"),
+            Step::Sleep(Duration::from_millis(300)),
+            line("say d"),
+        ]],
+        Duration::from_secs(60),
+    );
+    let dir = TempDir::new("spin-p2");
+    let out = HostCommand::job(
+        guests::HOSTILE,
+        &server.uri(),
+        &[
+            "--parallelism",
+            "2",
+            "--call-timeout",
+            "3s",
+            "--restart",
+            "fixed-delay:1:0ms",
+            "--checkpoint-dir",
+            dir.0.to_str().expect("utf8 path"),
+        ],
+    )
+    .timeout(Duration::from_secs(60))
+    .spawn()
+    .stop_after_lines(6, "INT");
+    out.assert_code(0);
+    assert_eq!(
+        out.stdout, "(say,1)\n(b,1)\n(say,2)\n(c,1)\n(say,3)\n(d,1)\n",
+        "stderr:\n{}",
+        out.stderr
+    );
+    let position = |needle: &str| {
+        out.stderr
+            .find(needle)
+            .unwrap_or_else(|| panic!("stderr lacks {needle:?}:\n{}", out.stderr))
+    };
+    let failing = position("switched from RUNNING to FAILING");
+    for said in ["said b", "said c", "said d"] {
+        assert!(
+            position(&format!("subtask 1 guest: {said}")) < failing,
+            "subtask 1 processed `{said}` while subtask 0 spun:\n{}",
+            out.stderr
+        );
+    }
+    out.assert_stderr_has("guest fault in subtask 0 on record 1 \"loop\"")
+        .assert_stderr_has(
+            "the guest ran past its call deadline of 3000 ms (raise it with --call-timeout)",
+        );
 }
 
 #[test]

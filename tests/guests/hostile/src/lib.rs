@@ -40,6 +40,13 @@ fn flat_map(line: &str, out: &mut Collector) {
         }
         // The key-selector spins on this row.
         "keyloop" => out.emit(("keyloop", 1)),
+        // Says it was here (in the host's log), then counts like any line.
+        _ if line.starts_with("say ") => {
+            eprintln!("said {}", &line[4..]);
+            for word in line.split_whitespace() {
+                out.emit((word, 1));
+            }
+        }
         _ => {
             for word in line.split_whitespace() {
                 out.emit((word, 1));

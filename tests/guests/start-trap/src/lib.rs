@@ -5,10 +5,12 @@
 
 use sluice_guest::{Collector, Row, Value};
 
+#[cfg(target_arch = "wasm32")]
 extern "C" fn trap_on_start() {
     core::arch::wasm32::unreachable();
 }
 
+#[cfg(target_arch = "wasm32")]
 #[used]
 #[unsafe(link_section = ".init_array")]
 static TRAP_ON_START: extern "C" fn() = trap_on_start;
