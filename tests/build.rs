@@ -17,6 +17,13 @@ const GUESTS: &[(&str, &str)] = &[
     ("guest-start-trap", "START_TRAP"),
 ];
 
+/// (language, constant name) of the wordcount guests in other languages.
+const LANGUAGE_GUESTS: &[(&str, &str)] = &[
+    ("python", "WORDCOUNT_PYTHON"),
+    ("js", "WORDCOUNT_JS"),
+    ("c", "WORDCOUNT_C"),
+];
+
 fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
     let root = manifest
@@ -71,6 +78,20 @@ fn main() {
             file.display().to_string()
         ));
     }
+    // The wordcount in other languages is built by each example's own
+    // `build` script (`scripts/test` runs them first) into `target/guests`.
+    let mut all = String::from("(\"rust\", WORDCOUNT), ");
+    for (language, constant) in LANGUAGE_GUESTS {
+        let file = target_dir.join(format!("wordcount-{language}.wasm"));
+        consts.push_str(&format!(
+            "/// The {language} wordcount, built by `examples/wordcount-{language}/build`.\npub const {constant}: &str = {:?};\n",
+            file.display().to_string()
+        ));
+        all.push_str(&format!("({language:?}, {constant}), "));
+    }
+    consts.push_str(&format!(
+        "/// The wordcount guests: (language, path).\npub const WORDCOUNTS: &[(&str, &str)] = &[{all}];\n"
+    ));
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("set by cargo")).join("guests.rs");
     std::fs::write(out, consts).expect("cannot write guests.rs");
 }
@@ -81,7 +102,10 @@ fn rerun_under(dir: &Path) {
     };
     for entry in entries.flatten() {
         let path = entry.path();
-        if path.file_name().is_some_and(|n| n == "target") {
+        if path
+            .file_name()
+            .is_some_and(|n| n == "target" || n == "node_modules" || n == "build")
+        {
             continue;
         }
         if path.is_dir() {

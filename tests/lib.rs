@@ -12,6 +12,47 @@ use std::time::{Duration, Instant};
 /// Paths of the guest components built by `build.rs`.
 pub mod guests {
     include!(concat!(env!("OUT_DIR"), "/guests.rs"));
+
+    /// The wordcount guest of `language` (`rust`, `python`, `js`, `c`);
+    /// says how to build it when it is missing.
+    pub fn wordcount(language: &str) -> &'static str {
+        let Some((_, path)) = WORDCOUNTS.iter().find(|(l, _)| *l == language) else {
+            panic!("no wordcount guest in {language}");
+        };
+        assert!(
+            std::path::Path::new(path).exists(),
+            "{path} is missing: build it with `examples/wordcount-{language}/build` \
+             (the README's test command, `scripts/test`, builds every guest first)"
+        );
+        path
+    }
+}
+
+/// Defines one test per wordcount guest (Rust, Python, JavaScript, C) in a
+/// module named `$name`: `$name::rust`, `$name::python`, ..., each calling
+/// `$body(module_path)`.
+#[macro_export]
+macro_rules! for_each_wordcount {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            #[test]
+            fn rust() {
+                ($body)($crate::guests::wordcount("rust"));
+            }
+            #[test]
+            fn python() {
+                ($body)($crate::guests::wordcount("python"));
+            }
+            #[test]
+            fn js() {
+                ($body)($crate::guests::wordcount("js"));
+            }
+            #[test]
+            fn c() {
+                ($body)($crate::guests::wordcount("c"));
+            }
+        }
+    };
 }
 
 /// The `host` binary of this build (`cargo build -p sluice-host` first;

@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod inspect;
+mod languages;
 mod recovery;
 mod sandbox;
 mod wordcount;

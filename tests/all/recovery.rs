@@ -150,11 +150,16 @@ fn checkpoint_once(dir: &TempDir, lines: &[&str], signal: &str, extra: &[&str]) 
     running.wait()
 }
 
-#[test]
-fn seed_scenario_with_gaps_then_resume() {
+// The whole seed story, for the wordcount in every language.
+sluice_tests::for_each_wordcount!(
+    seed_scenario_with_gaps_then_resume,
+    super::seed_with_gaps_then_resume
+);
+
+fn seed_with_gaps_then_resume(module: &str) {
     let dir = TempDir::new("seed-gaps");
     seed_scenario(
-        guests::WORDCOUNT,
+        module,
         Arrival::Gaps(Duration::from_millis(300)),
         "100ms",
         &dir,
@@ -164,7 +169,7 @@ fn seed_scenario_with_gaps_then_resume() {
         !checkpoint_ids(&job_dir).is_empty(),
         "a checkpoint stays on disk"
     );
-    let out = resume_and_send(guests::WORDCOUNT, &dir, &["a"], &[]);
+    let out = resume_and_send(module, &dir, &["a"], &[]);
     out.assert_code(0);
     assert_eq!(out.stdout, "(a,5)\n", "stderr:\n{}", out.stderr);
     out.assert_stderr_has("restoring checkpoint `chk-");
