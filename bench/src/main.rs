@@ -226,12 +226,7 @@ fn host_run(env: &Env, input: &Path, sink: &str, parallelism: u32, tag: &str) ->
     if !status.success() {
         bail!("host failed:\n{log}");
     }
-    let max_pause_us = log
-        .lines()
-        .filter_map(|l| l.split("processing paused ").nth(1))
-        .filter_map(|r| r.split(' ').next()?.parse::<u64>().ok())
-        .max()
-        .unwrap_or(0);
+    let max_pause_us = log.lines().map(paused_us).max().unwrap_or(0);
     Ok(Run {
         wall,
         first_output: rx.try_recv().ok().map(|t| t - started),
@@ -389,7 +384,8 @@ impl Live {
         }
     }
 
-    fn wait_log(&self, needle: &str) -> Result<()> {
+    /// Waits for a log line containing `needle`; returns it.
+    fn wait_log(&self, needle: &str) -> Result<String> {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -398,7 +394,7 @@ impl Live {
                 .recv_timeout(left)
                 .map_err(|_| anyhow!("timed out waiting for {needle:?} in the log"))?;
             if line.contains(needle) {
-                return Ok(());
+                return Ok(line);
             }
         }
     }
@@ -433,6 +429,15 @@ fn poison_to_output(live: &mut Live, samples: usize, tag: &str) -> Result<Durati
     Ok(median(times))
 }
 
+/// The pause a "checkpoint completed" log line reports, in microseconds.
+fn paused_us(line: &str) -> u64 {
+    line.split("processing paused ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
 fn recovery(env: &Env, samples: usize) -> Result<()> {
     println!("recovery: poison record to next output, zero restart delay, median of {samples}");
     let mut live = Live::start(env, "rec-small", &["--checkpoint-interval", "100ms"])?;
@@ -452,12 +457,25 @@ fn recovery(env: &Env, samples: usize) -> Result<()> {
     }
     live.send(&keys)?;
     live.expect("(k99999,1)")?;
-    live.wait_log("(100000 keys")?;
+    let full = paused_us(&live.wait_log("(100000 keys")?);
     let big = poison_to_output(&mut live, samples, "b")?;
+    // Checkpoints of the same state after a few keys changed: only the key
+    // groups that changed are encoded again.
+    let mut few = Vec::new();
+    for i in 0..5 {
+        live.send(&format!("c{i}\n"))?;
+        live.expect(&format!("(c{i},1)"))?;
+        few.push(paused_us(&live.wait_log("processing paused")?));
+    }
     live.stop();
     println!(
         "  100,000 keys in state:  {:>8.2} ms",
         big.as_secs_f64() * 1e3
+    );
+    few.sort_unstable();
+    println!(
+        "checkpoint pause, 100,000 keys: {full} us with every key group changed, median {} us with a few keys changed",
+        few[few.len() / 2]
     );
     Ok(())
 }

@@ -39,6 +39,7 @@
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use cap_std::ambient_authority;
 use cap_std::fs::Dir;
@@ -74,8 +75,9 @@ pub struct GroupState {
     pub group: u32,
     /// Keys in it.
     pub keys: u64,
-    /// `entry*` as the module docs describe.
-    pub bytes: Vec<u8>,
+    /// `entry*` as the module docs describe (shared: a key group that did
+    /// not change since the last checkpoint is not encoded again).
+    pub bytes: Arc<[u8]>,
 }
 
 /// Everything a checkpoint holds, in memory.
@@ -492,11 +494,11 @@ fn parse_groups(bytes: &[u8]) -> Result<Vec<GroupState>, String> {
         let group = u32::from_le_bytes(take(&mut at, 4)?.try_into().map_err(|_| "bad group")?);
         let keys = u64::from_le_bytes(take(&mut at, 8)?.try_into().map_err(|_| "bad count")?);
         let len = u64::from_le_bytes(take(&mut at, 8)?.try_into().map_err(|_| "bad length")?);
-        let body = take(&mut at, len as usize)?.to_vec();
+        let body = take(&mut at, len as usize)?;
         groups.push(GroupState {
             group,
             keys,
-            bytes: body,
+            bytes: body.into(),
         });
     }
     Ok(groups)

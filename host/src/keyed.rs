@@ -7,6 +7,7 @@
 //! module does not know about guests, sources or checkpoints' files.
 
 use std::ops::Range;
+use std::sync::Arc;
 
 use hashbrown::HashTable;
 
@@ -62,37 +63,48 @@ pub struct KeyedState {
     max_parallelism: u32,
     range: Range<u32>,
     groups: Vec<HashTable<Entry>>,
+    /// Each group's encoding at the last snapshot, while the group has not
+    /// changed since: a checkpoint encodes only the groups that changed.
+    encoded: Vec<Option<(u64, Arc<[u8]>)>>,
 }
 
 impl KeyedState {
     /// Empty state for key groups `range`.
     pub fn new(aggregation: Aggregation, max_parallelism: u32, range: Range<u32>) -> Self {
         let groups = range.clone().map(|_| HashTable::new()).collect();
+        let encoded = range.clone().map(|_| None).collect();
         KeyedState {
             aggregation,
             max_parallelism,
             range,
             groups,
+            encoded,
         }
     }
 
-    /// Encodes every key group's entries for a checkpoint.
-    pub fn snapshot(&self) -> Vec<GroupState> {
+    /// Every key group's entries for a checkpoint; only the groups that
+    /// changed since the last snapshot are encoded again.
+    pub fn snapshot(&mut self) -> Vec<GroupState> {
         self.range
             .clone()
             .zip(&self.groups)
-            .map(|(group, table)| {
-                let mut bytes = Vec::new();
-                for e in table.iter() {
-                    bytes.extend_from_slice(&(e.key.len() as u32).to_le_bytes());
-                    bytes.extend_from_slice(&e.key);
-                    bytes.extend_from_slice(&(e.row.len() as u32).to_le_bytes());
-                    bytes.extend_from_slice(&e.row);
-                }
+            .zip(&mut self.encoded)
+            .map(|((group, table), encoded)| {
+                let (keys, bytes) = encoded.get_or_insert_with(|| {
+                    let size = table.iter().map(|e| 8 + e.key.len() + e.row.len()).sum();
+                    let mut bytes = Vec::with_capacity(size);
+                    for e in table.iter() {
+                        bytes.extend_from_slice(&(e.key.len() as u32).to_le_bytes());
+                        bytes.extend_from_slice(&e.key);
+                        bytes.extend_from_slice(&(e.row.len() as u32).to_le_bytes());
+                        bytes.extend_from_slice(&e.row);
+                    }
+                    (table.len() as u64, bytes.into())
+                });
                 GroupState {
                     group,
-                    keys: table.len() as u64,
-                    bytes,
+                    keys: *keys,
+                    bytes: bytes.clone(),
                 }
             })
             .collect()
@@ -131,7 +143,9 @@ impl KeyedState {
                     group.group
                 ));
             }
-            let table = &mut self.groups[(group.group - self.range.start) as usize];
+            let index = (group.group - self.range.start) as usize;
+            self.encoded[index] = None;
+            let table = &mut self.groups[index];
             table.insert_unique(
                 hash,
                 Entry {
@@ -143,6 +157,9 @@ impl KeyedState {
                 |e| e.hash,
             );
         }
+        // The group as restored is the group as encoded.
+        self.encoded[(group.group - self.range.start) as usize] =
+            Some((group.keys, group.bytes.clone()));
         Ok(())
     }
 
@@ -158,7 +175,9 @@ impl KeyedState {
         let agg = self.aggregation;
         let group = key_group(hash, self.max_parallelism);
         debug_assert!(self.range.contains(&group));
-        let table = &mut self.groups[(group - self.range.start) as usize];
+        let index = (group - self.range.start) as usize;
+        self.encoded[index] = None;
+        let table = &mut self.groups[index];
         let (vs, ve) = field(row, agg)?;
         let incoming = &row[vs..ve];
         match table.find_mut(hash, |e| &*e.key == key) {
