@@ -350,6 +350,8 @@ struct Runner<'a> {
     printed: Option<std::fs::File>,
     /// How long the last checkpoint held up processing.
     last_pause: Duration,
+    /// Batches to run again after a local recovery, before anything new.
+    requeue: VecDeque<SourceBatch>,
     /// Batches whose map step was started, oldest first, and where they end.
     mapping: VecDeque<(Arc<SourceBatch>, SourcePosition)>,
     /// The batch whose aggregate step is in flight, and where it ends.
@@ -442,6 +444,7 @@ impl<'a> Runner<'a> {
             dead_letter,
             printed,
             last_pause: Duration::ZERO,
+            requeue: VecDeque::new(),
             mapping: VecDeque::new(),
             pending: None,
             restarted: false,
@@ -477,6 +480,12 @@ impl<'a> Runner<'a> {
                     return outcome;
                 }
                 self.checkpoint_now();
+            }
+            if let Some(batch) = self.requeue.pop_front() {
+                if let Some(outcome) = self.process(batch) {
+                    return outcome;
+                }
+                continue;
             }
             let from_replay = self.replay.is_some();
             if !from_replay && self.live_ended {
@@ -694,16 +703,23 @@ impl<'a> Runner<'a> {
     fn fail(&mut self, batch: &SourceBatch, failure: TaskFailure) -> Option<JobOutcome> {
         let job = self.job;
         error!("{job} switched from RUNNING to FAILING: {failure}");
-        // Batches mapped ahead are replayed after the restart.
+        // Batches mapped ahead are abandoned: run again after the restart.
+        let ahead: Vec<Arc<SourceBatch>> = self.mapping.drain(..).map(|(b, _)| b).collect();
         self.workers.abandon();
-        self.mapping.clear();
-        if let (Some(seq), Fault::Guest) = (failure.seq, failure.fault)
+        let decision = self.tracker.on_failure(Instant::now());
+        // A guest fault happens in the map step, so the keyed state has not
+        // seen this batch: it is the state a restore and replay would rebuild.
+        let local = self.spec.local_recovery
+            && failure.fault == Fault::Guest
+            && failure.seq.is_some()
+            && matches!(decision, Decision::Restart { .. });
+        if !local
+            && let (Some(seq), Fault::Guest) = (failure.seq, failure.fault)
             && let Some(index) = batch.seqs.iter().position(|s| *s == seq)
             && index > 0
         {
-            // The guest failed in the map step, so no state changed: the
-            // records before the failing one run again, and their output
-            // is not lost if the job gives up now.
+            // No state changed: the records before the failing one run
+            // again, and their output is not lost if the job gives up now.
             let prefix = Arc::new(prefix(batch, index));
             match self.workers.process(prefix) {
                 Ok(output) => {
@@ -731,7 +747,7 @@ impl<'a> Runner<'a> {
                 );
             }
         }
-        match self.tracker.on_failure(Instant::now()) {
+        match decision {
             Decision::GiveUp(reason) => Some(JobOutcome::Failed(format!("{failure}; {reason}"))),
             Decision::Restart { delay, attempt } => {
                 let of = match self.spec.restart {
@@ -749,6 +765,10 @@ impl<'a> Runner<'a> {
                     }
                     std::thread::sleep((until - Instant::now()).min(Duration::from_millis(50)));
                 }
+                if local {
+                    self.recover_locally(batch, &ahead, failure.seq.unwrap_or_default());
+                    return None;
+                }
                 match self.restore() {
                     Ok(()) => None,
                     Err(cause) => Some(JobOutcome::Failed(cause)),
@@ -757,12 +777,37 @@ impl<'a> Runner<'a> {
         }
     }
 
+    /// Restarts after a guest fault without a restore: every guest instance
+    /// is fresh (`Workers::abandon`), the keyed state stays, and the failing
+    /// batch (less the failing record) and the batches abandoned behind it
+    /// run again before anything new is read.
+    fn recover_locally(&mut self, batch: &SourceBatch, ahead: &[Arc<SourceBatch>], seq: u64) {
+        self.restarted = true;
+        let again = std::iter::once(batch)
+            .chain(ahead.iter().map(|b| &**b))
+            .map(|b| SourceBatch {
+                end_seq: b.end_seq,
+                end_offset: b.end_offset,
+                ..prefix(b, b.records.len())
+            })
+            .collect::<Vec<_>>();
+        for b in again.into_iter().rev() {
+            self.requeue.push_front(b);
+        }
+        info!(
+            "{} switched from RESTARTING to RUNNING: fresh guest instances, keyed state kept (the failing batch never reached it), going on after record {}",
+            self.job,
+            seq + 1
+        );
+    }
+
     /// Drops every guest instance, restores state from the last completed
     /// checkpoint, and replays the input from its position.
     fn restore(&mut self) -> Result<(), String> {
         self.restarted = true;
         self.pending = None;
         self.mapping.clear();
+        self.requeue.clear();
         let snapshot = self.last.clone().unwrap_or_else(|| self.origin.clone());
         self.workers =
             Workers::start(self.module, self.spec, Some(&snapshot)).map_err(|f| f.to_string())?;

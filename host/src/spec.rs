@@ -265,6 +265,8 @@ pub struct FileConfig {
     pub retain_checkpoints: Option<usize>,
     /// `retain` or `delete`.
     pub on_cancel: Option<String>,
+    /// `local` or `checkpoint`: how a restart after a guest fault recovers.
+    pub recovery: Option<String>,
     /// Where failed records go.
     pub dead_letter: Option<PathBuf>,
     /// Memory per guest instance (`64MiB`, bytes).
@@ -366,6 +368,9 @@ pub struct JobSpec {
     pub retain_checkpoints: usize,
     /// Keep checkpoints when the job is cancelled.
     pub retain_on_cancel: bool,
+    /// After a guest fault, keep the host's keyed state and go on after the
+    /// failing record, instead of restoring the last checkpoint and replaying.
+    pub local_recovery: bool,
     /// Where failed records go; `None` is the job directory's `dead-letter.jsonl`.
     pub dead_letter: Option<PathBuf>,
     /// `latest` or a checkpoint path to resume from.
@@ -547,6 +552,20 @@ impl JobSpec {
                 ));
             }
         };
+        let local_recovery = match flags
+            .settings
+            .recovery
+            .as_deref()
+            .or(file.recovery.as_deref())
+        {
+            None | Some("local") => true,
+            Some("checkpoint") => false,
+            Some(other) => {
+                return Err(format!(
+                    "--recovery `{other}` is not valid; use `local` or `checkpoint`"
+                ));
+            }
+        };
         let sandbox = Sandbox {
             limits: resolve_limits(description.limits.unwrap_or_default(), file, flags)?,
             grants: resolve_grants(file, flags)?,
@@ -558,6 +577,7 @@ impl JobSpec {
             checkpoint_dir,
             retain_checkpoints,
             retain_on_cancel,
+            local_recovery,
             dead_letter: flags
                 .settings
                 .dead_letter

@@ -24,7 +24,13 @@ enum Arrival {
 /// Runs the seed scenario over a loopback socket and checks what the user
 /// sees: the exact output, three restarts, exit 1 after the fourth ERROR,
 /// and a checkpoint directory left on disk.
-fn seed_scenario(module: &str, arrival: Arrival, interval: &str, dir: &TempDir) -> Output {
+fn seed_scenario(
+    module: &str,
+    arrival: Arrival,
+    interval: &str,
+    dir: &TempDir,
+    extra: &[&str],
+) -> Output {
     let script = match arrival {
         Arrival::Gaps(gap) => SEED
             .iter()
@@ -35,21 +41,18 @@ fn seed_scenario(module: &str, arrival: Arrival, interval: &str, dir: &TempDir) 
         )],
     };
     let server = LineServer::start(vec![script], Duration::from_secs(30));
-    let out = HostCommand::new([
-        "run",
-        "--module",
-        module,
-        "--source",
-        &server.uri(),
+    let mut args = vec![
         "--checkpoint-interval",
         interval,
         "--restart",
         "fixed-delay:3:1s",
         "--checkpoint-dir",
         dir.0.to_str().expect("utf8 path"),
-    ])
-    .timeout(Duration::from_secs(60))
-    .run();
+    ];
+    args.extend_from_slice(extra);
+    let out = HostCommand::job(module, &server.uri(), &args)
+        .timeout(Duration::from_secs(60))
+        .run();
     out.assert_code(1);
     assert_eq!(out.stdout, SEED_OUTPUT, "stderr:\n{}", out.stderr);
     let restarts = out
@@ -158,12 +161,15 @@ sluice_tests::for_each_wordcount!(
 
 fn seed_with_gaps_then_resume(module: &str) {
     let dir = TempDir::new("seed-gaps");
-    seed_scenario(
+    let out = seed_scenario(
         module,
         Arrival::Gaps(Duration::from_millis(300)),
         "100ms",
         &dir,
+        &[],
     );
+    // A guest fault leaves the host's state as it was: no restore needed.
+    out.assert_stderr_has("fresh guest instances, keyed state kept");
     let job_dir = single_job_dir(&dir.0);
     assert!(
         !checkpoint_ids(&job_dir).is_empty(),
@@ -183,6 +189,7 @@ fn seed_scenario_when_no_checkpoint_completes() {
         Arrival::Gaps(Duration::from_millis(150)),
         "1h",
         &dir,
+        &["--recovery", "checkpoint"],
     );
     out.assert_stderr_has("state restored from the job's start");
 }
@@ -190,7 +197,20 @@ fn seed_scenario_when_no_checkpoint_completes() {
 #[test]
 fn seed_scenario_all_at_once() {
     let dir = TempDir::new("seed-burst");
-    seed_scenario(guests::WORDCOUNT, Arrival::AllAtOnce, "1s", &dir);
+    // Restores and replays on every restart, all lines in the journal.
+    let out = seed_scenario(
+        guests::WORDCOUNT,
+        Arrival::AllAtOnce,
+        "1s",
+        &dir,
+        &["--recovery", "checkpoint"],
+    );
+    assert_eq!(
+        out.stderr.matches("state restored from").count(),
+        3,
+        "{}",
+        out.stderr
+    );
 }
 
 /// A deterministic input of `lines` lines × 5 words from 10,000 words.

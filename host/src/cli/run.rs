@@ -51,6 +51,9 @@ pub struct RunArgs {
     /// Keep (`retain`) or delete the checkpoints when the job is cancelled [default: retain].
     #[arg(long, value_name = "retain|delete")]
     on_cancel: Option<String>,
+    /// After a guest fault: keep the host's keyed state and go on after the failing record (`local`), or restore the last checkpoint and replay (`checkpoint`) [default: local].
+    #[arg(long, value_name = "local|checkpoint")]
+    recovery: Option<String>,
     /// File for failed records, one JSON line each [default: JOB_DIR/dead-letter.jsonl].
     #[arg(long, value_name = "PATH")]
     dead_letter: Option<PathBuf>,
@@ -133,6 +136,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             checkpoint_dir: args.checkpoint_dir,
             retain_checkpoints: args.retain_checkpoints,
             on_cancel: args.on_cancel,
+            recovery: args.recovery,
             dead_letter: args.dead_letter,
             max_memory: args.max_memory,
             call_timeout: args.call_timeout,
