@@ -145,6 +145,11 @@ fn bad_flag_values() {
         ),
         ("--checkpoint-interval", "soon", "`soon` is not a duration"),
         ("--aggregate", "avg:1", "unknown aggregation `avg`"),
+        (
+            "--recovery",
+            "fast",
+            "--recovery `fast` is not valid; use `local` or `checkpoint`",
+        ),
     ] {
         let out = HostCommand::new(["run", "--module", guests::WORDCOUNT, flag, value]).run();
         assert_clean_error(&out, 2, needle);
