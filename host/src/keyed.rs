@@ -21,6 +21,14 @@ pub fn key_group(hash: u64, max_parallelism: u32) -> u32 {
     (hash % u64::from(max_parallelism)) as u32
 }
 
+/// A key's hash within its key group's table. Every key of a group has the
+/// same `hash % max_parallelism`, so the table (which picks buckets by the
+/// low bits) gets the other bits, mixed.
+#[inline]
+fn slot(hash: u64) -> u64 {
+    (hash >> 7).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
 /// The subtask that owns a key group (Flink's `computeOperatorIndexForKeyGroup`).
 #[inline]
 pub fn subtask_of(key_group: u32, parallelism: u32, max_parallelism: u32) -> u32 {
@@ -147,14 +155,14 @@ impl KeyedState {
             self.encoded[index] = None;
             let table = &mut self.groups[index];
             table.insert_unique(
-                hash,
+                slot(hash),
                 Entry {
                     hash,
                     key,
                     row,
                     span: (s as u32, e as u32),
                 },
-                |e| e.hash,
+                |e| slot(e.hash),
             );
         }
         // The group as restored is the group as encoded.
@@ -180,7 +188,7 @@ impl KeyedState {
         let table = &mut self.groups[index];
         let (vs, ve) = field(row, agg)?;
         let incoming = &row[vs..ve];
-        match table.find_mut(hash, |e| &*e.key == key) {
+        match table.find_mut(slot(hash), |e| e.hash == hash && &*e.key == key) {
             Some(entry) => {
                 let span = (entry.span.0 as usize, entry.span.1 as usize);
                 if fold(agg, &mut entry.row, span, incoming)? {
@@ -211,14 +219,14 @@ impl KeyedState {
                 }
                 let (s, e) = field(&stored, agg)?;
                 table.insert_unique(
-                    hash,
+                    slot(hash),
                     Entry {
                         hash,
                         key: key.into(),
                         row: stored,
                         span: (s as u32, e as u32),
                     },
-                    |e| e.hash,
+                    |e| slot(e.hash),
                 );
             }
         }

@@ -116,7 +116,8 @@ pub(crate) fn skip_value(buf: &[u8], pos: usize) -> Result<usize, Malformed> {
                     None,
                 ));
             }
-            if tag == TEXT && std::str::from_utf8(&buf[pos + 5..end]).is_err() {
+            let text = &buf[pos + 5..end];
+            if tag == TEXT && !text.is_ascii() && std::str::from_utf8(text).is_err() {
                 return Err(Malformed(
                     format!("a text value at byte {pos} is not valid UTF-8"),
                     None,
