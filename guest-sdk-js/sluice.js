@@ -131,7 +131,7 @@ export function splitWhitespace(text) {
 // StarlingMonkey has TextEncoder and TextDecoder; QuickJS has neither, so a
 // small UTF-8 codec stands in for them there.
 const encoder = typeof TextEncoder === "function" ? new TextEncoder() : null;
-const decoder = typeof TextDecoder === "function" ? new TextDecoder("utf-8", { fatal: true }) : null;
+const decoder = typeof TextDecoder === "function" ? new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }) : null;
 const NON_ASCII = /[^\0-\x7f]/;
 
 /** Decodes `bytes[start, end)`; throws on invalid UTF-8. */

@@ -71,17 +71,17 @@ for (const [name, sdk] of [
   const wck = (...words) => words.map((w) => [...row(V.text(w), V.int(1)), ...V.text(w)]);
 
   test(`${name}: flat-map and flat-map-keyed encode every row`, () => {
-    const input = batch("to be or", "", "  not\u00a0to\u3000be\u001cx  ", "café 😀 é");
+    const input = batch("to be or", "", "  not\u00a0to\u3000be\u001cx  ", "café 😀 é", "\ufeffbom\ufeff x");
     const { output, failed } = wordcount.operator.flatMap(input);
     assert.equal(failed, undefined);
     assert.deepEqual(
       bytes(output),
-      records(wc("to", "be", "or"), [], wc("not", "to", "be\u001cx"), wc("café", "😀", "é")),
+      records(wc("to", "be", "or"), [], wc("not", "to", "be\u001cx"), wc("café", "😀", "é"), wc("\ufeffbom\ufeff", "x")),
     );
     const keyed = wordcount.operator.flatMapKeyed(input);
     assert.deepEqual(
       bytes(keyed.output),
-      records(wck("to", "be", "or"), [], wck("not", "to", "be\u001cx"), wck("café", "😀", "é")),
+      records(wck("to", "be", "or"), [], wck("not", "to", "be\u001cx"), wck("café", "😀", "é"), wck("\ufeffbom\ufeff", "x")),
     );
   });
 
