@@ -56,6 +56,15 @@ enum Cmd {
         #[arg(long, default_value_t = 10_000)]
         cycles: usize,
     },
+    /// The wordcount in every language on the same input and host.
+    Languages {
+        /// Input lines (5 words each from a 10,000-word vocabulary).
+        #[arg(long, default_value_t = 200_000)]
+        lines: usize,
+        /// Runs per guest; the median is reported.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
     /// All of the above with their defaults.
     All,
 }
@@ -98,9 +107,11 @@ fn real_main() -> Result<()> {
         Cmd::Throughput { lines, runs } => throughput(&env, lines, runs),
         Cmd::Recovery { samples } => recovery(&env, samples),
         Cmd::Soak { cycles } => soak(&env, cycles),
+        Cmd::Languages { lines, runs } => languages(&env, lines, runs),
         Cmd::All => throughput(&env, 2_000_000, 3)
             .and_then(|()| recovery(&env, 15))
-            .and_then(|()| soak(&env, 10_000)),
+            .and_then(|()| soak(&env, 10_000))
+            .and_then(|()| languages(&env, 200_000, 3)),
     };
     let _ = std::fs::remove_dir_all(&env.work);
     result
@@ -177,11 +188,22 @@ struct Run {
 }
 
 fn host_run(env: &Env, input: &Path, sink: &str, parallelism: u32, tag: &str) -> Result<Run> {
+    host_run_module(env, &env.module, input, sink, parallelism, tag)
+}
+
+fn host_run_module(
+    env: &Env,
+    module: &Path,
+    input: &Path,
+    sink: &str,
+    parallelism: u32,
+    tag: &str,
+) -> Result<Run> {
     let ckpt = env.work.join(format!("ck-{tag}"));
     let started = Instant::now();
     let mut child = Command::new(&env.host)
         .args(["run", "--module"])
-        .arg(&env.module)
+        .arg(module)
         .arg("--source")
         .arg(format!("file://{}", input.display()))
         .args([
@@ -477,6 +499,88 @@ fn recovery(env: &Env, samples: usize) -> Result<()> {
         "checkpoint pause, 100,000 keys: {full} us with every key group changed, median {} us with a few keys changed",
         few[few.len() / 2]
     );
+    Ok(())
+}
+
+/// The wordcount guests: (language, component), the Rust one as given.
+fn language_guests(env: &Env) -> Vec<(&'static str, PathBuf)> {
+    let mut guests = vec![("Rust", env.module.clone())];
+    for (name, dir) in [("Python", "python"), ("JavaScript", "js"), ("C", "c")] {
+        guests.push((name, PathBuf::from(format!("target/guests/wordcount-{dir}.wasm"))));
+    }
+    guests
+}
+
+/// Median time of a fresh instance (with `open`) of `module`, through the
+/// host's own library: pooling allocator, pre-instantiated component.
+fn instantiation(module: &Path, samples: usize) -> Result<Duration> {
+    let runtime = sluice_host::Runtime::new()?;
+    let module = runtime.load(module)?;
+    let mut times = Vec::with_capacity(samples);
+    for _ in 0..samples {
+        let started = Instant::now();
+        let instance = module
+            .instantiate(&[])
+            .map_err(|f| anyhow!("cannot instantiate: {}", f.message))?;
+        times.push(started.elapsed());
+        drop(instance);
+    }
+    Ok(median(times))
+}
+
+fn languages(env: &Env, lines: usize, runs: usize) -> Result<()> {
+    let input = env.work.join("languages.txt");
+    let words = generate(&input, lines)?;
+    let tiny = env.work.join("tiny.txt");
+    generate(&tiny, 1)?;
+    println!(
+        "languages: wordcount on {lines} lines ({words} words), discard sink, checkpoint every 1 s, parallelism 1, {runs} runs each, medians"
+    );
+    println!(
+        "  {:<11} {:>12} {:>10} {:>12} {:>14} {:>16} {:>9}",
+        "guest", "size", "load", "instance", "M words/s run", "M words/s steady", "x Rust"
+    );
+    let mut rust_rate = None;
+    for (name, module) in language_guests(env) {
+        if !module.exists() {
+            println!(
+                "  {name:<11} not built ({}; see examples/)",
+                module.display()
+            );
+            continue;
+        }
+        let size = std::fs::metadata(&module)?.len();
+        let mut load = Vec::new();
+        let mut start = Vec::new();
+        let mut full = Vec::new();
+        for i in 0..runs {
+            let t = Instant::now();
+            let out = Command::new(&env.host)
+                .args(["inspect", "--module"])
+                .arg(&module)
+                .output()?;
+            if !out.status.success() {
+                bail!("host inspect failed on {}", module.display());
+            }
+            load.push(t.elapsed());
+            start.push(host_run_module(env, &module, &tiny, "discard", 1, &format!("t{name}{i}"))?.wall);
+            full.push(host_run_module(env, &module, &input, "discard", 1, &format!("f{name}{i}"))?.wall);
+        }
+        let (load, start, full) = (median(load), median(start), median(full));
+        let steady = full.saturating_sub(start).as_secs_f64().max(1e-9);
+        let rate = words as f64 / steady / 1e6;
+        let rust = *rust_rate.get_or_insert(rate);
+        println!(
+            "  {name:<11} {:>12} {:>7.0} ms {:>9.1} us {:>14.2} {:>16.2} {:>8.2}x",
+            size,
+            load.as_secs_f64() * 1e3,
+            instantiation(&module, 200)?.as_secs_f64() * 1e6,
+            words as f64 / full.as_secs_f64() / 1e6,
+            rate,
+            rate / rust
+        );
+    }
+    println!("  (load: `host inspect`, i.e. read, validate, compile, describe; steady: words over the run's time less a one-line run's)");
     Ok(())
 }
 
