@@ -192,6 +192,12 @@ impl HostCommand {
         Self::new(args)
     }
 
+    /// Sets an environment variable for the host.
+    pub fn env(mut self, key: &str, value: impl AsRef<std::ffi::OsStr>) -> Self {
+        self.cmd.env(key, value);
+        self
+    }
+
     /// Feeds `bytes` on stdin, then closes it.
     pub fn stdin(mut self, bytes: impl Into<Vec<u8>>) -> Self {
         self.stdin = Some(bytes.into());

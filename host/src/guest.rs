@@ -72,6 +72,37 @@ impl Default for EngineOptions {
     }
 }
 
+/// Writes a compiled component into the cache: private directory, temporary
+/// file, rename.
+fn store_compiled(dir: &Path, path: &Path, component: &Component) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    private_dir(dir)?;
+    let bytes = component.serialize()?;
+    let temp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&temp, bytes)?;
+    std::fs::rename(&temp, path)?;
+    Ok(())
+}
+
+/// Checks that `dir` belongs to this process's user and no one else may write it.
+fn private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let meta = std::fs::metadata(dir)?;
+    let me = std::fs::metadata("/proc/self")?.uid();
+    if meta.uid() != me {
+        anyhow::bail!("it belongs to another user (uid {})", meta.uid());
+    }
+    let mode = meta.permissions().mode();
+    if mode & 0o022 != 0 {
+        anyhow::bail!("others may write it (mode {:o})", mode & 0o777);
+    }
+    Ok(())
+}
+
 /// Default wasm stack: 512 KiB (wasmtime's).
 pub const DEFAULT_MAX_STACK: usize = 512 * 1024;
 
@@ -81,6 +112,8 @@ pub struct Runtime {
     engine: Engine,
     linker: Arc<Linker<GuestState>>,
     options: EngineOptions,
+    /// Where compiled modules are kept between runs; `None`: compile each time.
+    cache: Option<Arc<PathBuf>>,
     _ticker: Arc<Ticker>,
 }
 
@@ -134,8 +167,56 @@ impl Runtime {
             engine,
             linker: Arc::new(linker),
             options,
+            cache: None,
             _ticker: Arc::new(Ticker(stop)),
         })
+    }
+
+    /// Keeps compiled modules in `dir` (created with mode 0700), so a module
+    /// is compiled once, not at every start. The files are native code this
+    /// process loads and runs: `dir` must be writable by this user only.
+    pub fn with_compile_cache(mut self, dir: Option<PathBuf>) -> Self {
+        self.cache = dir.map(Arc::new);
+        self
+    }
+
+    /// Compiles a component, or loads it from the compile cache.
+    fn compile(&self, bytes: &[u8]) -> wasmtime::Result<Component> {
+        let Some(dir) = &self.cache else {
+            return Component::new(&self.engine, bytes);
+        };
+        use std::hash::{Hash, Hasher};
+        let mut engine = std::collections::hash_map::DefaultHasher::new();
+        self.engine
+            .precompile_compatibility_hash()
+            .hash(&mut engine);
+        let mut key = xxhash_rust::xxh3::Xxh3::new();
+        key.update(bytes);
+        key.update(&engine.finish().to_le_bytes());
+        let path = dir.join(format!("{:032x}.cwasm", key.digest128()));
+        if path.exists()
+            && let Err(e) = private_dir(dir)
+        {
+            tracing::warn!(
+                "not using the compile cache `{}`: {e}; make it private with `chmod 700`",
+                dir.display()
+            );
+            return Component::new(&self.engine, bytes);
+        }
+        if path.exists() {
+            // SAFETY: the file was written by `Component::serialize` of this
+            // same engine configuration (its name says so), atomically, into a
+            // directory only this user may write (see `with_compile_cache`).
+            match unsafe { Component::deserialize_file(&self.engine, &path) } {
+                Ok(component) => return Ok(component),
+                Err(e) => tracing::debug!("compile cache: ignoring {}: {e}", path.display()),
+            }
+        }
+        let component = Component::new(&self.engine, bytes)?;
+        if let Err(e) = store_compiled(dir, &path, &component) {
+            tracing::debug!("compile cache: cannot write {}: {e}", path.display());
+        }
+        Ok(component)
     }
 
     /// Reads, compiles and checks a guest module against `sluice:stream@0.1.0`.
@@ -181,7 +262,7 @@ impl Runtime {
                  `wasm32-wasip2` or wrap it with `wasm-tools component new`"
             )));
         }
-        let component = Component::new(&self.engine, bytes).map_err(|e| {
+        let component = self.compile(bytes).map_err(|e| {
             ModuleError::Invalid(format!(
                 "`{shown}` is not a valid WebAssembly component ({}); {rebuild}",
                 first_line(&format!("{e:#}"))

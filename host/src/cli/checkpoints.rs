@@ -50,9 +50,15 @@ fn job_dirs(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
 }
 
 fn list(dir: &Path) -> anyhow::Result<ExitCode> {
-    println!(
+    out!(
         "{:<34} {:>6}  {:<24} {:>10} {:>10} {:>8} {:>10}  state",
-        "job", "id", "time (UTC)", "records", "offset", "keys", "bytes"
+        "job",
+        "id",
+        "time (UTC)",
+        "records",
+        "offset",
+        "keys",
+        "bytes"
     );
     let mut any = false;
     for job_dir in job_dirs(dir)? {
@@ -64,7 +70,7 @@ fn list(dir: &Path) -> anyhow::Result<ExitCode> {
         for id in store.ids() {
             any = true;
             match store.load(id) {
-                Ok((m, _)) => println!(
+                Ok((m, _)) => out!(
                     "{job:<34} {:>6}  {:<24} {:>10} {:>10} {:>8} {:>10}  ok",
                     format!("chk-{id}"),
                     utc(m.created_at_ms),
@@ -73,12 +79,12 @@ fn list(dir: &Path) -> anyhow::Result<ExitCode> {
                     m.keys,
                     m.files.iter().map(|f| f.bytes).sum::<u64>()
                 ),
-                Err(e) => println!("{job:<34} {:>6}  damaged: {e}", format!("chk-{id}")),
+                Err(e) => out!("{job:<34} {:>6}  damaged: {e}", format!("chk-{id}")),
             }
         }
     }
     if !any {
-        println!("(no checkpoints in `{}`)", dir.display());
+        out!("(no checkpoints in `{}`)", dir.display());
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -96,37 +102,45 @@ fn show(path: &Path) -> anyhow::Result<ExitCode> {
     let (m, _): (Manifest, _) = store
         .load(id)
         .map_err(|e| anyhow!("checkpoint `{}` is damaged: {e}", path.display()))?;
-    println!(
+    out!(
         "checkpoint:      chk-{} (format {} v{})",
-        m.checkpoint_id, m.format, m.format_version
+        m.checkpoint_id,
+        m.format,
+        m.format_version
     );
-    println!("state:           complete, checksums ok");
-    println!("job:             {} ({})", m.job_name, m.job_id);
-    println!("time:            {}", utc(m.created_at_ms));
-    println!(
+    out!("state:           complete, checksums ok");
+    out!("job:             {} ({})", m.job_name, m.job_id);
+    out!("time:            {}", utc(m.created_at_ms));
+    out!(
         "module:          xxh3:{} against {}",
-        m.module_digest, m.wit_version
+        m.module_digest,
+        m.wit_version
     );
-    println!(
+    out!(
         "parallelism:     {} (max {})",
-        m.parallelism, m.max_parallelism
+        m.parallelism,
+        m.max_parallelism
     );
-    println!("aggregation:     {}", m.aggregation);
-    println!(
+    out!("aggregation:     {}", m.aggregation);
+    out!(
         "source:          {} at record {} (byte {})",
-        m.source.uri, m.source.position.seq, m.source.position.offset
+        m.source.uri,
+        m.source.position.seq,
+        m.source.position.offset
     );
-    println!(
+    out!(
         "sink:            {} at line {} (byte {})",
-        m.sink.uri, m.sink.position.lines, m.sink.position.bytes
+        m.sink.uri,
+        m.sink.position.lines,
+        m.sink.position.bytes
     );
-    println!("keys:            {}", m.keys);
+    out!("keys:            {}", m.keys);
     let skipped: Vec<String> = m
         .skipped_records
         .iter()
         .map(|s| (s + 1).to_string())
         .collect();
-    println!(
+    out!(
         "skipped records: {}",
         if skipped.is_empty() {
             "none".into()
@@ -134,11 +148,16 @@ fn show(path: &Path) -> anyhow::Result<ExitCode> {
             skipped.join(", ")
         }
     );
-    println!("files:");
+    out!("files:");
     for f in &m.files {
-        println!(
+        out!(
             "  {:<14} key groups {}..{}  {} keys  {} bytes  xxh3:{}",
-            f.name, f.key_groups[0], f.key_groups[1], f.keys, f.bytes, f.xxh3
+            f.name,
+            f.key_groups[0],
+            f.key_groups[1],
+            f.keys,
+            f.bytes,
+            f.xxh3
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -20,27 +20,27 @@ pub struct InspectArgs {
     params: Vec<(String, String)>,
 }
 
-pub fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
-    let runtime = Runtime::new()?;
+pub fn inspect(args: InspectArgs, cache: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let runtime = Runtime::new()?.with_compile_cache(cache);
     let module = runtime.load(&args.module)?;
     let info = module.info();
-    println!("module:   {}", args.module.display());
-    println!("size:     {} bytes", module.size());
-    println!("digest:   xxh3:{}", module.digest());
-    println!("world:    {WIT_PACKAGE} stream-job");
-    println!("exports:");
+    out!("module:   {}", args.module.display());
+    out!("size:     {} bytes", module.size());
+    out!("digest:   xxh3:{}", module.digest());
+    out!("world:    {WIT_PACKAGE} stream-job");
+    out!("exports:");
     for f in &info.functions {
-        println!("  {f}");
+        out!("  {f}");
     }
-    println!("imports:");
+    out!("imports:");
     if info.imports.is_empty() {
-        println!("  (none)");
+        out!("  (none)");
     }
     for i in &info.imports {
-        println!("  {i}");
+        out!("  {i}");
     }
     let needed = sluice_host::guest::Grants::needed(&info.imports);
-    println!(
+    out!(
         "needs:    {}",
         if needed.is_empty() {
             "no grants (pure computation)".to_string()
@@ -51,16 +51,16 @@ pub fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
     let d = module
         .describe(&args.params)
         .map_err(|f| anyhow!("module `{}`: {f}", args.module.display()))?;
-    println!("job description:");
+    out!("job description:");
     let show = |v: Option<String>| v.unwrap_or_else(|| "(not set)".into());
-    println!("  name:        {}", show(d.name.clone()));
-    println!("  source:      {}", show(d.source.clone()));
-    println!("  sink:        {}", show(d.sink.clone()));
-    println!(
+    out!("  name:        {}", show(d.name.clone()));
+    out!("  source:      {}", show(d.source.clone()));
+    out!("  sink:        {}", show(d.sink.clone()));
+    out!(
         "  aggregation: {}",
         show(d.aggregation.map(|a| a.to_string()))
     );
-    println!(
+    out!(
         "  checkpoint:  {}",
         show(d.checkpoint_interval_ms.map(|ms| if ms == 0 {
             "off".to_string()
@@ -68,8 +68,8 @@ pub fn inspect(args: InspectArgs) -> anyhow::Result<ExitCode> {
             format!("every {ms} ms")
         }))
     );
-    println!("  restart:     {}", show(d.restart.map(|r| r.to_string())));
-    println!(
+    out!("  restart:     {}", show(d.restart.map(|r| r.to_string())));
+    out!(
         "  parallelism: {}",
         show(d.parallelism.map(|p| p.to_string()))
     );

@@ -1,5 +1,13 @@
 //! Command-line parsing; one file per subcommand.
 
+/// `println!` for a command's report: when stdout is closed early
+/// (`host inspect ... | head`), the output ends quietly.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::cli::print_line(format_args!($($arg)*))
+    };
+}
+
 mod checkpoints;
 mod inspect;
 mod run;
@@ -12,8 +20,26 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(name = "host", version, about, long_about = None)]
 struct Cli {
+    /// Where compiled modules are kept, so a module is compiled once; `off` compiles at every start [env: SLUICE_COMPILE_CACHE; default: $XDG_CACHE_HOME/sluice or ~/.cache/sluice]
+    #[arg(long, global = true, value_name = "DIR|off")]
+    compile_cache: Option<String>,
     #[command(subcommand)]
     command: Command,
+}
+
+/// The compile cache directory from the flag, the environment or the
+/// user's cache directory; `None` when turned off or there is no home.
+fn compile_cache(flag: Option<String>) -> Option<std::path::PathBuf> {
+    let chosen = flag.or_else(|| std::env::var("SLUICE_COMPILE_CACHE").ok());
+    match chosen.as_deref() {
+        Some("off") => None,
+        Some(dir) if !dir.is_empty() => Some(dir.into()),
+        _ => std::env::var_os("XDG_CACHE_HOME")
+            .filter(|d| !d.is_empty())
+            .map(std::path::PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cache")))
+            .map(|d| d.join("sluice")),
+    }
 }
 
 #[derive(Subcommand)]
@@ -30,10 +56,27 @@ enum Command {
 /// Parses the command line and runs the subcommand.
 pub fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
+    let cache = compile_cache(cli.compile_cache);
     match cli.command {
-        Command::Run(args) => run::run(*args),
-        Command::Inspect(args) => inspect::inspect(args),
+        Command::Run(args) => run::run(*args, cache),
+        Command::Inspect(args) => inspect::inspect(args, cache),
         Command::Checkpoints(cmd) => checkpoints::run(cmd),
+    }
+}
+
+/// Writes one line to stdout; exits quietly when the reader has gone.
+pub(crate) fn print_line(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout
+        .write_fmt(args)
+        .and_then(|()| stdout.write_all(b"\n"))
+    {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write to stdout: {e}");
+        std::process::exit(1);
     }
 }
 

@@ -113,7 +113,7 @@ pub struct RunArgs {
     config: Option<PathBuf>,
 }
 
-pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+pub fn run(args: RunArgs, cache: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let file = match &args.config {
         Some(path) => FileConfig::read(path).map_err(|e| anyhow!(e))?,
         None => FileConfig::default(),
@@ -168,7 +168,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         fuel: flags.settings.fuel.or(file.fuel).is_some(),
         max_stack,
     };
-    let runtime = Runtime::with_options(options).context("cannot start the WebAssembly engine")?;
+    let runtime = Runtime::with_options(options)
+        .context("cannot start the WebAssembly engine")?
+        .with_compile_cache(cache);
     let module = runtime.load(&args.module)?;
     // Grants come from the operator only, never from the module, so they
     // are checked before the module runs any code.
