@@ -506,7 +506,10 @@ fn recovery(env: &Env, samples: usize) -> Result<()> {
 fn language_guests(env: &Env) -> Vec<(&'static str, PathBuf)> {
     let mut guests = vec![("Rust", env.module.clone())];
     for (name, dir) in [("Python", "python"), ("JavaScript", "js"), ("C", "c")] {
-        guests.push((name, PathBuf::from(format!("target/guests/wordcount-{dir}.wasm"))));
+        guests.push((
+            name,
+            PathBuf::from(format!("target/guests/wordcount-{dir}.wasm")),
+        ));
     }
     guests
 }
@@ -563,8 +566,12 @@ fn languages(env: &Env, lines: usize, runs: usize) -> Result<()> {
                 bail!("host inspect failed on {}", module.display());
             }
             load.push(t.elapsed());
-            start.push(host_run_module(env, &module, &tiny, "discard", 1, &format!("t{name}{i}"))?.wall);
-            full.push(host_run_module(env, &module, &input, "discard", 1, &format!("f{name}{i}"))?.wall);
+            start.push(
+                host_run_module(env, &module, &tiny, "discard", 1, &format!("t{name}{i}"))?.wall,
+            );
+            full.push(
+                host_run_module(env, &module, &input, "discard", 1, &format!("f{name}{i}"))?.wall,
+            );
         }
         let (load, start, full) = (median(load), median(start), median(full));
         let steady = full.saturating_sub(start).as_secs_f64().max(1e-9);
@@ -580,7 +587,9 @@ fn languages(env: &Env, lines: usize, runs: usize) -> Result<()> {
             rate / rust
         );
     }
-    println!("  (load: `host inspect`, i.e. read, validate, compile, describe; steady: words over the run's time less a one-line run's)");
+    println!(
+        "  (load: `host inspect`, i.e. read, validate, compile, describe; steady: words over the run's time less a one-line run's)"
+    );
     Ok(())
 }
 
