@@ -514,6 +514,19 @@ fn language_guests(env: &Env) -> Vec<(&'static str, PathBuf)> {
     guests
 }
 
+/// Time of `host inspect` on `module` with `--compile-cache cache`.
+fn inspect_time(env: &Env, module: &Path, cache: &str) -> Result<Duration> {
+    let started = Instant::now();
+    let out = Command::new(&env.host)
+        .args(["--compile-cache", cache, "inspect", "--module"])
+        .arg(module)
+        .output()?;
+    if !out.status.success() {
+        bail!("host inspect failed on {}", module.display());
+    }
+    Ok(started.elapsed())
+}
+
 /// Median time of a fresh instance (with `open`) of `module`, through the
 /// host's own library: pooling allocator, pre-instantiated component.
 fn instantiation(module: &Path, samples: usize) -> Result<Duration> {
@@ -540,8 +553,15 @@ fn languages(env: &Env, lines: usize, runs: usize) -> Result<()> {
         "languages: wordcount on {lines} lines ({words} words), discard sink, checkpoint every 1 s, parallelism 1, {runs} runs each, medians"
     );
     println!(
-        "  {:<11} {:>12} {:>10} {:>12} {:>14} {:>16} {:>9}",
-        "guest", "size", "load", "instance", "M words/s run", "M words/s steady", "x Rust"
+        "  {:<11} {:>12} {:>10} {:>10} {:>12} {:>14} {:>16} {:>9}",
+        "guest",
+        "size",
+        "compile",
+        "cached",
+        "instance",
+        "M words/s run",
+        "M words/s steady",
+        "x Rust"
     );
     let mut rust_rate = None;
     for (name, module) in language_guests(env) {
@@ -554,18 +574,14 @@ fn languages(env: &Env, lines: usize, runs: usize) -> Result<()> {
         }
         let size = std::fs::metadata(&module)?.len();
         let mut load = Vec::new();
+        let mut cached = Vec::new();
+        let cache = env.work.join("compile-cache");
+        inspect_time(env, &module, cache.to_str().unwrap_or("off"))?;
         let mut start = Vec::new();
         let mut full = Vec::new();
         for i in 0..runs {
-            let t = Instant::now();
-            let out = Command::new(&env.host)
-                .args(["inspect", "--module"])
-                .arg(&module)
-                .output()?;
-            if !out.status.success() {
-                bail!("host inspect failed on {}", module.display());
-            }
-            load.push(t.elapsed());
+            load.push(inspect_time(env, &module, "off")?);
+            cached.push(inspect_time(env, &module, cache.to_str().unwrap_or("off"))?);
             start.push(
                 host_run_module(env, &module, &tiny, "discard", 1, &format!("t{name}{i}"))?.wall,
             );
@@ -573,14 +589,16 @@ fn languages(env: &Env, lines: usize, runs: usize) -> Result<()> {
                 host_run_module(env, &module, &input, "discard", 1, &format!("f{name}{i}"))?.wall,
             );
         }
-        let (load, start, full) = (median(load), median(start), median(full));
+        let (load, cached, start, full) =
+            (median(load), median(cached), median(start), median(full));
         let steady = full.saturating_sub(start).as_secs_f64().max(1e-9);
         let rate = words as f64 / steady / 1e6;
         let rust = *rust_rate.get_or_insert(rate);
         println!(
-            "  {name:<11} {:>12} {:>7.0} ms {:>9.1} us {:>14.2} {:>16.2} {:>8.2}x",
+            "  {name:<11} {:>12} {:>7.0} ms {:>7.0} ms {:>9.1} us {:>14.2} {:>16.2} {:>8.2}x",
             size,
             load.as_secs_f64() * 1e3,
+            cached.as_secs_f64() * 1e3,
             instantiation(&module, 200)?.as_secs_f64() * 1e6,
             words as f64 / full.as_secs_f64() / 1e6,
             rate,
