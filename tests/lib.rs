@@ -178,6 +178,14 @@ impl HostCommand {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .stdin(Stdio::null());
+        // Compiled modules go to a cache of the tests' own, not the user's.
+        cmd.env(
+            "SLUICE_COMPILE_CACHE",
+            host_bin()
+                .parent()
+                .map(|d| d.join("test-compile-cache"))
+                .unwrap_or_default(),
+        );
         HostCommand {
             cmd,
             stdin: None,
