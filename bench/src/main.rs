@@ -606,7 +606,7 @@ fn languages(env: &Env, lines: usize, runs: usize) -> Result<()> {
         );
     }
     println!(
-        "  (load: `host inspect`, i.e. read, validate, compile, describe; steady: words over the run's time less a one-line run's)"
+        "  (compile: `host inspect` with the compile cache off: read, validate, compile, describe; cached: the same from the cache; steady: words over the run's time less a one-line run's)"
     );
     Ok(())
 }
