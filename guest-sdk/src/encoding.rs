@@ -23,6 +23,7 @@ impl<'a> Reader<'a> {
         self.pos >= self.buf.len()
     }
 
+    #[inline]
     fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
         let end = self
             .pos
@@ -34,16 +35,10 @@ impl<'a> Reader<'a> {
         Ok(bytes)
     }
 
+    #[inline]
     pub(crate) fn u32(&mut self) -> Result<u32, String> {
         let b = self.take(4)?;
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    }
-
-    fn u64(&mut self) -> Result<u64, String> {
-        let b = self.take(8)?;
-        let mut a = [0u8; 8];
-        a.copy_from_slice(b);
-        Ok(u64::from_le_bytes(a))
     }
 
     /// Skips one value and returns its encoded bytes.
@@ -96,29 +91,6 @@ impl<'a> Reader<'a> {
         self.pos = start;
         self.row_bytes()?;
         Ok(Err("the record is not a single text value"))
-    }
-
-    pub(crate) fn decode_value(&mut self) -> Result<crate::Value<'a>, String> {
-        use crate::Value;
-        use std::borrow::Cow;
-        let tag = self.take(1)?[0];
-        Ok(match tag {
-            NULL => Value::Null,
-            BOOL => Value::Bool(self.take(1)?[0] != 0),
-            INT => Value::Int(self.u64()? as i64),
-            FLOAT => Value::Float(f64::from_bits(self.u64()?)),
-            TEXT => {
-                let len = self.u32()? as usize;
-                let bytes = self.take(len)?;
-                let text = std::str::from_utf8(bytes).map_err(|_| "text is not valid UTF-8")?;
-                Value::Text(Cow::Borrowed(text))
-            }
-            BYTES => {
-                let len = self.u32()? as usize;
-                Value::Bytes(Cow::Borrowed(self.take(len)?))
-            }
-            other => return Err(format!("unknown value tag {other}")),
-        })
     }
 }
 

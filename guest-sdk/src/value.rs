@@ -1,6 +1,6 @@
 //! Values and rows as a guest sees them.
 
-use crate::encoding::{self, Reader};
+use crate::encoding;
 use std::borrow::Cow;
 use std::fmt;
 
@@ -180,8 +180,54 @@ impl<T: IntoValue> IntoValue for Option<T> {
 
 /// A row the flat-map emitted, as the key-selector sees it: fields are read
 /// by position without copying.
+///
+/// Invariant: a `Row`'s bytes are a well-formed encoded row whose text
+/// values are valid UTF-8 — rows are made only from what this crate's
+/// encoder wrote (the collector) or from a batch whose rows were checked
+/// (`Reader::row_bytes`, in `key-selector`).
 #[repr(transparent)]
 pub struct Row([u8]);
+
+/// Where the value at `pos` of a row ends (no checks: see [`Row`]).
+#[inline]
+fn value_end(bytes: &[u8], pos: usize) -> Option<usize> {
+    let len_at = |at: usize| -> Option<usize> {
+        let b = bytes.get(at..at + 4)?;
+        Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+    };
+    Some(match *bytes.get(pos)? {
+        encoding::NULL => pos + 1,
+        encoding::BOOL => pos + 2,
+        encoding::INT | encoding::FLOAT => pos + 9,
+        _ => pos + 5 + len_at(pos + 1)?,
+    })
+}
+
+/// Decodes the value at `pos` of a row (see [`Row`] for why text is not
+/// checked again).
+#[inline]
+fn value_at(bytes: &[u8], pos: usize) -> Option<Value<'_>> {
+    let end = value_end(bytes, pos)?;
+    let payload = bytes.get(pos + 1..end)?;
+    Some(match bytes[pos] {
+        encoding::NULL => Value::Null,
+        encoding::BOOL => Value::Bool(payload.first().is_some_and(|b| *b != 0)),
+        encoding::INT => Value::Int(i64::from_le_bytes(payload.try_into().ok()?)),
+        encoding::FLOAT => Value::Float(f64::from_le_bytes(payload.try_into().ok()?)),
+        encoding::TEXT => {
+            let text = &payload[4..];
+            debug_assert!(std::str::from_utf8(text).is_ok());
+            // SAFETY: a row's text values are valid UTF-8 (the invariant of
+            // `Row`): written from a `&str` by this crate, or checked by
+            // `Reader::row_bytes` before the row was made.
+            Value::Text(Cow::Borrowed(unsafe {
+                std::str::from_utf8_unchecked(text)
+            }))
+        }
+        encoding::BYTES => Value::Bytes(Cow::Borrowed(&payload[4..])),
+        _ => return None,
+    })
+}
 
 impl Row {
     pub(crate) fn from_encoded(bytes: &[u8]) -> &Row {
@@ -192,7 +238,10 @@ impl Row {
 
     /// The number of fields.
     pub fn len(&self) -> usize {
-        Reader::new(&self.0).u32().unwrap_or(0) as usize
+        match self.0.get(..4) {
+            Some(b) => u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize,
+            None => 0,
+        }
     }
 
     /// Whether the row has no fields.
@@ -202,7 +251,14 @@ impl Row {
 
     /// Field `index`, or `None` past the end.
     pub fn get(&self, index: usize) -> Option<Value<'_>> {
-        self.iter().nth(index)
+        if index >= self.len() {
+            return None;
+        }
+        let mut pos = 4;
+        for _ in 0..index {
+            pos = value_end(&self.0, pos)?;
+        }
+        value_at(&self.0, pos)
     }
 
     /// Field `index`, or `Value::Null` past the end.
@@ -212,9 +268,11 @@ impl Row {
 
     /// The fields in order.
     pub fn iter(&self) -> RowIter<'_> {
-        let mut reader = Reader::new(&self.0);
-        let remaining = reader.u32().unwrap_or(0);
-        RowIter { reader, remaining }
+        RowIter {
+            bytes: &self.0,
+            pos: 4,
+            remaining: self.len() as u32,
+        }
     }
 }
 
@@ -226,7 +284,8 @@ impl fmt::Debug for Row {
 
 /// Iterator over the fields of a [`Row`].
 pub struct RowIter<'a> {
-    reader: Reader<'a>,
+    bytes: &'a [u8],
+    pos: usize,
     remaining: u32,
 }
 
@@ -238,6 +297,8 @@ impl<'a> Iterator for RowIter<'a> {
             return None;
         }
         self.remaining -= 1;
-        self.reader.decode_value().ok()
+        let value = value_at(self.bytes, self.pos)?;
+        self.pos = value_end(self.bytes, self.pos)?;
+        Some(value)
     }
 }
