@@ -48,17 +48,61 @@ pub fn key_group_range(subtask: u32, parallelism: u32, max_parallelism: u32) -> 
 }
 
 /// One key's state: its key, and the first row seen for it with the
-/// aggregated field replaced by the running aggregate.
+/// aggregated field replaced by the running aggregate, kept as the entry's
+/// checkpoint encoding (`u32 key-len, key, u32 row-len, row`) in one
+/// allocation: a lookup touches one block, and a checkpoint copies it as is.
 #[derive(Debug, Clone)]
 pub struct Entry {
     /// Hash of the encoded key.
     pub hash: u64,
-    /// The encoded key.
-    pub key: Box<[u8]>,
-    /// The encoded row, as printed on every update.
-    pub row: Vec<u8>,
-    /// Where the aggregated field sits in `row`.
+    /// `u32 key-len, key, u32 row-len, row`.
+    data: Vec<u8>,
+    /// Where the aggregated field sits in `data`.
     span: (u32, u32),
+}
+
+impl Entry {
+    fn new(hash: u64, key: &[u8], row: &[u8], agg: Aggregation) -> Result<Self, AggregateError> {
+        let mut data = Vec::with_capacity(8 + key.len() + row.len());
+        data.extend_from_slice(&(key.len() as u32).to_le_bytes());
+        data.extend_from_slice(key);
+        data.extend_from_slice(&(row.len() as u32).to_le_bytes());
+        data.extend_from_slice(row);
+        let mut entry = Entry {
+            hash,
+            data,
+            span: (0, 0),
+        };
+        entry.find_field(agg)?;
+        Ok(entry)
+    }
+
+    fn key_len(&self) -> usize {
+        u32::from_le_bytes([self.data[0], self.data[1], self.data[2], self.data[3]]) as usize
+    }
+
+    /// The encoded key.
+    pub fn key(&self) -> &[u8] {
+        &self.data[4..4 + self.key_len()]
+    }
+
+    /// Where the row starts in `data`.
+    fn row_start(&self) -> usize {
+        8 + self.key_len()
+    }
+
+    /// The encoded row, as printed on every update.
+    pub fn row(&self) -> &[u8] {
+        &self.data[self.row_start()..]
+    }
+
+    /// Finds the aggregated field in the row again.
+    fn find_field(&mut self, agg: Aggregation) -> Result<(), AggregateError> {
+        let at = self.row_start();
+        let (s, e) = field(&self.data[at..], agg)?;
+        self.span = ((at + s) as u32, (at + e) as u32);
+        Ok(())
+    }
 }
 
 /// A row the aggregation cannot fold: the job's logic is at fault.
@@ -99,13 +143,10 @@ impl KeyedState {
             .zip(&mut self.encoded)
             .map(|((group, table), encoded)| {
                 let (keys, bytes) = encoded.get_or_insert_with(|| {
-                    let size = table.iter().map(|e| 8 + e.key.len() + e.row.len()).sum();
+                    let size = table.iter().map(|e| e.data.len()).sum();
                     let mut bytes = Vec::with_capacity(size);
                     for e in table.iter() {
-                        bytes.extend_from_slice(&(e.key.len() as u32).to_le_bytes());
-                        bytes.extend_from_slice(&e.key);
-                        bytes.extend_from_slice(&(e.row.len() as u32).to_le_bytes());
-                        bytes.extend_from_slice(&e.row);
+                        bytes.extend_from_slice(&e.data);
                     }
                     (table.len() as u64, bytes.into())
                 });
@@ -135,16 +176,15 @@ impl KeyedState {
         for _ in 0..group.keys {
             let n = take(4)?;
             let n = u32::from_le_bytes([n[0], n[1], n[2], n[3]]) as usize;
-            let key: Box<[u8]> = take(n)?.into();
+            let key = take(n)?;
             let n = take(4)?;
             let n = u32::from_le_bytes([n[0], n[1], n[2], n[3]]) as usize;
-            let row = take(n)?.to_vec();
+            let row = take(n)?;
             entries.push((key, row));
         }
         let agg = self.aggregation;
         for (key, row) in entries {
-            let (s, e) = field(&row, agg).map_err(|e| e.0)?;
-            let hash = xxhash_rust::xxh3::xxh3_64(&key);
+            let hash = xxhash_rust::xxh3::xxh3_64(key);
             if key_group(hash, self.max_parallelism) != group.group {
                 return Err(format!(
                     "a key in key group {} hashes to another group; was the checkpoint taken with another --max-parallelism?",
@@ -154,16 +194,8 @@ impl KeyedState {
             let index = (group.group - self.range.start) as usize;
             self.encoded[index] = None;
             let table = &mut self.groups[index];
-            table.insert_unique(
-                slot(hash),
-                Entry {
-                    hash,
-                    key,
-                    row,
-                    span: (s as u32, e as u32),
-                },
-                |e| slot(e.hash),
-            );
+            let entry = Entry::new(hash, key, row, agg).map_err(|e| e.0)?;
+            table.insert_unique(slot(hash), entry, |e| slot(e.hash));
         }
         // The group as restored is the group as encoded.
         self.encoded[(group.group - self.range.start) as usize] =
@@ -188,46 +220,44 @@ impl KeyedState {
         let table = &mut self.groups[index];
         let (vs, ve) = field(row, agg)?;
         let incoming = &row[vs..ve];
-        match table.find_mut(slot(hash), |e| e.hash == hash && &*e.key == key) {
+        match table.find_mut(slot(hash), |e| e.hash == hash && e.key() == key) {
             Some(entry) => {
                 let span = (entry.span.0 as usize, entry.span.1 as usize);
-                if fold(agg, &mut entry.row, span, incoming)? {
-                    let (s, e) = field(&entry.row, agg)?;
-                    entry.span = (s as u32, e as u32);
+                if fold(agg, &mut entry.data, span, incoming)? {
+                    // The row changed length: its length and field moved.
+                    let at = entry.row_start();
+                    let len = (entry.data.len() - at) as u32;
+                    entry.data[at - 4..at].copy_from_slice(&len.to_le_bytes());
+                    entry.find_field(agg)?;
                 }
                 if let Some(out) = out {
-                    row::format_row(&entry.row, out);
+                    row::format_row(entry.row(), out);
                 }
             }
             None => {
-                let mut stored = row.to_vec();
-                match agg.kind {
+                let counted;
+                let stored: &[u8] = match agg.kind {
                     AggregateKind::Count => {
                         let mut one = [0u8; 9];
                         row::write_num(Num::Int(1), &mut one);
-                        stored.splice(vs..ve, one);
+                        let mut r = row.to_vec();
+                        r.splice(vs..ve, one);
+                        counted = r;
+                        &counted
                     }
                     AggregateKind::Sum => {
                         if row::read_num(incoming).is_none() {
                             return Err(not_numeric(agg, incoming));
                         }
+                        row
                     }
-                    AggregateKind::Min | AggregateKind::Max => {}
-                }
+                    AggregateKind::Min | AggregateKind::Max => row,
+                };
                 if let Some(out) = out {
-                    row::format_row(&stored, out);
+                    row::format_row(stored, out);
                 }
-                let (s, e) = field(&stored, agg)?;
-                table.insert_unique(
-                    slot(hash),
-                    Entry {
-                        hash,
-                        key: key.into(),
-                        row: stored,
-                        span: (s as u32, e as u32),
-                    },
-                    |e| slot(e.hash),
-                );
+                let entry = Entry::new(hash, key, stored, agg)?;
+                table.insert_unique(slot(hash), entry, |e| slot(e.hash));
             }
         }
         Ok(())
@@ -387,6 +417,56 @@ mod tests {
         assert_eq!(
             run(AggregateKind::Max, &input),
             "(a,3)\n(b,1)\n(a,3)\n(a,5)\n"
+        );
+    }
+
+    /// A row `(k, text, 7)`, keyed by `k`.
+    fn text_row(text: &str) -> (Vec<u8>, Vec<u8>) {
+        let put_text = |out: &mut Vec<u8>, t: &str| {
+            out.push(row::TEXT);
+            out.extend_from_slice(&(t.len() as u32).to_le_bytes());
+            out.extend_from_slice(t.as_bytes());
+        };
+        let mut key = Vec::new();
+        put_text(&mut key, "k");
+        let mut r = 3u32.to_le_bytes().to_vec();
+        r.extend_from_slice(&key);
+        put_text(&mut r, text);
+        r.push(row::INT);
+        r.extend_from_slice(&7i64.to_le_bytes());
+        (key, r)
+    }
+
+    #[test]
+    fn a_field_that_changes_length_survives_snapshot_and_restore() {
+        let agg = Aggregation {
+            kind: AggregateKind::Max,
+            field: 1,
+        };
+        let apply = |state: &mut KeyedState, text: &str| {
+            let (key, r) = text_row(text);
+            let hash = xxhash_rust::xxh3::xxh3_64(&key);
+            let mut out = Vec::new();
+            state.apply(hash, &key, &r, Some(&mut out)).expect("folds");
+            String::from_utf8(out).expect("utf8")
+        };
+        let mut state = KeyedState::new(agg, 128, 0..128);
+        assert_eq!(apply(&mut state, "b"), "(k,b,7)\n");
+        assert_eq!(apply(&mut state, "abc"), "(k,b,7)\n");
+        assert_eq!(apply(&mut state, "zzzz"), "(k,zzzz,7)\n");
+        assert_eq!(apply(&mut state, "a"), "(k,zzzz,7)\n");
+        let groups = state.snapshot();
+        let mut restored = KeyedState::new(agg, 128, 0..128);
+        for g in &groups {
+            restored.restore(g).expect("restores");
+        }
+        assert_eq!(apply(&mut restored, "y"), "(k,zzzz,7)\n");
+        assert_eq!(apply(&mut restored, "zzzzz"), "(k,zzzzz,7)\n");
+        // The restored groups are not encoded again until they change.
+        let again = restored.snapshot();
+        assert_eq!(
+            again.iter().map(|g| g.keys).sum::<u64>(),
+            groups.iter().map(|g| g.keys).sum::<u64>()
         );
     }
 
