@@ -171,7 +171,8 @@ impl HostCommand {
         I: IntoIterator<Item = S>,
         S: AsRef<std::ffi::OsStr>,
     {
-        let mut cmd = Command::new(host_bin());
+        let host = host_bin();
+        let mut cmd = Command::new(&host);
         cmd.args(args)
             .env_remove("SLUICE_LOG")
             .env("NO_COLOR", "1")
@@ -179,13 +180,9 @@ impl HostCommand {
             .stderr(Stdio::piped())
             .stdin(Stdio::null());
         // Compiled modules go to a cache of the tests' own, not the user's.
-        cmd.env(
-            "SLUICE_COMPILE_CACHE",
-            host_bin()
-                .parent()
-                .map(|d| d.join("test-compile-cache"))
-                .unwrap_or_default(),
-        );
+        if let Some(dir) = host.parent() {
+            cmd.env("SLUICE_COMPILE_CACHE", dir.join("test-compile-cache"));
+        }
         HostCommand {
             cmd,
             stdin: None,

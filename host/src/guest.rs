@@ -194,16 +194,14 @@ impl Runtime {
         key.update(bytes);
         key.update(&engine.finish().to_le_bytes());
         let path = dir.join(format!("{:032x}.cwasm", key.digest128()));
-        if path.exists()
-            && let Err(e) = private_dir(dir)
-        {
-            tracing::warn!(
-                "not using the compile cache `{}`: {e}; make it private with `chmod 700`",
-                dir.display()
-            );
-            return Component::new(&self.engine, bytes);
-        }
         if path.exists() {
+            if let Err(e) = private_dir(dir) {
+                tracing::warn!(
+                    "not using the compile cache `{}`: {e}; make it private with `chmod 700`",
+                    dir.display()
+                );
+                return Component::new(&self.engine, bytes);
+            }
             // SAFETY: the file was written by `Component::serialize` of this
             // same engine configuration (its name says so), atomically, into a
             // directory only this user may write (see `with_compile_cache`).

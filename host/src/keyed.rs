@@ -183,6 +183,7 @@ impl KeyedState {
             entries.push((key, row));
         }
         let agg = self.aggregation;
+        let index = (group.group - self.range.start) as usize;
         for (key, row) in entries {
             let hash = xxhash_rust::xxh3::xxh3_64(key);
             if key_group(hash, self.max_parallelism) != group.group {
@@ -191,15 +192,12 @@ impl KeyedState {
                     group.group
                 ));
             }
-            let index = (group.group - self.range.start) as usize;
-            self.encoded[index] = None;
             let table = &mut self.groups[index];
             let entry = Entry::new(hash, key, row, agg).map_err(|e| e.0)?;
             table.insert_unique(slot(hash), entry, |e| slot(e.hash));
         }
         // The group as restored is the group as encoded.
-        self.encoded[(group.group - self.range.start) as usize] =
-            Some((group.keys, group.bytes.clone()));
+        self.encoded[index] = Some((group.keys, group.bytes.clone()));
         Ok(())
     }
 

@@ -205,6 +205,19 @@ impl std::fmt::Display for SinkSpec {
     }
 }
 
+/// A setting with two values: `true` for the first (the default), `false`
+/// for the second.
+fn either(flag: &str, value: Option<&str>, (yes, no): (&str, &str)) -> Result<bool, String> {
+    match value {
+        None => Ok(true),
+        Some(v) if v == yes => Ok(true),
+        Some(v) if v == no => Ok(false),
+        Some(other) => Err(format!(
+            "{flag} `{other}` is not valid; use `{yes}` or `{no}`"
+        )),
+    }
+}
+
 /// Parses `1s`, `500ms`, `2m`, `1h`, `1.5s`; a bare number is milliseconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -538,34 +551,24 @@ impl JobSpec {
         if retain_checkpoints == 0 {
             return Err("--retain-checkpoints must be at least 1".into());
         }
-        let retain_on_cancel = match flags
-            .settings
-            .on_cancel
-            .as_deref()
-            .or(file.on_cancel.as_deref())
-        {
-            None | Some("retain") => true,
-            Some("delete") => false,
-            Some(other) => {
-                return Err(format!(
-                    "--on-cancel `{other}` is not valid; use `retain` or `delete`"
-                ));
-            }
-        };
-        let local_recovery = match flags
-            .settings
-            .recovery
-            .as_deref()
-            .or(file.recovery.as_deref())
-        {
-            None | Some("local") => true,
-            Some("checkpoint") => false,
-            Some(other) => {
-                return Err(format!(
-                    "--recovery `{other}` is not valid; use `local` or `checkpoint`"
-                ));
-            }
-        };
+        let retain_on_cancel = either(
+            "--on-cancel",
+            flags
+                .settings
+                .on_cancel
+                .as_deref()
+                .or(file.on_cancel.as_deref()),
+            ("retain", "delete"),
+        )?;
+        let local_recovery = either(
+            "--recovery",
+            flags
+                .settings
+                .recovery
+                .as_deref()
+                .or(file.recovery.as_deref()),
+            ("local", "checkpoint"),
+        )?;
         let sandbox = Sandbox {
             limits: resolve_limits(description.limits.unwrap_or_default(), file, flags)?,
             grants: resolve_grants(file, flags)?,

@@ -734,11 +734,6 @@ impl Workers {
         Ok(())
     }
 
-    /// Whether a batch's aggregate step is in flight.
-    pub fn busy(&self) -> bool {
-        self.in_flight.is_some()
-    }
-
     /// Waits for the batch in flight; `None` when there is none.
     pub fn finish(&mut self) -> Option<Result<Output, TaskFailure>> {
         match self.in_flight.take()? {
