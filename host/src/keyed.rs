@@ -68,6 +68,11 @@ impl Entry {
         data.extend_from_slice(key);
         data.extend_from_slice(&(row.len() as u32).to_le_bytes());
         data.extend_from_slice(row);
+        Self::from_encoded(hash, data, agg)
+    }
+
+    /// An entry from its encoding, as a checkpoint holds it.
+    fn from_encoded(hash: u64, data: Vec<u8>, agg: Aggregation) -> Result<Self, AggregateError> {
         let mut entry = Entry {
             hash,
             data,
@@ -167,34 +172,30 @@ impl KeyedState {
         let b = &group.bytes;
         let mut at = 0usize;
         let truncated = || format!("key group {} is truncated", group.group);
-        let mut take = |n: usize| -> Result<&[u8], String> {
-            let s = b.get(at..at + n).ok_or_else(truncated)?;
-            at += n;
+        let take = |at: &mut usize, n: usize| -> Result<&[u8], String> {
+            let s = b.get(*at..*at + n).ok_or_else(truncated)?;
+            *at += n;
             Ok(s)
         };
-        let mut entries = Vec::with_capacity(group.keys as usize);
-        for _ in 0..group.keys {
-            let n = take(4)?;
-            let n = u32::from_le_bytes([n[0], n[1], n[2], n[3]]) as usize;
-            let key = take(n)?;
-            let n = take(4)?;
-            let n = u32::from_le_bytes([n[0], n[1], n[2], n[3]]) as usize;
-            let row = take(n)?;
-            entries.push((key, row));
-        }
         let agg = self.aggregation;
         let index = (group.group - self.range.start) as usize;
-        for (key, row) in entries {
+        for _ in 0..group.keys {
+            let start = at;
+            let n = take(&mut at, 4)?;
+            let n = u32::from_le_bytes([n[0], n[1], n[2], n[3]]) as usize;
+            let key = take(&mut at, n)?;
             let hash = xxhash_rust::xxh3::xxh3_64(key);
+            let n = take(&mut at, 4)?;
+            let n = u32::from_le_bytes([n[0], n[1], n[2], n[3]]) as usize;
+            take(&mut at, n)?;
             if key_group(hash, self.max_parallelism) != group.group {
                 return Err(format!(
                     "a key in key group {} hashes to another group; was the checkpoint taken with another --max-parallelism?",
                     group.group
                 ));
             }
-            let table = &mut self.groups[index];
-            let entry = Entry::new(hash, key, row, agg).map_err(|e| e.0)?;
-            table.insert_unique(slot(hash), entry, |e| slot(e.hash));
+            let entry = Entry::from_encoded(hash, b[start..at].to_vec(), agg).map_err(|e| e.0)?;
+            self.groups[index].insert_unique(slot(hash), entry, |e| slot(e.hash));
         }
         // The group as restored is the group as encoded.
         self.encoded[index] = Some((group.keys, group.bytes.clone()));
