@@ -75,9 +75,9 @@ pub struct GroupState {
     pub group: u32,
     /// Keys in it.
     pub keys: u64,
-    /// `entry*` as the module docs describe (shared: a key group that did
-    /// not change since the last checkpoint is not encoded again).
-    pub bytes: Arc<[u8]>,
+    /// `entry*` as the module docs describe: the live key group's own
+    /// storage, shared until the group next changes (copy on write).
+    pub bytes: Arc<Vec<u8>>,
 }
 
 /// Everything a checkpoint holds, in memory.
@@ -498,7 +498,7 @@ fn parse_groups(bytes: &[u8]) -> Result<Vec<GroupState>, String> {
         groups.push(GroupState {
             group,
             keys,
-            bytes: body.into(),
+            bytes: Arc::new(body.to_vec()),
         });
     }
     Ok(groups)

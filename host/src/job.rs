@@ -889,7 +889,7 @@ impl<'a> Runner<'a> {
                 .map_err(|e| format!("checkpoint {id} skipped: cannot sync the journal: {e}"))?;
         }
         let paused = Instant::now();
-        let subtasks = self.workers.snapshot().map_err(|f| f.to_string())?;
+        let (subtasks, copies) = self.workers.snapshot().map_err(|f| f.to_string())?;
         let snapshot = Snapshot {
             id,
             created_at_ms: now_ms(),
@@ -900,6 +900,17 @@ impl<'a> Runner<'a> {
             subtasks,
         };
         self.last_pause = paused.elapsed();
+        if copies.groups + copies.ahead > 0 {
+            info!(
+                "{}: copy-on-write after checkpoint `chk-{}`: {} key groups ({} KiB) copied, {} of them ahead while idle; at most {} us in one batch",
+                self.job,
+                id.saturating_sub(1),
+                copies.groups + copies.ahead,
+                copies.bytes.div_ceil(1024),
+                copies.ahead,
+                copies.longest.as_micros()
+            );
+        }
         let (tx, rx) = bounded(1);
         let store = self.store.clone();
         let info = self.info.clone();
@@ -939,7 +950,11 @@ impl<'a> Runner<'a> {
                 );
                 self.in_flight = None;
                 self.last_checkpoint_end = Instant::now();
-                self.last = Some(Arc::new(snapshot));
+                if let Some(old) = self.last.replace(Arc::new(snapshot))
+                    && let Ok(old) = Arc::try_unwrap(old)
+                {
+                    self.workers.recycle(old);
+                }
                 if let Some(oldest) = self.store.retain(self.spec.retain_checkpoints)
                     && let Some(dir) = journal_dir(&self.store, self.spec)
                     && let Ok((_, old)) = self.store.load(oldest)

@@ -8,6 +8,7 @@
 
 use std::ops::Range;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use hashbrown::HashTable;
 
@@ -47,67 +48,126 @@ pub fn key_group_range(subtask: u32, parallelism: u32, max_parallelism: u32) -> 
     start as u32..end as u32
 }
 
-/// One key's state: its key, and the first row seen for it with the
-/// aggregated field replaced by the running aggregate, kept as the entry's
-/// checkpoint encoding (`u32 key-len, key, u32 row-len, row`) in one
-/// allocation: a lookup touches one block, and a checkpoint copies it as is.
-#[derive(Debug, Clone)]
-pub struct Entry {
+/// Where one key's entry sits in its group's arena.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
     /// Hash of the encoded key.
-    pub hash: u64,
-    /// `u32 key-len, key, u32 row-len, row`.
-    data: Vec<u8>,
-    /// Where the aggregated field sits in `data`.
-    span: (u32, u32),
+    hash: u64,
+    /// Offset of the entry in the arena.
+    at: u32,
+    /// Offset of the aggregated field from the entry's start.
+    field: u32,
 }
 
-impl Entry {
-    fn new(hash: u64, key: &[u8], row: &[u8], agg: Aggregation) -> Result<Self, AggregateError> {
-        let mut data = Vec::with_capacity(8 + key.len() + row.len());
-        data.extend_from_slice(&(key.len() as u32).to_le_bytes());
-        data.extend_from_slice(key);
-        data.extend_from_slice(&(row.len() as u32).to_le_bytes());
-        data.extend_from_slice(row);
-        Self::from_encoded(hash, data, agg)
+/// One key group: the entries of its keys back to back, each in checkpoint
+/// encoding (`u32 key-len, key, u32 row-len, row`, the row being the first
+/// row seen for the key with the aggregated field replaced by the running
+/// aggregate), and an index over them. A snapshot of the group is the arena
+/// itself, shared; the first change after it copies the arena (copy on
+/// write), so a checkpoint never waits for its state to be encoded.
+#[derive(Default)]
+struct Group {
+    index: HashTable<Slot>,
+    arena: Arc<Vec<u8>>,
+    /// Bytes of entries superseded by a copy of another length at the end.
+    dead: usize,
+    /// Changed since the last snapshot.
+    hot: bool,
+}
+
+#[inline]
+fn u32_at(b: &[u8], at: usize) -> usize {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]) as usize
+}
+
+/// The encoded key of the entry at `at`.
+#[inline]
+fn key_at(arena: &[u8], at: usize) -> &[u8] {
+    &arena[at + 4..at + 4 + u32_at(arena, at)]
+}
+
+/// The encoded row of the entry at `at`.
+#[inline]
+fn row_at(arena: &[u8], at: usize) -> &[u8] {
+    let start = at + 8 + u32_at(arena, at);
+    &arena[start..start + u32_at(arena, start - 4)]
+}
+
+/// The length of the entry at `at`.
+fn entry_len(arena: &[u8], at: usize) -> usize {
+    let key = u32_at(arena, at);
+    8 + key + u32_at(arena, at + 4 + key)
+}
+
+/// Copies of key groups that a snapshot still held.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Copied {
+    /// Key groups copied when a row changed them.
+    pub groups: u64,
+    /// Key groups copied ahead, while there was nothing else to do.
+    pub ahead: u64,
+    /// Bytes of both.
+    pub bytes: u64,
+    /// Time spent on the copies rows waited for.
+    pub time: Duration,
+}
+
+impl Group {
+    /// The arena, to change: copied first if a snapshot holds it.
+    fn writable(&mut self, copied: &mut Copied, spares: &mut Vec<Vec<u8>>) -> &mut Vec<u8> {
+        self.hot = true;
+        if Arc::get_mut(&mut self.arena).is_none() {
+            let started = Instant::now();
+            copied.bytes += self.unshare(spares) as u64;
+            copied.groups += 1;
+            copied.time += started.elapsed();
+        }
+        Arc::make_mut(&mut self.arena)
     }
 
-    /// An entry from its encoding, as a checkpoint holds it.
-    fn from_encoded(hash: u64, data: Vec<u8>, agg: Aggregation) -> Result<Self, AggregateError> {
-        let mut entry = Entry {
-            hash,
-            data,
-            span: (0, 0),
+    /// Gives the group an arena of its own, reusing a spare one if one is
+    /// large enough (its memory is already mapped: a fresh allocation of
+    /// megabytes costs more in page faults than the copy); the bytes copied.
+    fn unshare(&mut self, spares: &mut Vec<Vec<u8>>) -> usize {
+        let len = self.arena.len();
+        let mut own = match spares.iter().rposition(|v| v.capacity() >= len) {
+            Some(i) => spares.swap_remove(i),
+            None => Vec::with_capacity(len + len / 8 + 64),
         };
-        entry.find_field(agg)?;
-        Ok(entry)
+        own.clear();
+        own.extend_from_slice(&self.arena);
+        self.arena = Arc::new(own);
+        len
     }
 
-    fn key_len(&self) -> usize {
-        u32::from_le_bytes([self.data[0], self.data[1], self.data[2], self.data[3]]) as usize
+    /// Drops the superseded entries.
+    fn compact(&mut self) {
+        let old = &self.arena;
+        let mut fresh = Vec::with_capacity(old.len() - self.dead);
+        for s in self.index.iter_mut() {
+            let at = s.at as usize;
+            s.at = fresh.len() as u32;
+            fresh.extend_from_slice(&old[at..at + entry_len(old, at)]);
+        }
+        self.arena = Arc::new(fresh);
+        self.dead = 0;
     }
+}
 
-    /// The encoded key.
-    pub fn key(&self) -> &[u8] {
-        &self.data[4..4 + self.key_len()]
+/// Appends an entry to `arena`; its offset, or an error if the key group
+/// outgrew the offsets.
+fn append(arena: &mut Vec<u8>, parts: &[&[u8]], group: u32) -> Result<u32, AggregateError> {
+    let at = arena.len();
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    if at + len > u32::MAX as usize {
+        return Err(AggregateError(format!(
+            "key group {group} holds more than 4 GiB of state; raise --max-parallelism to spread the keys over more groups"
+        )));
     }
-
-    /// Where the row starts in `data`.
-    fn row_start(&self) -> usize {
-        8 + self.key_len()
+    for p in parts {
+        arena.extend_from_slice(p);
     }
-
-    /// The encoded row, as printed on every update.
-    pub fn row(&self) -> &[u8] {
-        &self.data[self.row_start()..]
-    }
-
-    /// Finds the aggregated field in the row again.
-    fn find_field(&mut self, agg: Aggregation) -> Result<(), AggregateError> {
-        let at = self.row_start();
-        let (s, e) = field(&self.data[at..], agg)?;
-        self.span = ((at + s) as u32, (at + e) as u32);
-        Ok(())
-    }
+    Ok(at as u32)
 }
 
 /// A row the aggregation cannot fold: the job's logic is at fault.
@@ -119,57 +179,95 @@ pub struct KeyedState {
     aggregation: Aggregation,
     max_parallelism: u32,
     range: Range<u32>,
-    groups: Vec<HashTable<Entry>>,
-    /// Each group's encoding at the last snapshot, while the group has not
-    /// changed since: a checkpoint encodes only the groups that changed.
-    encoded: Vec<Option<(u64, Arc<[u8]>)>>,
+    groups: Vec<Group>,
+    /// Copies made since [`KeyedState::take_copied`] was last called.
+    copied: Copied,
+    /// Groups that changed before the last snapshot and will likely change
+    /// again: [`KeyedState::copy_ahead`] copies them.
+    ahead: Vec<usize>,
+    /// Arenas of snapshots no longer needed, to copy groups into.
+    spares: Vec<Vec<u8>>,
 }
 
 impl KeyedState {
     /// Empty state for key groups `range`.
     pub fn new(aggregation: Aggregation, max_parallelism: u32, range: Range<u32>) -> Self {
-        let groups = range.clone().map(|_| HashTable::new()).collect();
-        let encoded = range.clone().map(|_| None).collect();
+        let groups = range.clone().map(|_| Group::default()).collect();
         KeyedState {
             aggregation,
             max_parallelism,
             range,
             groups,
-            encoded,
+            copied: Copied::default(),
+            ahead: Vec::new(),
+            spares: Vec::new(),
         }
     }
 
-    /// Every key group's entries for a checkpoint; only the groups that
-    /// changed since the last snapshot are encoded again.
+    /// Keeps the arena of a key group a snapshot no longer needs, for the
+    /// next copy (as many as there are groups).
+    pub fn give_spare(&mut self, arena: Vec<u8>) {
+        if self.spares.len() < self.groups.len() && arena.capacity() > 0 {
+            self.spares.push(arena);
+        }
+    }
+
+    /// Every key group's entries for a checkpoint. Nothing is copied: the
+    /// snapshot shares each group's arena, and the first change to a group
+    /// afterwards copies it (see [`KeyedState::take_copied`]), unless
+    /// [`KeyedState::copy_ahead`] did first.
     pub fn snapshot(&mut self) -> Vec<GroupState> {
+        self.ahead.clear();
         self.range
             .clone()
-            .zip(&self.groups)
-            .zip(&mut self.encoded)
-            .map(|((group, table), encoded)| {
-                let (keys, bytes) = encoded.get_or_insert_with(|| {
-                    let size = table.iter().map(|e| e.data.len()).sum();
-                    let mut bytes = Vec::with_capacity(size);
-                    for e in table.iter() {
-                        bytes.extend_from_slice(&e.data);
-                    }
-                    (table.len() as u64, bytes.into())
-                });
+            .zip(&mut self.groups)
+            .enumerate()
+            .map(|(i, (group, g))| {
+                if g.dead > 0 {
+                    g.compact();
+                }
+                if std::mem::take(&mut g.hot) {
+                    self.ahead.push(i);
+                }
                 GroupState {
                     group,
-                    keys: *keys,
-                    bytes: bytes.clone(),
+                    keys: g.index.len() as u64,
+                    bytes: g.arena.clone(),
                 }
             })
             .collect()
     }
 
-    /// Loads the entries of a checkpointed key group, if this state owns it.
+    /// The copies of shared key groups made since the last call.
+    pub fn take_copied(&mut self) -> Copied {
+        std::mem::take(&mut self.copied)
+    }
+
+    /// Copies one key group that the last snapshot holds and that changed
+    /// before it, so that a row changing it later need not wait for the
+    /// copy; `false` when none is left. For idle moments.
+    pub fn copy_ahead(&mut self) -> bool {
+        while let Some(i) = self.ahead.pop() {
+            let g = &mut self.groups[i];
+            if Arc::get_mut(&mut g.arena).is_none() {
+                self.copied.bytes += g.unshare(&mut self.spares) as u64;
+                self.copied.ahead += 1;
+                return !self.ahead.is_empty();
+            }
+        }
+        false
+    }
+
+    /// Loads the entries of a checkpointed key group, if this state owns
+    /// it; the group shares the checkpoint's bytes until it changes.
     pub fn restore(&mut self, group: &GroupState) -> Result<(), String> {
         if !self.range.contains(&group.group) {
             return Ok(());
         }
-        let b = &group.bytes;
+        let b: &[u8] = &group.bytes;
+        if b.len() > u32::MAX as usize {
+            return Err(format!("key group {} is over 4 GiB", group.group));
+        }
         let mut at = 0usize;
         let truncated = || format!("key group {} is truncated", group.group);
         let take = |at: &mut usize, n: usize| -> Result<&[u8], String> {
@@ -178,7 +276,7 @@ impl KeyedState {
             Ok(s)
         };
         let agg = self.aggregation;
-        let index = (group.group - self.range.start) as usize;
+        let mut index = HashTable::with_capacity(group.keys.min(1 << 20) as usize);
         for _ in 0..group.keys {
             let start = at;
             let n = take(&mut at, 4)?;
@@ -187,18 +285,34 @@ impl KeyedState {
             let hash = xxhash_rust::xxh3::xxh3_64(key);
             let n = take(&mut at, 4)?;
             let n = u32::from_le_bytes([n[0], n[1], n[2], n[3]]) as usize;
-            take(&mut at, n)?;
+            let row = take(&mut at, n)?;
             if key_group(hash, self.max_parallelism) != group.group {
                 return Err(format!(
                     "a key in key group {} hashes to another group; was the checkpoint taken with another --max-parallelism?",
                     group.group
                 ));
             }
-            let entry = Entry::from_encoded(hash, b[start..at].to_vec(), agg).map_err(|e| e.0)?;
-            self.groups[index].insert_unique(slot(hash), entry, |e| slot(e.hash));
+            let (vs, _) = field(row, agg).map_err(|e| e.0)?;
+            let s = Slot {
+                hash,
+                at: start as u32,
+                field: (8 + key.len() + vs) as u32,
+            };
+            index.insert_unique(slot(hash), s, |e: &Slot| slot(e.hash));
         }
-        // The group as restored is the group as encoded.
-        self.encoded[index] = Some((group.keys, group.bytes.clone()));
+        if at != b.len() {
+            return Err(format!(
+                "key group {} has {} bytes after its last key",
+                group.group,
+                b.len() - at
+            ));
+        }
+        self.groups[(group.group - self.range.start) as usize] = Group {
+            index,
+            arena: group.bytes.clone(),
+            dead: 0,
+            hot: false,
+        };
         Ok(())
     }
 
@@ -214,50 +328,94 @@ impl KeyedState {
         let agg = self.aggregation;
         let group = key_group(hash, self.max_parallelism);
         debug_assert!(self.range.contains(&group));
-        let index = (group - self.range.start) as usize;
-        self.encoded[index] = None;
-        let table = &mut self.groups[index];
+        let g = &mut self.groups[(group - self.range.start) as usize];
         let (vs, ve) = field(row, agg)?;
         let incoming = &row[vs..ve];
-        match table.find_mut(slot(hash), |e| e.hash == hash && e.key() == key) {
-            Some(entry) => {
-                let span = (entry.span.0 as usize, entry.span.1 as usize);
-                if fold(agg, &mut entry.data, span, incoming)? {
-                    // The row changed length: its length and field moved.
-                    let at = entry.row_start();
-                    let len = (entry.data.len() - at) as u32;
-                    entry.data[at - 4..at].copy_from_slice(&len.to_le_bytes());
-                    entry.find_field(agg)?;
-                }
-                if let Some(out) = out {
-                    row::format_row(entry.row(), out);
+        let found = g
+            .index
+            .find(slot(hash), |s| {
+                s.hash == hash && key_at(&g.arena, s.at as usize) == key
+            })
+            .copied();
+        let at = match found {
+            Some(found) => {
+                let arena = g.writable(&mut self.copied, &mut self.spares);
+                let at = found.at as usize;
+                let fs = at + found.field as usize;
+                let fe = row::skip_checked(arena, fs)
+                    .ok_or_else(|| AggregateError("keyed state is corrupt".into()))?;
+                if !fold(agg, &mut arena[fs..fe], incoming)? {
+                    at
+                } else {
+                    // The new value has another length: the entry moves to
+                    // the end with it.
+                    let len = entry_len(arena, at);
+                    let key_len = u32_at(arena, at);
+                    let row_len = u32_at(arena, at + 4 + key_len) - (fe - fs) + incoming.len();
+                    let mut head = arena[at..fs].to_vec();
+                    head[4 + key_len..8 + key_len].copy_from_slice(&(row_len as u32).to_le_bytes());
+                    let tail = arena[fe..at + len].to_vec();
+                    let moved = append(arena, &[&head, incoming, &tail], group)?;
+                    g.dead += len;
+                    if let Some(s) = g
+                        .index
+                        .find_mut(slot(hash), |e| e.hash == hash && e.at == found.at)
+                    {
+                        s.at = moved;
+                    }
+                    if g.dead > 4096 && g.dead * 2 > g.arena.len() {
+                        g.compact();
+                        let Some(s) = g.index.find(slot(hash), |s| {
+                            s.hash == hash && key_at(&g.arena, s.at as usize) == key
+                        }) else {
+                            return Err(AggregateError("keyed state is corrupt".into()));
+                        };
+                        s.at as usize
+                    } else {
+                        moved as usize
+                    }
                 }
             }
             None => {
-                let counted;
-                let stored: &[u8] = match agg.kind {
+                let mut one = [0u8; 9];
+                let stored: [&[u8]; 3] = match agg.kind {
                     AggregateKind::Count => {
-                        let mut one = [0u8; 9];
                         row::write_num(Num::Int(1), &mut one);
-                        let mut r = row.to_vec();
-                        r.splice(vs..ve, one);
-                        counted = r;
-                        &counted
+                        [&row[..vs], &one, &row[ve..]]
                     }
                     AggregateKind::Sum => {
                         if row::read_num(incoming).is_none() {
                             return Err(not_numeric(agg, incoming));
                         }
-                        row
+                        [row, &[], &[]]
                     }
-                    AggregateKind::Min | AggregateKind::Max => row,
+                    AggregateKind::Min | AggregateKind::Max => [row, &[], &[]],
                 };
-                if let Some(out) = out {
-                    row::format_row(stored, out);
-                }
-                let entry = Entry::new(hash, key, stored, agg)?;
-                table.insert_unique(slot(hash), entry, |e| slot(e.hash));
+                let row_len: usize = stored.iter().map(|p| p.len()).sum();
+                let arena = g.writable(&mut self.copied, &mut self.spares);
+                let at = append(
+                    arena,
+                    &[
+                        &(key.len() as u32).to_le_bytes(),
+                        key,
+                        &(row_len as u32).to_le_bytes(),
+                        stored[0],
+                        stored[1],
+                        stored[2],
+                    ],
+                    group,
+                )?;
+                let s = Slot {
+                    hash,
+                    at,
+                    field: (8 + key.len() + vs) as u32,
+                };
+                g.index.insert_unique(slot(hash), s, |e| slot(e.hash));
+                at as usize
             }
+        };
+        if let Some(out) = out {
+            row::format_row(row_at(&g.arena, at), out);
         }
         Ok(())
     }
@@ -285,21 +443,15 @@ fn not_numeric(agg: Aggregation, value: &[u8]) -> AggregateError {
     ))
 }
 
-/// Folds `incoming` into the field at `span` of the stored row; `true`
-/// when the field changed size (so its span must be found again).
-fn fold(
-    agg: Aggregation,
-    stored: &mut Vec<u8>,
-    span: (usize, usize),
-    incoming: &[u8],
-) -> Result<bool, AggregateError> {
-    let current = &stored[span.0..span.1];
+/// Folds `incoming` into the stored field `current`; `true` when the
+/// field must become `incoming`, which has another length.
+fn fold(agg: Aggregation, current: &mut [u8], incoming: &[u8]) -> Result<bool, AggregateError> {
     match agg.kind {
         AggregateKind::Count => {
             let Some(Num::Int(n)) = row::read_num(current) else {
                 return Err(AggregateError("count state is corrupt".into()));
             };
-            row::write_num(Num::Int(n.wrapping_add(1)), &mut stored[span.0..span.1]);
+            row::write_num(Num::Int(n.wrapping_add(1)), current);
         }
         AggregateKind::Sum => {
             let a = row::read_num(current).ok_or_else(|| not_numeric(agg, current))?;
@@ -310,7 +462,7 @@ fn fold(
                 (Num::Float(x), Num::Int(y)) => Num::Float(x + y as f64),
                 (Num::Float(x), Num::Float(y)) => Num::Float(x + y),
             };
-            row::write_num(sum, &mut stored[span.0..span.1]);
+            row::write_num(sum, current);
         }
         AggregateKind::Min | AggregateKind::Max => {
             let ord = compare(current, incoming).ok_or_else(|| {
@@ -327,8 +479,10 @@ fn fold(
                 _ => ord.is_lt(),
             };
             if replace {
-                stored.splice(span.0..span.1, incoming.iter().copied());
-                return Ok(incoming.len() != span.1 - span.0);
+                if incoming.len() != current.len() {
+                    return Ok(true);
+                }
+                current.copy_from_slice(incoming);
             }
         }
     }
@@ -461,12 +615,119 @@ mod tests {
         }
         assert_eq!(apply(&mut restored, "y"), "(k,zzzz,7)\n");
         assert_eq!(apply(&mut restored, "zzzzz"), "(k,zzzzz,7)\n");
-        // The restored groups are not encoded again until they change.
+        assert_eq!(apply(&mut restored, "zzzzzz"), "(k,zzzzzz,7)\n");
+        // The superseded copies of the entry are not checkpointed.
         let again = restored.snapshot();
+        assert_eq!(again.iter().map(|g| g.keys).sum::<u64>(), 1);
+        let mut twice = KeyedState::new(agg, 128, 0..128);
+        for g in &again {
+            twice.restore(g).expect("restores");
+        }
+        assert_eq!(apply(&mut twice, "a"), "(k,zzzzzz,7)\n");
+        // Many moves: the superseded copies are dropped as they pile up.
+        for n in 7..300 {
+            let longer = "z".repeat(n);
+            assert_eq!(apply(&mut twice, &longer), format!("(k,{longer},7)\n"));
+        }
+        let g = &twice.groups[twice
+            .groups
+            .iter()
+            .position(|g| g.index.len() == 1)
+            .expect("a key")];
+        assert!(g.arena.len() < 2 * 4096 + 400, "{} bytes", g.arena.len());
+        let last = twice.snapshot();
         assert_eq!(
-            again.iter().map(|g| g.keys).sum::<u64>(),
-            groups.iter().map(|g| g.keys).sum::<u64>()
+            last.iter().map(|g| g.bytes.len()).sum::<usize>(),
+            4 + 6 + 4 + 4 + 6 + 304 + 9
         );
+    }
+
+    /// Every key's count, as a restored state prints them.
+    fn counts(groups: &[GroupState], words: &[&str]) -> String {
+        let agg = Aggregation {
+            kind: AggregateKind::Count,
+            field: 1,
+        };
+        let mut state = KeyedState::new(agg, 128, 0..128);
+        for g in groups {
+            state.restore(g).expect("restores");
+        }
+        let mut out = Vec::new();
+        for w in words {
+            let (key, r) = encoded(w, 0);
+            let hash = xxhash_rust::xxh3::xxh3_64(&key);
+            state.apply(hash, &key, &r, Some(&mut out)).expect("folds");
+        }
+        String::from_utf8(out).expect("utf8")
+    }
+
+    #[test]
+    fn a_snapshot_keeps_its_state_while_the_live_state_changes() {
+        let agg = Aggregation {
+            kind: AggregateKind::Count,
+            field: 1,
+        };
+        let mut state = KeyedState::new(agg, 128, 0..128);
+        let words: Vec<String> = (0..1000).map(|i| format!("w{i}")).collect();
+        let feed = |state: &mut KeyedState, words: &[String]| {
+            for w in words {
+                let (key, r) = encoded(w, 0);
+                let hash = xxhash_rust::xxh3::xxh3_64(&key);
+                state.apply(hash, &key, &r, None).expect("folds");
+            }
+        };
+        feed(&mut state, &words);
+        state.take_copied();
+        let first = state.snapshot();
+        // Nothing was copied to take it; the first change to each group is.
+        assert_eq!(state.take_copied(), Copied::default());
+        feed(&mut state, &words[..1]);
+        let copied = state.take_copied();
+        assert_eq!(copied.groups, 1);
+        feed(&mut state, &words);
+        assert_eq!(state.take_copied().groups, 127);
+        let second = state.snapshot();
+        // A group that did not change since is shared, not copied.
+        let unchanged = first
+            .iter()
+            .zip(&second)
+            .filter(|(a, b)| Arc::ptr_eq(&a.bytes, &b.bytes))
+            .count();
+        assert_eq!(unchanged, 0);
+        assert_eq!(counts(&first, &["w0", "w999"]), "(w0,2)\n(w999,2)\n");
+        assert_eq!(counts(&second, &["w0", "w999"]), "(w0,4)\n(w999,3)\n");
+        let third = state.snapshot();
+        assert!(
+            second
+                .iter()
+                .zip(&third)
+                .all(|(a, b)| Arc::ptr_eq(&a.bytes, &b.bytes))
+        );
+    }
+
+    #[test]
+    fn a_corrupt_key_group_is_refused() {
+        let agg = Aggregation {
+            kind: AggregateKind::Count,
+            field: 1,
+        };
+        let mut state = KeyedState::new(agg, 128, 0..128);
+        let (key, r) = encoded("a", 0);
+        let hash = xxhash_rust::xxh3::xxh3_64(&key);
+        state.apply(hash, &key, &r, None).expect("folds");
+        let mut groups = state.snapshot();
+        let g = groups.iter_mut().find(|g| g.keys == 1).expect("one key");
+        let mut longer = g.bytes.to_vec();
+        longer.push(0);
+        g.bytes = Arc::new(longer);
+        let mut restored = KeyedState::new(agg, 128, 0..128);
+        let err = restored.restore(g).expect_err("trailing byte");
+        assert!(err.ends_with("has 1 bytes after its last key"), "{err}");
+        let mut shorter = g.bytes.to_vec();
+        shorter.truncate(shorter.len() - 3);
+        g.bytes = Arc::new(shorter);
+        let err = restored.restore(g).expect_err("truncated");
+        assert!(err.ends_with("is truncated"), "{err}");
     }
 
     #[test]

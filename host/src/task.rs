@@ -117,11 +117,41 @@ struct Subtask {
     log_lines: u32,
 }
 
+/// How long an aggregator waits for work before it counts as idle.
+const IDLE: Duration = Duration::from_micros(200);
+
 /// One subtask's aggregator: the state of its key groups.
 struct Aggregator {
     index: u32,
     discard: bool,
     state: KeyedState,
+    /// Key groups copied since the last snapshot, because it held them.
+    copies: CopyOnWrite,
+    /// Arenas of snapshots the job no longer needs (see [`Workers::recycle`]).
+    spares: Receiver<Vec<u8>>,
+}
+
+/// The copying of key groups a snapshot held, done by the batches after it
+/// (see `keyed.rs`): the cost of a checkpoint the snapshot itself does not show.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CopyOnWrite {
+    /// Key groups copied when a row changed them.
+    pub groups: u64,
+    /// Key groups copied ahead, while the aggregator had nothing to do.
+    pub ahead: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// The longest any one batch's aggregate step spent copying.
+    pub longest: Duration,
+}
+
+impl CopyOnWrite {
+    fn add(&mut self, other: CopyOnWrite) {
+        self.groups += other.groups;
+        self.ahead += other.ahead;
+        self.bytes += other.bytes;
+        self.longest = self.longest.max(other.longest);
+    }
 }
 
 /// Describes a failure on record `record` of `batch`.
@@ -341,6 +371,36 @@ impl Subtask {
 }
 
 impl Aggregator {
+    /// Adds the copies the state made since the last call to the tally.
+    fn take_copied(&mut self) {
+        let copied = self.state.take_copied();
+        self.copies.add(CopyOnWrite {
+            groups: copied.groups,
+            ahead: copied.ahead,
+            bytes: copied.bytes,
+            longest: copied.time,
+        });
+    }
+
+    /// The next command; while none is waiting, copies key groups the
+    /// last snapshot holds (`None` once the job loop is gone).
+    fn next(&mut self, commands: &Receiver<AggCommand>) -> Option<AggCommand> {
+        loop {
+            for arena in self.spares.try_iter() {
+                self.state.give_spare(arena);
+            }
+            match commands.recv_timeout(IDLE) {
+                Ok(command) => return Some(command),
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return None,
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+            }
+            if !self.state.copy_ahead() {
+                self.take_copied();
+                return commands.recv().ok();
+            }
+        }
+    }
+
     /// Folds the rows routed here, in input order, into the keyed state.
     fn aggregate(
         &mut self,
@@ -361,6 +421,7 @@ impl Aggregator {
                 emitted.push_mark(r.record, r.ordinal);
             }
         }
+        self.take_copied();
         match failed {
             Some((record, cause)) => Err(failure_at(
                 self.index,
@@ -396,7 +457,7 @@ enum AggCommand {
 
 enum AggReply {
     Emitted(Result<Emitted, TaskFailure>),
-    Snapshot(Vec<GroupState>),
+    Snapshot(Vec<GroupState>, CopyOnWrite),
 }
 
 /// Of two failures, the one to report: the earlier record, and one with a
@@ -455,6 +516,8 @@ pub struct Workers {
     parts: Vec<Option<Result<Mapped, TaskFailure>>>,
     /// Bumped to abandon every submitted batch.
     generation: Arc<AtomicU64>,
+    /// To the aggregators: arenas to reuse.
+    spares: Sender<Vec<u8>>,
 }
 
 fn lost(index: usize) -> TaskFailure {
@@ -497,6 +560,7 @@ impl Workers {
         let discard = spec.sink == SinkSpec::Discard;
         let mut mappers = Vec::new();
         let mut aggregators = Vec::new();
+        let (spares, spares_rx) = crossbeam_channel::unbounded();
         let generation = Arc::new(AtomicU64::new(0));
         for index in 0..spec.parallelism {
             let mut subtask = Subtask {
@@ -563,16 +627,24 @@ impl Workers {
                 index,
                 discard,
                 state,
+                copies: CopyOnWrite::default(),
+                spares: spares_rx.clone(),
             };
             let (cmd_tx, cmd_rx) = bounded::<AggCommand>(1);
             let (reply_tx, reply_rx) = bounded(1);
             spawn_thread(format!("sluice-agg-{index}"), index, move || {
-                for command in cmd_rx {
+                while let Some(command) = aggregator.next(&cmd_rx) {
                     let reply = match command {
                         AggCommand::Aggregate(batch, mapped) => {
                             AggReply::Emitted(aggregator.aggregate(&batch, &mapped))
                         }
-                        AggCommand::Snapshot => AggReply::Snapshot(aggregator.state.snapshot()),
+                        AggCommand::Snapshot => {
+                            aggregator.take_copied();
+                            AggReply::Snapshot(
+                                aggregator.state.snapshot(),
+                                std::mem::take(&mut aggregator.copies),
+                            )
+                        }
                     };
                     if reply_tx.send(reply).is_err() {
                         break;
@@ -597,22 +669,38 @@ impl Workers {
             submitted: 0,
             parts,
             generation,
+            spares,
         })
     }
 
-    /// Every subtask's key-group state, by subtask. Call with nothing in flight.
-    pub fn snapshot(&self) -> Result<Vec<Vec<GroupState>>, TaskFailure> {
+    /// Every subtask's key-group state, by subtask, and the copying the
+    /// last snapshot caused since. Call with nothing in flight.
+    pub fn snapshot(&self) -> Result<(Vec<Vec<GroupState>>, CopyOnWrite), TaskFailure> {
         for (i, (tx, _)) in self.aggregators.iter().enumerate() {
             tx.send(AggCommand::Snapshot).map_err(|_| lost(i))?;
         }
         let mut all = Vec::with_capacity(self.aggregators.len());
+        let mut copies = CopyOnWrite::default();
         for (i, (_, rx)) in self.aggregators.iter().enumerate() {
             match rx.recv() {
-                Ok(AggReply::Snapshot(groups)) => all.push(groups),
+                Ok(AggReply::Snapshot(groups, copied)) => {
+                    all.push(groups);
+                    copies.add(copied);
+                }
                 _ => return Err(lost(i)),
             }
         }
-        Ok(all)
+        Ok((all, copies))
+    }
+
+    /// Hands the key groups of a snapshot the job no longer needs back to
+    /// the aggregators, to copy groups into after the next snapshot.
+    pub fn recycle(&self, snapshot: Snapshot) {
+        for group in snapshot.subtasks.into_iter().flatten() {
+            if let Ok(arena) = Arc::try_unwrap(group.bytes) {
+                let _ = self.spares.send(arena);
+            }
+        }
     }
 
     /// The map step, started: every subtask's guest gets its slice of the
