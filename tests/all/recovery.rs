@@ -424,6 +424,49 @@ fn checkpoints_show_prints_what_a_checkpoint_holds() {
 }
 
 #[test]
+fn a_checkpoint_keeps_its_state_while_the_job_changes_it() {
+    // The checkpoint shares the key groups' memory; the job's next change
+    // copies them first, so each checkpoint restores what it held.
+    let dir = TempDir::new("cow");
+    let server = LineServer::start(
+        vec![vec![
+            line("a b"),
+            Step::Sleep(Duration::from_millis(400)),
+            line("a"),
+        ]],
+        Duration::from_secs(30),
+    );
+    let running = HostCommand::job(
+        guests::WORDCOUNT,
+        &server.uri(),
+        &[
+            "--checkpoint-interval",
+            "50ms",
+            "--checkpoint-dir",
+            dir.0.to_str().expect("utf8 path"),
+        ],
+    )
+    .spawn();
+    running.wait_for_log("checkpoint `chk-2` completed", Duration::from_secs(20));
+    running.signal("INT");
+    let out = running.wait();
+    out.assert_code(0);
+    assert_eq!(out.stdout, "(a,1)\n(b,1)\n(a,2)\n");
+    out.assert_stderr_has("copy-on-write after checkpoint `chk-1`: ");
+    let job = single_job_dir(&dir.0);
+    let again = |from: &str| {
+        let server = LineServer::start(vec![vec![line("a b")]], Duration::from_secs(30));
+        HostCommand::job(guests::WORDCOUNT, &server.uri(), &["--restore", from])
+            .spawn()
+            .stop_after_lines(2, "INT")
+    };
+    // `chk-1` holds a=1, b=1; the journal replays the `a` read after it.
+    let first = again(job.join("chk-1").to_str().expect("utf8 path"));
+    assert_eq!(first.stdout, "(a,3)\n(b,2)\n");
+    first.assert_stderr_has("restoring checkpoint `chk-1` (2 keys, source at record 1,");
+}
+
+#[test]
 fn a_checkpoint_of_another_module_is_refused_unless_allowed() {
     let dir = TempDir::new("other-module");
     checkpoint_once(&dir, &["a"], "TERM", &[]).assert_code(0);
