@@ -350,6 +350,9 @@ struct Runner<'a> {
     printed: Option<std::fs::File>,
     /// How long the last checkpoint held up processing.
     last_pause: Duration,
+    /// The checkpoint whose key groups the state may share: the last one
+    /// taken, or the one restored.
+    held: u64,
     /// Batches to run again after a local recovery, before anything new.
     requeue: VecDeque<SourceBatch>,
     /// Batches whose map step was started, oldest first, and where they end.
@@ -390,6 +393,7 @@ impl<'a> Runner<'a> {
             _ => None,
         };
         let origin = restored.clone().unwrap_or_default();
+        let held = origin.id;
         let info = JobInfo {
             job_id: prepared.id.clone(),
             job_name: spec.name.clone(),
@@ -444,6 +448,7 @@ impl<'a> Runner<'a> {
             dead_letter,
             printed,
             last_pause: Duration::ZERO,
+            held,
             requeue: VecDeque::new(),
             mapping: VecDeque::new(),
             pending: None,
@@ -809,6 +814,7 @@ impl<'a> Runner<'a> {
         self.mapping.clear();
         self.requeue.clear();
         let snapshot = self.last.clone().unwrap_or_else(|| self.origin.clone());
+        self.held = snapshot.id;
         self.workers =
             Workers::start(self.module, self.spec, Some(&snapshot)).map_err(|f| f.to_string())?;
         let from = snapshot.source;
@@ -904,13 +910,14 @@ impl<'a> Runner<'a> {
             info!(
                 "{}: copy-on-write after checkpoint `chk-{}`: {} key groups ({} KiB) copied, {} of them ahead while idle; at most {} us in one batch",
                 self.job,
-                id.saturating_sub(1),
+                self.held,
                 copies.groups + copies.ahead,
                 copies.bytes.div_ceil(1024),
                 copies.ahead,
                 copies.longest.as_micros()
             );
         }
+        self.held = id;
         let (tx, rx) = bounded(1);
         let store = self.store.clone();
         let info = self.info.clone();

@@ -99,28 +99,40 @@ fn entry_len(arena: &[u8], at: usize) -> usize {
     8 + key + u32_at(arena, at + 4 + key)
 }
 
-/// Copies of key groups that a snapshot still held.
+/// Copies of key groups that a snapshot still held: the cost of a
+/// checkpoint that taking it does not show.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Copied {
+pub struct CopyOnWrite {
     /// Key groups copied when a row changed them.
     pub groups: u64,
     /// Key groups copied ahead, while there was nothing else to do.
     pub ahead: u64,
     /// Bytes of both.
     pub bytes: u64,
-    /// Time spent on the copies rows waited for.
-    pub time: Duration,
+    /// The longest rows waited for copies in one batch: from
+    /// [`KeyedState::take_copied`], called once a batch, that batch's wait.
+    pub longest: Duration,
+}
+
+impl CopyOnWrite {
+    /// Adds the copies of another batch or subtask.
+    pub fn add(&mut self, other: CopyOnWrite) {
+        self.groups += other.groups;
+        self.ahead += other.ahead;
+        self.bytes += other.bytes;
+        self.longest = self.longest.max(other.longest);
+    }
 }
 
 impl Group {
     /// The arena, to change: copied first if a snapshot holds it.
-    fn writable(&mut self, copied: &mut Copied, spares: &mut Vec<Vec<u8>>) -> &mut Vec<u8> {
+    fn writable(&mut self, copied: &mut CopyOnWrite, spares: &mut Vec<Vec<u8>>) -> &mut Vec<u8> {
         self.hot = true;
         if Arc::get_mut(&mut self.arena).is_none() {
             let started = Instant::now();
             copied.bytes += self.unshare(spares) as u64;
             copied.groups += 1;
-            copied.time += started.elapsed();
+            copied.longest += started.elapsed();
         }
         Arc::make_mut(&mut self.arena)
     }
@@ -154,21 +166,19 @@ impl Group {
     }
 }
 
-/// Appends an entry to `arena`; its offset, or an error if the key group
-/// outgrew the offsets.
-fn append(arena: &mut Vec<u8>, parts: &[&[u8]], group: u32) -> Result<u32, AggregateError> {
-    let at = arena.len();
-    let len: usize = parts.iter().map(|p| p.len()).sum();
-    if at + len > u32::MAX as usize {
-        return Err(AggregateError(format!(
+/// Where an entry of `len` bytes appended to `arena` starts, or an error
+/// if the key group would outgrow the offsets.
+fn end_for(arena: &[u8], len: usize, group: u32) -> Result<u32, AggregateError> {
+    u32::try_from(arena.len() + len).map(|_| arena.len() as u32).map_err(|_| {
+        AggregateError(format!(
             "key group {group} holds more than 4 GiB of state; raise --max-parallelism to spread the keys over more groups"
-        )));
-    }
-    for p in parts {
-        arena.extend_from_slice(p);
-    }
-    Ok(at as u32)
+        ))
+    })
 }
+
+/// Superseded bytes a group may hold before it is compacted: more than
+/// this and more than the live entries.
+const COMPACT_AT: usize = 4096;
 
 /// A row the aggregation cannot fold: the job's logic is at fault.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -181,7 +191,7 @@ pub struct KeyedState {
     range: Range<u32>,
     groups: Vec<Group>,
     /// Copies made since [`KeyedState::take_copied`] was last called.
-    copied: Copied,
+    copied: CopyOnWrite,
     /// Groups that changed before the last snapshot and will likely change
     /// again: [`KeyedState::copy_ahead`] copies them.
     ahead: Vec<usize>,
@@ -198,7 +208,7 @@ impl KeyedState {
             max_parallelism,
             range,
             groups,
-            copied: Copied::default(),
+            copied: CopyOnWrite::default(),
             ahead: Vec::new(),
             spares: Vec::new(),
         }
@@ -239,8 +249,13 @@ impl KeyedState {
     }
 
     /// The copies of shared key groups made since the last call.
-    pub fn take_copied(&mut self) -> Copied {
+    pub fn take_copied(&mut self) -> CopyOnWrite {
         std::mem::take(&mut self.copied)
+    }
+
+    /// Whether [`KeyedState::copy_ahead`] may have a group to copy.
+    pub fn copying_ahead(&self) -> bool {
+        !self.ahead.is_empty()
     }
 
     /// Copies one key group that the last snapshot holds and that changed
@@ -329,6 +344,9 @@ impl KeyedState {
         let group = key_group(hash, self.max_parallelism);
         debug_assert!(self.range.contains(&group));
         let g = &mut self.groups[(group - self.range.start) as usize];
+        if g.dead > COMPACT_AT && g.dead * 2 > g.arena.len() {
+            g.compact();
+        }
         let (vs, ve) = field(row, agg)?;
         let incoming = &row[vs..ve];
         let found = g
@@ -352,10 +370,13 @@ impl KeyedState {
                     let len = entry_len(arena, at);
                     let key_len = u32_at(arena, at);
                     let row_len = u32_at(arena, at + 4 + key_len) - (fe - fs) + incoming.len();
-                    let mut head = arena[at..fs].to_vec();
-                    head[4 + key_len..8 + key_len].copy_from_slice(&(row_len as u32).to_le_bytes());
-                    let tail = arena[fe..at + len].to_vec();
-                    let moved = append(arena, &[&head, incoming, &tail], group)?;
+                    let moved = end_for(arena, len - (fe - fs) + incoming.len(), group)?;
+                    arena.extend_from_within(at..fs);
+                    arena.extend_from_slice(incoming);
+                    arena.extend_from_within(fe..at + len);
+                    let row_len_at = moved as usize + 4 + key_len;
+                    arena[row_len_at..row_len_at + 4]
+                        .copy_from_slice(&(row_len as u32).to_le_bytes());
                     g.dead += len;
                     if let Some(s) = g
                         .index
@@ -363,17 +384,7 @@ impl KeyedState {
                     {
                         s.at = moved;
                     }
-                    if g.dead > 4096 && g.dead * 2 > g.arena.len() {
-                        g.compact();
-                        let Some(s) = g.index.find(slot(hash), |s| {
-                            s.hash == hash && key_at(&g.arena, s.at as usize) == key
-                        }) else {
-                            return Err(AggregateError("keyed state is corrupt".into()));
-                        };
-                        s.at as usize
-                    } else {
-                        moved as usize
-                    }
+                    moved as usize
                 }
             }
             None => {
@@ -393,18 +404,13 @@ impl KeyedState {
                 };
                 let row_len: usize = stored.iter().map(|p| p.len()).sum();
                 let arena = g.writable(&mut self.copied, &mut self.spares);
-                let at = append(
-                    arena,
-                    &[
-                        &(key.len() as u32).to_le_bytes(),
-                        key,
-                        &(row_len as u32).to_le_bytes(),
-                        stored[0],
-                        stored[1],
-                        stored[2],
-                    ],
-                    group,
-                )?;
+                let at = end_for(arena, 8 + key.len() + row_len, group)?;
+                arena.extend_from_slice(&(key.len() as u32).to_le_bytes());
+                arena.extend_from_slice(key);
+                arena.extend_from_slice(&(row_len as u32).to_le_bytes());
+                for part in stored {
+                    arena.extend_from_slice(part);
+                }
                 let s = Slot {
                     hash,
                     at,
@@ -680,7 +686,7 @@ mod tests {
         state.take_copied();
         let first = state.snapshot();
         // Nothing was copied to take it; the first change to each group is.
-        assert_eq!(state.take_copied(), Copied::default());
+        assert_eq!(state.take_copied(), CopyOnWrite::default());
         feed(&mut state, &words[..1]);
         let copied = state.take_copied();
         assert_eq!(copied.groups, 1);

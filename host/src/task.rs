@@ -25,7 +25,7 @@ use tracing::{info, warn};
 use crate::checkpoint::{GroupState, Snapshot};
 use crate::guest::{GuestFailure, Instance, Module, Sandbox};
 use crate::job::{Fault, TaskFailure};
-use crate::keyed::{self, KeyedState};
+use crate::keyed::{self, CopyOnWrite, KeyedState};
 use crate::row::{self, RowRef};
 use crate::source::SourceBatch;
 use crate::spec::{JobSpec, SinkSpec};
@@ -129,29 +129,6 @@ struct Aggregator {
     copies: CopyOnWrite,
     /// Arenas of snapshots the job no longer needs (see [`Workers::recycle`]).
     spares: Receiver<Vec<u8>>,
-}
-
-/// The copying of key groups a snapshot held, done by the batches after it
-/// (see `keyed.rs`): the cost of a checkpoint the snapshot itself does not show.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct CopyOnWrite {
-    /// Key groups copied when a row changed them.
-    pub groups: u64,
-    /// Key groups copied ahead, while the aggregator had nothing to do.
-    pub ahead: u64,
-    /// Their bytes.
-    pub bytes: u64,
-    /// The longest any one batch's aggregate step spent copying.
-    pub longest: Duration,
-}
-
-impl CopyOnWrite {
-    fn add(&mut self, other: CopyOnWrite) {
-        self.groups += other.groups;
-        self.ahead += other.ahead;
-        self.bytes += other.bytes;
-        self.longest = self.longest.max(other.longest);
-    }
 }
 
 /// Describes a failure on record `record` of `batch`.
@@ -374,31 +351,31 @@ impl Aggregator {
     /// Adds the copies the state made since the last call to the tally.
     fn take_copied(&mut self) {
         let copied = self.state.take_copied();
-        self.copies.add(CopyOnWrite {
-            groups: copied.groups,
-            ahead: copied.ahead,
-            bytes: copied.bytes,
-            longest: copied.time,
-        });
+        self.copies.add(copied);
     }
 
-    /// The next command; while none is waiting, copies key groups the
-    /// last snapshot holds (`None` once the job loop is gone).
+    /// The next command (`None` once the job loop is gone). Once idle for
+    /// [`IDLE`], copies the key groups the last snapshot holds until one
+    /// comes.
     fn next(&mut self, commands: &Receiver<AggCommand>) -> Option<AggCommand> {
-        loop {
-            for arena in self.spares.try_iter() {
-                self.state.give_spare(arena);
-            }
+        for arena in self.spares.try_iter() {
+            self.state.give_spare(arena);
+        }
+        if self.state.copying_ahead() {
             match commands.recv_timeout(IDLE) {
                 Ok(command) => return Some(command),
                 Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return None,
                 Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
             }
-            if !self.state.copy_ahead() {
-                self.take_copied();
-                return commands.recv().ok();
+            while self.state.copy_ahead() {
+                match commands.try_recv() {
+                    Ok(command) => return Some(command),
+                    Err(crossbeam_channel::TryRecvError::Disconnected) => return None,
+                    Err(crossbeam_channel::TryRecvError::Empty) => {}
+                }
             }
         }
+        commands.recv().ok()
     }
 
     /// Folds the rows routed here, in input order, into the keyed state.
