@@ -224,16 +224,7 @@ fn invalid_utf8_and_overlong_lines_are_skipped_with_a_message() {
     input.extend_from_slice(b"\nb a\n");
     let path = dir.write("in.txt", &input);
     let source = format!("file://{}", path.display());
-    let out = HostCommand::new([
-        "run",
-        "--module",
-        guests::WORDCOUNT,
-        "--source",
-        &source,
-        "--max-line-bytes",
-        "64",
-    ])
-    .run();
+    let out = HostCommand::job(guests::WORDCOUNT, &source, &["--max-line-bytes", "64"]).run();
     out.assert_code(0);
     assert_eq!(out.stdout, "(a,1)\n(b,1)\n(a,2)\n");
     out.assert_stderr_has(

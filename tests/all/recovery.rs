@@ -328,19 +328,18 @@ fn damaged_newest_checkpoint_falls_back(damage: Damage) {
         .flat_map(|l| [line(l), Step::Sleep(Duration::from_millis(250))])
         .collect();
     let server = LineServer::start(vec![script], Duration::from_secs(30));
-    let running = HostCommand::new([
-        "run",
-        "--module",
+    let running = HostCommand::job(
         guests::WORDCOUNT,
-        "--source",
         &server.uri(),
-        "--checkpoint-interval",
-        "50ms",
-        "--retain-checkpoints",
-        "3",
-        "--checkpoint-dir",
-        dir.0.to_str().expect("utf8 path"),
-    ])
+        &[
+            "--checkpoint-interval",
+            "50ms",
+            "--retain-checkpoints",
+            "3",
+            "--checkpoint-dir",
+            dir.0.to_str().expect("utf8 path"),
+        ],
+    )
     .spawn();
     running.wait_for_lines(4, Duration::from_secs(20));
     running.wait_for_log("(3 keys, source at record 4,", Duration::from_secs(20));
@@ -453,15 +452,16 @@ fn a_checkpoint_keeps_its_state_while_the_job_changes_it() {
     out.assert_code(0);
     assert_eq!(out.stdout, "(a,1)\n(b,1)\n(a,2)\n");
     out.assert_stderr_has("copy-on-write after checkpoint `chk-1`: ");
-    let job = single_job_dir(&dir.0);
-    let again = |from: &str| {
-        let server = LineServer::start(vec![vec![line("a b")]], Duration::from_secs(30));
-        HostCommand::job(guests::WORDCOUNT, &server.uri(), &["--restore", from])
-            .spawn()
-            .stop_after_lines(2, "INT")
-    };
     // `chk-1` holds a=1, b=1; the journal replays the `a` read after it.
-    let first = again(job.join("chk-1").to_str().expect("utf8 path"));
+    let chk1 = single_job_dir(&dir.0).join("chk-1");
+    let server = LineServer::start(vec![vec![line("a b")]], Duration::from_secs(30));
+    let first = HostCommand::job(
+        guests::WORDCOUNT,
+        &server.uri(),
+        &["--restore", chk1.to_str().expect("utf8 path")],
+    )
+    .spawn()
+    .stop_after_lines(2, "INT");
     assert_eq!(first.stdout, "(a,3)\n(b,2)\n");
     first.assert_stderr_has("restoring checkpoint `chk-1` (2 keys, source at record 1,");
 }
@@ -476,17 +476,16 @@ fn a_checkpoint_of_another_module_is_refused_unless_allowed() {
     bytes.extend_from_slice(&[0, 6, 5, b'n', b'o', b't', b'e', b's']);
     let other = dir.write("other.wasm", bytes);
     let other = other.to_str().expect("utf8 path");
-    let out = HostCommand::new([
-        "run",
-        "--module",
+    let out = HostCommand::job(
         other,
-        "--source",
         "-",
-        "--restore",
-        "latest",
-        "--checkpoint-dir",
-        dir.0.to_str().expect("utf8 path"),
-    ])
+        &[
+            "--restore",
+            "latest",
+            "--checkpoint-dir",
+            dir.0.to_str().expect("utf8 path"),
+        ],
+    )
     .run();
     out.assert_code(2);
     out.assert_stderr_has("was taken with another module")
@@ -519,17 +518,16 @@ fn with_strategy(strategy: &str) -> (Output, Duration) {
     let input = dir.write("in.txt", "a\nERROR\nb\nERROR\nc\nERROR\nd\n");
     let source = format!("file://{}", input.display());
     let started = Instant::now();
-    let out = HostCommand::new([
-        "run",
-        "--module",
+    let out = HostCommand::job(
         guests::WORDCOUNT,
-        "--source",
         &source,
-        "--restart",
-        strategy,
-        "--checkpoint-dir",
-        dir.0.to_str().expect("utf8 path"),
-    ])
+        &[
+            "--restart",
+            strategy,
+            "--checkpoint-dir",
+            dir.0.to_str().expect("utf8 path"),
+        ],
+    )
     .run();
     (out, started.elapsed())
 }

@@ -177,16 +177,7 @@ fn a_stdout_flood_is_truncated_in_the_log_and_not_a_failure() {
 
 #[test]
 fn a_trap_in_the_job_description_is_refused_before_start() {
-    let out = HostCommand::new([
-        "run",
-        "--module",
-        guests::HOSTILE,
-        "--source",
-        "-",
-        "--param",
-        "describe=panic",
-    ])
-    .run();
+    let out = HostCommand::job(guests::HOSTILE, "-", &["--param", "describe=panic"]).run();
     out.assert_code(2);
     out.assert_stderr_has(
         "the guest's job description failed: guest panicked at tests/guests/hostile/src/lib.rs",
@@ -198,15 +189,11 @@ fn a_trap_in_the_job_description_is_refused_before_start() {
 #[test]
 fn a_module_that_traps_while_starting_is_refused_before_start() {
     let dir = TempDir::new("start-trap");
-    let out = HostCommand::new([
-        "run",
-        "--module",
+    let out = HostCommand::job(
         guests::START_TRAP,
-        "--source",
         "-",
-        "--checkpoint-dir",
-        dir.0.to_str().expect("utf8 path"),
-    ])
+        &["--checkpoint-dir", dir.0.to_str().expect("utf8 path")],
+    )
     .stdin("a b\n")
     .run();
     out.assert_code(2);
@@ -252,19 +239,18 @@ fn a_granted_directory_is_readable_and_nothing_outside_it() {
     std::fs::write(data.join("words.txt"), "x y\nz\n").expect("data file");
     std::fs::write(dir.path("secret.txt"), "secret\n").expect("secret file");
     let grant = format!("{}:/data:ro", data.display());
-    let out = HostCommand::new([
-        "run",
-        "--module",
+    let out = HostCommand::job(
         guests::FILE_READER,
-        "--source",
         "-",
-        "--allow-dir",
-        &grant,
-        "--restart",
-        "fixed-delay:1:0ms",
-        "--checkpoint-dir",
-        dir.path("ck").to_str().expect("utf8 path"),
-    ])
+        &[
+            "--allow-dir",
+            &grant,
+            "--restart",
+            "fixed-delay:1:0ms",
+            "--checkpoint-dir",
+            dir.path("ck").to_str().expect("utf8 path"),
+        ],
+    )
     .stdin("words.txt\n../secret.txt\nwords.txt\n")
     .run();
     out.assert_code(0);
@@ -306,14 +292,7 @@ fn an_oversized_module_is_refused() {
     let path = dir.path("big.wasm");
     let file = std::fs::File::create(&path).expect("create");
     file.set_len(300 << 20).expect("sparse file");
-    let out = HostCommand::new([
-        "run",
-        "--module",
-        path.to_str().expect("utf8 path"),
-        "--source",
-        "-",
-    ])
-    .run();
+    let out = HostCommand::job(path.to_str().expect("utf8 path"), "-", &[]).run();
     out.assert_code(2);
     out.assert_stderr_has("bytes, over the limit of 268435456 for a module");
 }
@@ -333,16 +312,7 @@ fn bad_limit_and_grant_flags_are_refused() {
             "--allow-dir `/nonexistent/dir`: no such directory",
         ),
     ] {
-        let out = HostCommand::new([
-            "run",
-            "--module",
-            guests::WORDCOUNT,
-            "--source",
-            "-",
-            flag,
-            value,
-        ])
-        .run();
+        let out = HostCommand::job(guests::WORDCOUNT, "-", &[flag, value]).run();
         out.assert_code(2);
         out.assert_stderr_has(needle);
     }
