@@ -77,24 +77,41 @@ fn merge_bytes(parts: Vec<Emitted>) -> Vec<u8> {
     let mut out = Vec::with_capacity(total);
     let mut next = vec![0usize; parts.len()];
     loop {
+        // The part with the first line, and the first line of the others:
+        // its lines before that one go out in one piece.
         let mut best: Option<(usize, u64)> = None;
+        let mut bound = u64::MAX;
         for (i, p) in parts.iter().enumerate() {
-            if let Some(&(order, _)) = p.marks.get(next[i])
-                && best.is_none_or(|(_, b)| order < b)
-            {
-                best = Some((i, order));
+            let Some(&(order, _)) = p.marks.get(next[i]) else {
+                continue;
+            };
+            match best {
+                Some((_, b)) if order > b => bound = bound.min(order),
+                Some((_, b)) => {
+                    bound = bound.min(b);
+                    best = Some((i, order));
+                }
+                None => best = Some((i, order)),
             }
         }
         let Some((i, _)) = best else { break };
         let p = &parts[i];
-        let start = if next[i] == 0 {
+        let first = next[i];
+        let start = if first == 0 {
             0
         } else {
-            p.marks[next[i] - 1].1 as usize
+            p.marks[first - 1].1 as usize
         };
-        let end = p.marks[next[i]].1 as usize;
-        out.extend_from_slice(&p.bytes[start..end]);
-        next[i] += 1;
+        let mut last = first;
+        while p
+            .marks
+            .get(last + 1)
+            .is_some_and(|&(order, _)| order < bound)
+        {
+            last += 1;
+        }
+        out.extend_from_slice(&p.bytes[start..p.marks[last].1 as usize]);
+        next[i] = last + 1;
     }
     out
 }
@@ -216,6 +233,23 @@ impl Subtask {
                 message: "no guest instance".into(),
                 record: None,
             }),
+        }
+    }
+
+    /// Runs one command: the reply to send, if it has one.
+    fn serve(&mut self, command: MapCommand, current: &AtomicU64) -> Option<MapReply> {
+        match command {
+            MapCommand::Map {
+                generation,
+                batch,
+                range,
+            } => Some(
+                (generation == current.load(Ordering::Acquire)).then(|| self.map(&batch, range)),
+            ),
+            MapCommand::Reset => {
+                self.instance = None;
+                None
+            }
         }
     }
 
@@ -354,28 +388,71 @@ impl Aggregator {
         self.copies.add(copied);
     }
 
-    /// The next command (`None` once the job loop is gone). Once idle for
-    /// [`IDLE`], copies the key groups the last snapshot holds until one
-    /// comes.
-    fn next(&mut self, commands: &Receiver<AggCommand>) -> Option<AggCommand> {
+    /// The next command (`None` once the job loop is gone): an aggregate
+    /// step's before a map step's, since the output waits for it; map steps
+    /// only when this aggregator shares its subtask's thread with the
+    /// mapper (`map`). Once idle for [`IDLE`], copies the key groups the
+    /// last snapshot holds until a command comes.
+    fn next(
+        &mut self,
+        commands: &Receiver<AggCommand>,
+        map: Option<&Receiver<MapCommand>>,
+    ) -> Option<Work> {
         for arena in self.spares.try_iter() {
             self.state.give_spare(arena);
         }
-        if self.state.copying_ahead() {
-            match commands.recv_timeout(IDLE) {
-                Ok(command) => return Some(command),
-                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return None,
-                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+        let ready = |commands: &Receiver<AggCommand>| -> Result<Option<Work>, ()> {
+            match commands.try_recv() {
+                Ok(command) => return Ok(Some(Work::Aggregate(command))),
+                Err(crossbeam_channel::TryRecvError::Disconnected) => return Err(()),
+                Err(crossbeam_channel::TryRecvError::Empty) => {}
             }
+            match map.map(|m| m.try_recv()) {
+                Some(Ok(command)) => Ok(Some(Work::Map(command))),
+                Some(Err(crossbeam_channel::TryRecvError::Disconnected)) => Err(()),
+                _ => Ok(None),
+            }
+        };
+        match ready(commands) {
+            Ok(Some(work)) => return Some(work),
+            Ok(None) => {}
+            Err(()) => return None,
+        }
+        let mut select = Select::new();
+        select.recv(commands);
+        if let Some(map) = map {
+            select.recv(map);
+        }
+        if self.state.copying_ahead() && select.ready_timeout(IDLE).is_err() {
             while self.state.copy_ahead() {
-                match commands.try_recv() {
-                    Ok(command) => return Some(command),
-                    Err(crossbeam_channel::TryRecvError::Disconnected) => return None,
-                    Err(crossbeam_channel::TryRecvError::Empty) => {}
+                match ready(commands) {
+                    Ok(Some(work)) => return Some(work),
+                    Ok(None) => {}
+                    Err(()) => return None,
                 }
             }
         }
-        commands.recv().ok()
+        loop {
+            match ready(commands) {
+                Ok(Some(work)) => return Some(work),
+                Ok(None) => {}
+                Err(()) => return None,
+            }
+            select.ready();
+        }
+    }
+
+    /// Runs one command.
+    fn serve(&mut self, command: AggCommand) -> AggReply {
+        match command {
+            AggCommand::Aggregate(batch, mapped) => {
+                AggReply::Emitted(self.aggregate(&batch, &mapped))
+            }
+            AggCommand::Snapshot => {
+                self.take_copied();
+                AggReply::Snapshot(self.state.snapshot(), std::mem::take(&mut self.copies))
+            }
+        }
     }
 
     /// Folds the rows routed here, in input order, into the keyed state.
@@ -430,6 +507,12 @@ type MapReply = Option<Result<Mapped, TaskFailure>>;
 enum AggCommand {
     Aggregate(Arc<SourceBatch>, Arc<Vec<Mapped>>),
     Snapshot,
+}
+
+/// A command for a subtask's thread.
+enum Work {
+    Aggregate(AggCommand),
+    Map(MapCommand),
 }
 
 enum AggReply {
@@ -525,6 +608,15 @@ fn spawn_thread(
         })
 }
 
+/// Whether each subtask's map and aggregate steps share one thread: when
+/// the machine has fewer cores than that would make threads. Two threads a
+/// subtask pipeline its steps, which is worth a core each; on fewer cores
+/// they only take turns, and pay for every hand-off.
+fn shares_threads(parallelism: u32) -> bool {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    2 * parallelism as usize > cores
+}
+
 impl Workers {
     /// Starts the subtasks with fresh guest instances and the state of
     /// `restore` (any parallelism), or empty state.
@@ -539,6 +631,7 @@ impl Workers {
         let mut aggregators = Vec::new();
         let (spares, spares_rx) = crossbeam_channel::unbounded();
         let generation = Arc::new(AtomicU64::new(0));
+        let share_threads = shares_threads(spec.parallelism);
         for index in 0..spec.parallelism {
             let mut subtask = Subtask {
                 index,
@@ -563,28 +656,18 @@ impl Workers {
             let (cmd_tx, cmd_rx) = bounded::<MapCommand>(MAP_AHEAD + 2);
             let (reply_tx, reply_rx) = bounded::<MapReply>(MAP_AHEAD + 1);
             let current = generation.clone();
-            spawn_thread(format!("sluice-map-{index}"), index, move || {
-                for command in cmd_rx {
-                    let reply = match command {
-                        MapCommand::Map {
-                            generation,
-                            batch,
-                            range,
-                        } => (generation == current.load(Ordering::Acquire))
-                            .then(|| subtask.map(&batch, range)),
-                        MapCommand::Reset => {
-                            subtask.instance = None;
-                            continue;
-                        }
-                    };
-                    if reply_tx.send(reply).is_err() {
-                        break;
-                    }
-                }
-            })?;
             mappers.push((cmd_tx, reply_rx));
 
             let Some(agg) = spec.aggregation else {
+                spawn_thread(format!("sluice-map-{index}"), index, move || {
+                    for command in cmd_rx {
+                        if let Some(reply) = subtask.serve(command, &current)
+                            && reply_tx.send(reply).is_err()
+                        {
+                            break;
+                        }
+                    }
+                })?;
                 continue;
             };
             let range = keyed::key_group_range(index, spec.parallelism, spec.max_parallelism);
@@ -607,35 +690,56 @@ impl Workers {
                 copies: CopyOnWrite::default(),
                 spares: spares_rx.clone(),
             };
-            let (cmd_tx, cmd_rx) = bounded::<AggCommand>(1);
-            let (reply_tx, reply_rx) = bounded(1);
-            spawn_thread(format!("sluice-agg-{index}"), index, move || {
-                while let Some(command) = aggregator.next(&cmd_rx) {
-                    let reply = match command {
-                        AggCommand::Aggregate(batch, mapped) => {
-                            AggReply::Emitted(aggregator.aggregate(&batch, &mapped))
+            let (agg_tx, agg_rx) = bounded::<AggCommand>(1);
+            let (agg_reply_tx, agg_reply_rx) = bounded(1);
+            if share_threads {
+                spawn_thread(format!("sluice-task-{index}"), index, move || {
+                    while let Some(work) = aggregator.next(&agg_rx, Some(&cmd_rx)) {
+                        let sent = match work {
+                            Work::Aggregate(command) => {
+                                agg_reply_tx.send(aggregator.serve(command)).is_ok()
+                            }
+                            Work::Map(command) => match subtask.serve(command, &current) {
+                                Some(reply) => reply_tx.send(reply).is_ok(),
+                                None => true,
+                            },
+                        };
+                        if !sent {
+                            break;
                         }
-                        AggCommand::Snapshot => {
-                            aggregator.take_copied();
-                            AggReply::Snapshot(
-                                aggregator.state.snapshot(),
-                                std::mem::take(&mut aggregator.copies),
-                            )
-                        }
-                    };
-                    if reply_tx.send(reply).is_err() {
-                        break;
                     }
-                }
-            })?;
+                })?;
+            } else {
+                spawn_thread(format!("sluice-map-{index}"), index, move || {
+                    for command in cmd_rx {
+                        if let Some(reply) = subtask.serve(command, &current)
+                            && reply_tx.send(reply).is_err()
+                        {
+                            break;
+                        }
+                    }
+                })?;
+                spawn_thread(format!("sluice-agg-{index}"), index, move || {
+                    while let Some(Work::Aggregate(command)) = aggregator.next(&agg_rx, None) {
+                        if agg_reply_tx.send(aggregator.serve(command)).is_err() {
+                            break;
+                        }
+                    }
+                })?;
+            }
             tracing::debug!(
-                "subtask {}/{} owns key groups {}..{}",
+                "subtask {}/{} owns key groups {}..{}{}",
                 index + 1,
                 spec.parallelism,
                 range.start,
-                range.end
+                range.end,
+                if share_threads {
+                    "; its map and aggregate steps share one thread"
+                } else {
+                    ""
+                }
             );
-            aggregators.push((cmd_tx, reply_rx));
+            aggregators.push((agg_tx, agg_reply_rx));
         }
         let parts = (0..mappers.len()).map(|_| None).collect();
         Ok(Workers {
@@ -828,5 +932,39 @@ impl Workers {
         let mapped = self.collect(true).unwrap_or_else(|| Err(lost(0)))?;
         self.aggregate(&batch, mapped)?;
         self.finish().unwrap_or_else(|| Err(lost(0)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Lines `text` at orders `orders` (record, row), as one part.
+    fn part(lines: &[(u32, u32, &str)]) -> Emitted {
+        let mut e = Emitted::default();
+        for &(record, row, text) in lines {
+            e.bytes.extend_from_slice(text.as_bytes());
+            e.bytes.push(b'\n');
+            e.push_mark(record, row);
+        }
+        e
+    }
+
+    #[test]
+    fn merge_keeps_record_and_row_order_across_parts() {
+        let merged = merge(vec![
+            part(&[(0, 0, "a"), (0, 1, "b"), (0, 2, "c"), (3, 0, "h")]),
+            part(&[]),
+            part(&[(1, 0, "d"), (2, 0, "f"), (4, 0, "i"), (4, 1, "j")]),
+            part(&[(1, 1, "e"), (2, 1, "g"), (5, 0, "k")]),
+        ]);
+        assert_eq!(merged.lines, 11);
+        assert_eq!(
+            String::from_utf8_lossy(&merged.bytes),
+            "a\nb\nc\nd\ne\nf\ng\nh\ni\nj\nk\n"
+        );
+        let one = merge(vec![part(&[(0, 0, "x"), (1, 0, "y")])]);
+        assert_eq!(one.bytes, b"x\ny\n");
+        assert!(merge(vec![part(&[]), part(&[])]).bytes.is_empty());
     }
 }
