@@ -1033,11 +1033,14 @@ impl<'a> Runner<'a> {
         }
     }
 
+    /// How to resume this job: from its own directory, which is where its
+    /// checkpoints went (after a `--restore`, the restored job's), and which
+    /// `--restore latest` might not pick when other jobs share the parent.
     fn resume_hint(&self) -> String {
         format!(
-            "host run --module {} --restore latest --checkpoint-dir {}",
+            "host run --module {} --restore {}",
             self.spec.module_path.display(),
-            self.spec.checkpoint_dir.display()
+            self.store.path().display()
         )
     }
 }

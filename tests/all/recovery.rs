@@ -69,6 +69,10 @@ fn seed_scenario(
         .assert_stderr_has("resume with `host run --module");
     // The dead-letter file holds the four ERROR records.
     let job_dir = single_job_dir(&dir.0);
+    out.assert_stderr_has(&format!(
+        "and the journal are kept in `{0}`; resume with `host run --module {module} --restore {0}`",
+        job_dir.display()
+    ));
     let dead =
         std::fs::read_to_string(job_dir.join("dead-letter.jsonl")).expect("dead-letter file");
     let records: Vec<u64> = dead
@@ -464,6 +468,13 @@ fn a_checkpoint_keeps_its_state_while_the_job_changes_it() {
     .stop_after_lines(2, "INT");
     assert_eq!(first.stdout, "(a,3)\n(b,2)\n");
     first.assert_stderr_has("restoring checkpoint `chk-1` (2 keys, source at record 1,");
+    // Its checkpoints went on in the restored job's directory: the hint
+    // names that one, not the default `--checkpoint-dir`.
+    first.assert_stderr_has(&format!(
+        "checkpoints kept in `{0}`; resume with `host run --module {1} --restore {0}`",
+        chk1.parent().expect("job dir").display(),
+        guests::WORDCOUNT
+    ));
 }
 
 #[test]
