@@ -679,7 +679,11 @@ mod tests {
             .iter()
             .position(|g| g.index.len() == 1)
             .expect("a key")];
-        assert!(g.bytes().len() < 2 * 4096 + 400, "{} bytes", g.bytes().len());
+        assert!(
+            g.bytes().len() < 2 * 4096 + 400,
+            "{} bytes",
+            g.bytes().len()
+        );
         let last = twice.snapshot();
         assert_eq!(
             last.iter().map(|g| g.bytes.len()).sum::<usize>(),
