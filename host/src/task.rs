@@ -6,10 +6,12 @@
 //! checks the output against the limits, and routes every row to the
 //! subtask that owns the row's key group. In the aggregate step each
 //! subtask's *aggregator* folds the rows routed to it, in input order, into
-//! its key groups' state and formats the updates. Mappers and aggregators
-//! are separate threads, so the guest works on batch k+1 while the state of
-//! batch k is updated. Outputs are merged by (record, row), so the printed
-//! order is the same at any parallelism.
+//! its key groups' state and formats the updates. A subtask's mapper and
+//! aggregator are two threads when the machine has a core for each, so the
+//! guest works on batch k+1 while the state of batch k is updated; on fewer
+//! cores they share the subtask's thread (see `shares_threads`). Outputs
+//! are merged by (record, row), so the printed order is the same at any
+//! parallelism.
 //!
 //! This module knows nothing of sources, sinks, checkpoint files or restart
 //! strategies; the job loop (`job.rs`) drives it.
@@ -557,8 +559,9 @@ type MapperLink = (Sender<MapCommand>, Receiver<MapReply>);
 /// other subtasks' guests.
 pub const MAP_AHEAD: usize = 4;
 
-/// The subtasks: a mapper thread and an aggregator thread each, so a busy
-/// guest pins only its own thread.
+/// The subtasks: a mapper thread and an aggregator thread each, or one
+/// thread each for both (see [`shares_threads`]), so a busy guest pins only
+/// its own subtask's thread.
 ///
 /// Batches go to the mappers as they arrive ([`Workers::submit`]), up to
 /// [`MAP_AHEAD`] ahead of the oldest one not yet collected; every mapper
