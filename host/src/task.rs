@@ -560,7 +560,7 @@ type MapperLink = (Sender<MapCommand>, Receiver<MapReply>);
 pub const MAP_AHEAD: usize = 4;
 
 /// The subtasks: a mapper thread and an aggregator thread each, or one
-/// thread each for both (see [`shares_threads`]), so a busy guest pins only
+/// thread each for both (see `shares_threads`), so a busy guest pins only
 /// its own subtask's thread.
 ///
 /// Batches go to the mappers as they arrive ([`Workers::submit`]), up to
