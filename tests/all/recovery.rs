@@ -70,7 +70,7 @@ fn seed_scenario(
     // The dead-letter file holds the four ERROR records.
     let job_dir = single_job_dir(&dir.0);
     out.assert_stderr_has(&format!(
-        "and the journal are kept in `{0}`; resume with `host run --module {module} --restore {0}`",
+        " in `{0}`; resume with `host run --module {module} --restore {0}`",
         job_dir.display()
     ));
     let dead =
