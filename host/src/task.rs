@@ -403,44 +403,32 @@ impl Aggregator {
         for arena in self.spares.try_iter() {
             self.state.give_spare(arena);
         }
-        let ready = |commands: &Receiver<AggCommand>| -> Result<Option<Work>, ()> {
-            match commands.try_recv() {
-                Ok(command) => return Ok(Some(Work::Aggregate(command))),
-                Err(crossbeam_channel::TryRecvError::Disconnected) => return Err(()),
-                Err(crossbeam_channel::TryRecvError::Empty) => {}
-            }
-            match map.map(|m| m.try_recv()) {
-                Some(Ok(command)) => Ok(Some(Work::Map(command))),
-                Some(Err(crossbeam_channel::TryRecvError::Disconnected)) => Err(()),
-                _ => Ok(None),
-            }
-        };
-        match ready(commands) {
-            Ok(Some(work)) => return Some(work),
-            Ok(None) => {}
-            Err(()) => return None,
-        }
+        use crossbeam_channel::TryRecvError::{Disconnected, Empty};
         let mut select = Select::new();
         select.recv(commands);
         if let Some(map) = map {
             select.recv(map);
         }
-        if self.state.copying_ahead() && select.ready_timeout(IDLE).is_err() {
-            while self.state.copy_ahead() {
-                match ready(commands) {
-                    Ok(Some(work)) => return Some(work),
-                    Ok(None) => {}
-                    Err(()) => return None,
-                }
-            }
-        }
+        let mut waited = false;
         loop {
-            match ready(commands) {
-                Ok(Some(work)) => return Some(work),
-                Ok(None) => {}
-                Err(()) => return None,
+            match commands.try_recv() {
+                Ok(command) => return Some(Work::Aggregate(command)),
+                Err(Disconnected) => return None,
+                Err(Empty) => {}
             }
-            select.ready();
+            match map.map(|m| m.try_recv()) {
+                Some(Ok(command)) => return Some(Work::Map(command)),
+                Some(Err(Disconnected)) => return None,
+                _ => {}
+            }
+            if !self.state.copying_ahead() {
+                select.ready();
+            } else if waited {
+                self.state.copy_ahead();
+            } else {
+                waited = true;
+                let _ = select.ready_timeout(IDLE);
+            }
         }
     }
 
@@ -611,6 +599,25 @@ fn spawn_thread(
         })
 }
 
+/// Starts a subtask's mapper on a thread of its own.
+fn spawn_mapper(
+    mut subtask: Subtask,
+    commands: Receiver<MapCommand>,
+    replies: Sender<MapReply>,
+    current: Arc<AtomicU64>,
+) -> Result<(), TaskFailure> {
+    let index = subtask.index;
+    spawn_thread(format!("sluice-map-{index}"), index, move || {
+        for command in commands {
+            if let Some(reply) = subtask.serve(command, &current)
+                && replies.send(reply).is_err()
+            {
+                break;
+            }
+        }
+    })
+}
+
 /// Whether each subtask's map and aggregate steps share one thread: when
 /// the machine has fewer cores than that would make threads. Two threads a
 /// subtask pipeline its steps, which is worth a core each; on fewer cores
@@ -662,15 +669,7 @@ impl Workers {
             mappers.push((cmd_tx, reply_rx));
 
             let Some(agg) = spec.aggregation else {
-                spawn_thread(format!("sluice-map-{index}"), index, move || {
-                    for command in cmd_rx {
-                        if let Some(reply) = subtask.serve(command, &current)
-                            && reply_tx.send(reply).is_err()
-                        {
-                            break;
-                        }
-                    }
-                })?;
+                spawn_mapper(subtask, cmd_rx, reply_tx, current)?;
                 continue;
             };
             let range = keyed::key_group_range(index, spec.parallelism, spec.max_parallelism);
@@ -713,15 +712,7 @@ impl Workers {
                     }
                 })?;
             } else {
-                spawn_thread(format!("sluice-map-{index}"), index, move || {
-                    for command in cmd_rx {
-                        if let Some(reply) = subtask.serve(command, &current)
-                            && reply_tx.send(reply).is_err()
-                        {
-                            break;
-                        }
-                    }
-                })?;
+                spawn_mapper(subtask, cmd_rx, reply_tx, current)?;
                 spawn_thread(format!("sluice-agg-{index}"), index, move || {
                     while let Some(Work::Aggregate(command)) = aggregator.next(&agg_rx, None) {
                         if agg_reply_tx.send(aggregator.serve(command)).is_err() {
