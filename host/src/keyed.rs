@@ -66,7 +66,7 @@ struct Slot {
 /// shared (`frozen`); the first change after it copies the arena back into
 /// one the group owns (copy on write), so a checkpoint never waits for its
 /// state to be encoded. Rows check a plain `Option`, not the `Arc`'s
-/// counts: two atomic operations a row cost a third of the aggregate step.
+/// counts: two atomic operations a row cost a sixth of the aggregate step.
 #[derive(Default)]
 struct Group {
     index: HashTable<Slot>,
@@ -189,10 +189,9 @@ impl Group {
 
     /// Drops the superseded entries.
     fn compact(&mut self) {
-        let old = match &self.frozen {
-            Some(shared) => shared,
-            None => &self.arena,
-        };
+        let shared = self.frozen.take();
+        let own = std::mem::take(&mut self.arena);
+        let old: &[u8] = shared.as_deref().unwrap_or(&own);
         let mut fresh = Vec::with_capacity(old.len() - self.dead);
         for s in self.index.iter_mut() {
             let at = s.at as usize;
@@ -200,7 +199,6 @@ impl Group {
             fresh.extend_from_slice(&old[at..at + entry_len(old, at)]);
         }
         self.arena = fresh;
-        self.frozen = None;
         self.dead = 0;
     }
 }
