@@ -276,7 +276,10 @@ fn host_run_module(
         .map(|l| paused_us(l).max(copied_us(l)))
         .max()
         .unwrap_or(0);
-    let checkpoints = log.lines().filter(|l| paused_us(l) > 0).count();
+    let checkpoints = log
+        .lines()
+        .filter(|l| l.contains("processing paused "))
+        .count();
     Ok(Run {
         wall,
         first_output: rx.try_recv().ok().map(|t| t - started),
