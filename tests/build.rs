@@ -15,6 +15,7 @@ const GUESTS: &[(&str, &str)] = &[
     ("guest-file-reader", "FILE_READER"),
     ("guest-env-reader", "ENV_READER"),
     ("guest-start-trap", "START_TRAP"),
+    ("guest-raw", "RAW"),
 ];
 
 /// (language, constant name) of the wordcount guests in other languages.

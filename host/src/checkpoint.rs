@@ -10,6 +10,7 @@
 //!       manifest.json             written last: what the checkpoint holds
 //!       state-S.bin               keyed state of the key groups subtask S owned
 //!     .chk-N.inprogress/          a checkpoint being written (ignored, removed on restore)
+//!     job.json                    the job as it started: id, name, module digest, source, sink
 //!     journal/seg-OFFSET.log      socket and stdin input since the oldest retained checkpoint
 //!     skipped                     record numbers that failed and are never replayed, one per line
 //!     dead-letter.jsonl           the failed records (default --dead-letter)
@@ -197,6 +198,31 @@ pub struct JobInfo {
     pub sink_uri: String,
 }
 
+/// `job.json`: the job as it started, written before any record flows, so
+/// that a job whose first checkpoint never completed can be resumed from
+/// its start (and its journal).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobRecord {
+    /// Always [`FORMAT`].
+    pub format: String,
+    /// [`FORMAT_VERSION`].
+    pub format_version: u32,
+    /// The job's id.
+    pub job_id: String,
+    /// The job's name.
+    pub job_name: String,
+    /// When it started (Unix ms).
+    pub created_at_ms: u64,
+    /// xxh3 of the module's bytes.
+    pub module_digest: String,
+    /// Key groups.
+    pub max_parallelism: u32,
+    /// The source URI.
+    pub source: String,
+    /// The sink URI.
+    pub sink: String,
+}
+
 /// A job's checkpoint directory.
 pub struct Store {
     path: PathBuf,
@@ -322,6 +348,40 @@ impl Store {
         Ok(manifest)
     }
 
+    /// Writes `job.json` (crash-safely).
+    pub fn write_job(&self, record: &JobRecord) -> Result<(), String> {
+        let json = serde_json::to_vec_pretty(record).map_err(|e| e.to_string())?;
+        let tmp = "job.json.tmp";
+        write_synced(&self.dir, tmp, &json)
+            .and_then(|()| self.dir.rename(tmp, &self.dir, "job.json"))
+            .and_then(|()| sync_dir(&self.dir))
+            .map_err(|e| io_err(&self.path.join("job.json"), "write", e))
+    }
+
+    /// Reads `job.json`; `Ok(None)` when the directory has none.
+    pub fn job(&self) -> Result<Option<JobRecord>, String> {
+        let bytes = match self.dir.read("job.json") {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err(&self.path.join("job.json"), "read", e)),
+        };
+        let record: JobRecord = serde_json::from_slice(&bytes).map_err(|e| {
+            format!(
+                "`{}` is not valid: {e}",
+                self.path.join("job.json").display()
+            )
+        })?;
+        if record.format != FORMAT || record.format_version != FORMAT_VERSION {
+            return Err(format!(
+                "`{}` has format `{}` version {}, not one this host reads ({FORMAT} {FORMAT_VERSION})",
+                self.path.join("job.json").display(),
+                record.format,
+                record.format_version
+            ));
+        }
+        Ok(Some(record))
+    }
+
     /// Removes completed checkpoints beyond the newest `retain`; returns
     /// the oldest kept id.
     pub fn retain(&self, retain: usize) -> Option<u64> {
@@ -356,6 +416,7 @@ impl Store {
         let _ = self.dir.remove_dir_all("journal");
         let _ = self.dir.remove_file("skipped");
         let _ = self.dir.remove_file("printed");
+        let _ = self.dir.remove_file("job.json");
     }
 
     /// Reads and verifies checkpoint `id`.
@@ -504,41 +565,57 @@ fn parse_groups(bytes: &[u8]) -> Result<Vec<GroupState>, String> {
     Ok(groups)
 }
 
+/// The job directory in `checkpoint_dir` that was active last: by the time
+/// of its newest completed checkpoint, or, for a job that never completed
+/// one, of its `job.json` (it then resumes from its start).
+fn latest_job(checkpoint_dir: &Path) -> Result<PathBuf, String> {
+    let modified = |path: &Path| {
+        std::fs::metadata(path)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_millis() as u64)
+    };
+    let entries = std::fs::read_dir(checkpoint_dir).map_err(|e| {
+        format!(
+            "no checkpoints to restore in `{}`: {e}; pass --checkpoint-dir where the job kept them",
+            checkpoint_dir.display()
+        )
+    })?;
+    let mut best: Option<(u64, PathBuf)> = None;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if !path.is_dir() {
+            continue;
+        }
+        let Ok(store) = Store::open(&path) else {
+            continue;
+        };
+        let times = store
+            .ids()
+            .into_iter()
+            .filter_map(|id| modified(&path.join(format!("chk-{id}")).join("manifest.json")))
+            .chain(modified(&path.join("job.json")));
+        if let Some(t) = times.max()
+            && best.as_ref().is_none_or(|(b, _)| t > *b)
+        {
+            best = Some((t, path));
+        }
+    }
+    best.map(|(_, p)| p).ok_or_else(|| {
+        format!(
+            "no job to restore in `{}`: it holds no checkpoint and no job started there; \
+             pass --checkpoint-dir where the job kept them",
+            checkpoint_dir.display()
+        )
+    })
+}
+
 /// Resolves `--restore latest|PATH` to a job directory and, for a
 /// `chk-N` path, the checkpoint id.
 pub fn resolve_restore(arg: &str, checkpoint_dir: &Path) -> Result<(PathBuf, Option<u64>), String> {
     if arg == "latest" {
-        let mut best: Option<(u64, PathBuf)> = None;
-        let entries = std::fs::read_dir(checkpoint_dir).map_err(|e| {
-            format!(
-                "no checkpoints to restore in `{}`: {e}; pass --checkpoint-dir where the job kept them",
-                checkpoint_dir.display()
-            )
-        })?;
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let Ok(store) = Store::open(&path) else {
-                continue;
-            };
-            for id in store.ids() {
-                let manifest = path.join(format!("chk-{id}")).join("manifest.json");
-                let modified = std::fs::metadata(&manifest)
-                    .and_then(|m| m.modified())
-                    .ok()
-                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                    .map(|d| d.as_millis() as u64)
-                    .unwrap_or(0);
-                if best.as_ref().is_none_or(|(t, _)| modified > *t) {
-                    best = Some((modified, path.clone()));
-                }
-            }
-        }
-        return best.map(|(_, p)| (p, None)).ok_or_else(|| {
-            format!(
-                "no completed checkpoint in `{}`; nothing to restore",
-                checkpoint_dir.display()
-            )
-        });
+        return latest_job(checkpoint_dir).map(|p| (p, None));
     }
     let path = PathBuf::from(arg);
     if path.join("manifest.json").exists() {

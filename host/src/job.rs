@@ -21,14 +21,14 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError, bounded};
 use tracing::{error, info, warn};
 
-use crate::checkpoint::{self, JobInfo, SinkPosition, Snapshot, SourcePosition, Store};
+use crate::checkpoint::{self, JobInfo, JobRecord, SinkPosition, Snapshot, SourcePosition, Store};
 use crate::guest::Module;
 use crate::journal;
 use crate::restart::{Decision, RestartStrategy, RestartTracker};
-use crate::sink::Sink;
+use crate::sink::{Resume, Sink};
 use crate::source::{self, ReplayFrom, SourceBatch, SourceEvent, SourceOptions, StartAt};
 use crate::spec::{JobSpec, SinkSpec, SourceSpec};
-use crate::task::{MAP_AHEAD, Output, Workers};
+use crate::task::{self, MAP_AHEAD, Output, Workers};
 
 /// Cancels a job from another thread (a signal handler, a server).
 #[derive(Clone, Default)]
@@ -76,6 +76,8 @@ pub enum Fault {
     Job,
     /// The environment: a source or sink failed.
     Environment,
+    /// The host itself: a bug, never the user's or the guest's doing.
+    Host,
 }
 
 impl Fault {
@@ -84,6 +86,7 @@ impl Fault {
             Fault::Guest => "guest",
             Fault::Job => "job",
             Fault::Environment => "environment",
+            Fault::Host => "host",
         }
     }
 }
@@ -128,6 +131,8 @@ pub struct Prepared {
     id: String,
     store: Store,
     restored: Option<Snapshot>,
+    /// Where a restored job's output continues.
+    resume: Option<Resume>,
     notes: Vec<String>,
     skipped: BTreeSet<u64>,
     live_start: SourcePosition,
@@ -151,16 +156,39 @@ fn journal_dir(store: &Store, spec: &JobSpec) -> Option<PathBuf> {
     (!matches!(spec.source, SourceSpec::File(_))).then(|| store.path().join("journal"))
 }
 
+/// What a restore starts from: a checkpoint, or the job's start when none
+/// completed.
+struct RestorePoint {
+    job_id: String,
+    checkpoint_id: u64,
+    module_digest: String,
+    max_parallelism: u32,
+    sink: String,
+    snapshot: Snapshot,
+}
+
 /// Sets up the job's checkpoint directory, or finds and checks the
 /// checkpoint to resume from (`--restore`). Errors are the user's to fix.
 pub fn prepare(module: &Module, spec: &JobSpec) -> Result<Prepared, String> {
     let Some(restore) = &spec.restore else {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let store = Store::open(&spec.checkpoint_dir.join(&id))?;
+        store.write_job(&JobRecord {
+            format: checkpoint::FORMAT.into(),
+            format_version: checkpoint::FORMAT_VERSION,
+            job_id: id.clone(),
+            job_name: spec.name.clone(),
+            created_at_ms: now_ms(),
+            module_digest: module.digest().to_string(),
+            max_parallelism: spec.max_parallelism,
+            source: spec.source.to_string(),
+            sink: spec.sink.to_string(),
+        })?;
         return Ok(Prepared {
             id,
             store,
             restored: None,
+            resume: None,
             notes: Vec::new(),
             skipped: BTreeSet::new(),
             live_start: SourcePosition::default(),
@@ -171,46 +199,9 @@ pub fn prepare(module: &Module, spec: &JobSpec) -> Result<Prepared, String> {
     let (dir, id) = checkpoint::resolve_restore(restore, &spec.checkpoint_dir)?;
     let store = Store::open(&dir)?;
     store.clean_in_progress();
-    let (found, notes) = match id {
-        Some(id) => (
-            Some(store.load(id).map_err(|e| {
-                format!(
-                    "checkpoint `{}` is damaged ({e}); restore another one",
-                    dir.join(format!("chk-{id}")).display()
-                )
-            })?),
-            Vec::new(),
-        ),
-        None => store.latest(),
-    };
-    let Some((manifest, snapshot)) = found else {
-        let mut message = format!("no intact checkpoint to restore in `{}`", dir.display());
-        for n in &notes {
-            message.push_str(&format!("; {n}"));
-        }
-        return Err(message);
-    };
-    if manifest.module_digest != module.digest() && !spec.allow_module_change {
-        return Err(format!(
-            "checkpoint `chk-{}` was taken with another module (xxh3:{}, this one is xxh3:{}); \
-             pass --allow-module-change to restore it anyway",
-            manifest.checkpoint_id,
-            manifest.module_digest,
-            module.digest()
-        ));
-    }
-    if manifest.max_parallelism != spec.max_parallelism {
-        return Err(format!(
-            "checkpoint `chk-{}` has {} key groups; pass --max-parallelism {}",
-            manifest.checkpoint_id, manifest.max_parallelism, manifest.max_parallelism
-        ));
-    }
-    if spec.parallelism > manifest.max_parallelism {
-        return Err(format!(
-            "parallelism {} is more than the checkpoint's {} key groups",
-            spec.parallelism, manifest.max_parallelism
-        ));
-    }
+    let (point, notes) = restore_point(&store, &dir, id)?;
+    check_restore(&point, module, spec)?;
+    let snapshot = point.snapshot;
     let mut skipped: BTreeSet<u64> = snapshot.skipped.iter().copied().collect();
     skipped.extend(store.skipped());
     let (live_start, replay) = match journal_dir(&store, spec) {
@@ -233,11 +224,19 @@ pub fn prepare(module: &Module, spec: &JobSpec) -> Result<Prepared, String> {
         .last()
         .copied()
         .unwrap_or(0)
-        .max(manifest.checkpoint_id)
+        .max(point.checkpoint_id)
         + 1;
+    let previous = SinkSpec::parse(&point.sink)
+        .map_err(|e| format!("the checkpoint's sink is not one this host knows: {e}"))?;
+    let resume = Resume {
+        previous,
+        bytes: snapshot.sink.bytes,
+    };
+    crate::sink::check_resume(&spec.sink, &resume)?;
     Ok(Prepared {
-        id: manifest.job_id.clone(),
+        id: point.job_id,
         store,
+        resume: Some(resume),
         restored: Some(snapshot),
         notes,
         skipped,
@@ -245,6 +244,89 @@ pub fn prepare(module: &Module, spec: &JobSpec) -> Result<Prepared, String> {
         replay,
         next_checkpoint,
     })
+}
+
+/// The checkpoint `id` of the job in `dir`, or its newest intact one, or,
+/// when the job never completed a checkpoint, its start.
+fn restore_point(
+    store: &Store,
+    dir: &std::path::Path,
+    id: Option<u64>,
+) -> Result<(RestorePoint, Vec<String>), String> {
+    let (found, notes) = match id {
+        Some(id) => (
+            Some(store.load(id).map_err(|e| {
+                format!(
+                    "checkpoint `{}` is damaged ({e}); restore another one",
+                    dir.join(format!("chk-{id}")).display()
+                )
+            })?),
+            Vec::new(),
+        ),
+        None => store.latest(),
+    };
+    if let Some((m, snapshot)) = found {
+        let point = RestorePoint {
+            job_id: m.job_id,
+            checkpoint_id: m.checkpoint_id,
+            module_digest: m.module_digest,
+            max_parallelism: m.max_parallelism,
+            sink: m.sink.uri,
+            snapshot,
+        };
+        return Ok((point, notes));
+    }
+    let record = match store.job()? {
+        Some(record) if notes.is_empty() => record,
+        _ => {
+            let mut message = format!("no intact checkpoint to restore in `{}`", dir.display());
+            for n in &notes {
+                message.push_str(&format!("; {n}"));
+            }
+            if notes.is_empty() {
+                message.push_str(": it is not a job directory (it has no `job.json`); pass a job's directory, `chk-N` or `latest`");
+            }
+            return Err(message);
+        }
+    };
+    let point = RestorePoint {
+        job_id: record.job_id,
+        checkpoint_id: 0,
+        module_digest: record.module_digest,
+        max_parallelism: record.max_parallelism,
+        sink: record.sink,
+        snapshot: Snapshot::default(),
+    };
+    Ok((point, notes))
+}
+
+/// Refuses a restore that cannot work with this module and these settings.
+fn check_restore(point: &RestorePoint, module: &Module, spec: &JobSpec) -> Result<(), String> {
+    let what = match point.checkpoint_id {
+        0 => "the job".to_string(),
+        id => format!("checkpoint `chk-{id}`"),
+    };
+    if point.module_digest != module.digest() && !spec.allow_module_change {
+        return Err(format!(
+            "{what} was taken with another module (xxh3:{}, this one is xxh3:{}); \
+             pass --allow-module-change to restore it anyway",
+            point.module_digest,
+            module.digest()
+        ));
+    }
+    if point.max_parallelism != spec.max_parallelism {
+        return Err(format!(
+            "{what} has {} key groups; pass --max-parallelism {}",
+            point.max_parallelism, point.max_parallelism
+        ));
+    }
+    if spec.parallelism > point.max_parallelism {
+        return Err(format!(
+            "parallelism {} is more than the {} key groups of {what}",
+            spec.parallelism, point.max_parallelism
+        ));
+    }
+    Ok(())
 }
 
 /// Runs a job to its end. Logs every state change; never exits the process.
@@ -273,14 +355,24 @@ pub fn run(
     for note in &prepared.notes {
         warn!("{job}: {note}; falling back to an older checkpoint");
     }
-    if let Some(s) = &prepared.restored {
-        info!(
+    match &prepared.restored {
+        Some(s) if s.id == 0 => info!(
+            "{job}: no checkpoint of it completed: restoring from the job's start{} ({} skipped record(s))",
+            if journal_dir(&prepared.store, spec).is_some() {
+                " and replaying its journal"
+            } else {
+                ", reading the source again"
+            },
+            prepared.skipped.len()
+        ),
+        Some(s) => info!(
             "{job}: restoring checkpoint `chk-{}` ({} keys, source at record {}, {} skipped record(s))",
             s.id,
             s.keys(),
             s.source.seq,
             prepared.skipped.len()
-        );
+        ),
+        None => {}
     }
     let mut runner = match Runner::new(module, spec, prepared, cancel, &job) {
         Ok(r) => r,
@@ -373,8 +465,15 @@ impl<'a> Runner<'a> {
         cancel: &'a CancelToken,
         job: &'a str,
     ) -> Result<Self, String> {
-        let restored = prepared.restored.map(Arc::new);
-        let sink = Sink::open(&spec.sink, restored.as_ref().map(|s| s.sink.bytes))?;
+        let mut restored = prepared.restored;
+        let (sink, same) = Sink::open(&spec.sink, prepared.resume.as_ref())?;
+        if let Some(s) = &mut restored
+            && !same
+        {
+            // A new sink file starts empty at the restore point.
+            s.sink.bytes = 0;
+        }
+        let restored = restored.map(Arc::new);
         let workers =
             Workers::start(module, spec, restored.as_deref()).map_err(|f| f.to_string())?;
         let options = source_options(spec);
@@ -638,6 +737,15 @@ impl<'a> Runner<'a> {
         if self.checkpoint_due() {
             self.checkpoint_now();
         }
+        let mut give_up = None;
+        let result = result.map(|mut mapped| {
+            for fault in task::take_unreproduced(&mut mapped) {
+                if give_up.is_none() {
+                    give_up = self.unreproduced(fault);
+                }
+            }
+            mapped
+        });
         match result.and_then(|m| self.workers.aggregate(&batch, m)) {
             Ok(()) => self.pending = Some((batch, end)),
             Err(failure) => {
@@ -646,7 +754,68 @@ impl<'a> Runner<'a> {
                 }
             }
         }
+        if let Some(outcome) = give_up {
+            // The batch's output is whole: write it, then stop.
+            self.mapping.clear();
+            self.workers.abandon();
+            return Advance::Ended(self.finish_pending().unwrap_or(outcome));
+        }
         Advance::Progressed
+    }
+
+    /// A guest fault that did not reproduce when its record ran alone in a
+    /// fresh instance: the record's output counts and nothing is
+    /// dead-lettered, but the fault counts against the restart strategy.
+    /// `Some` when the strategy gives up.
+    fn unreproduced(&mut self, failure: TaskFailure) -> Option<JobOutcome> {
+        let job = self.job;
+        let what = match failure.seq {
+            Some(_) => {
+                "it did not reproduce when the record ran alone in a fresh instance, so its output counts and nothing is dead-lettered"
+            }
+            None => {
+                "no record reproduces it alone, so the batch's output counts and nothing is dead-lettered"
+            }
+        };
+        error!("{job} switched from RUNNING to FAILING: {failure}; {what}");
+        match self.tracker.on_failure(Instant::now()) {
+            Decision::GiveUp(reason) => Some(JobOutcome::Failed(format!("{failure}; {reason}"))),
+            Decision::Restart { delay, attempt } => {
+                self.log_restart(attempt, delay);
+                if self.sleep_unless_cancelled(delay) {
+                    return Some(JobOutcome::Canceled);
+                }
+                info!(
+                    "{job} switched from RESTARTING to RUNNING: fresh guest instance, keyed state kept, the batch goes on"
+                );
+                None
+            }
+        }
+    }
+
+    /// Logs the move to RESTARTING.
+    fn log_restart(&self, attempt: u32, delay: Duration) {
+        let of = match self.spec.restart {
+            RestartStrategy::FixedDelay { attempts, .. } => format!(" of {attempts}"),
+            _ => String::new(),
+        };
+        info!(
+            "{} switched from FAILING to RESTARTING: restart {attempt}{of} in {} ms",
+            self.job,
+            delay.as_millis()
+        );
+    }
+
+    /// Waits out a restart delay; `true` when the job was cancelled meanwhile.
+    fn sleep_unless_cancelled(&self, delay: Duration) -> bool {
+        let until = Instant::now() + delay;
+        while Instant::now() < until {
+            if self.cancel.is_cancelled() {
+                return true;
+            }
+            std::thread::sleep((until - Instant::now()).min(Duration::from_millis(50)));
+        }
+        false
     }
 
     /// Takes every batch in and writes all output.
@@ -755,20 +924,9 @@ impl<'a> Runner<'a> {
         match decision {
             Decision::GiveUp(reason) => Some(JobOutcome::Failed(format!("{failure}; {reason}"))),
             Decision::Restart { delay, attempt } => {
-                let of = match self.spec.restart {
-                    RestartStrategy::FixedDelay { attempts, .. } => format!(" of {attempts}"),
-                    _ => String::new(),
-                };
-                info!(
-                    "{job} switched from FAILING to RESTARTING: restart {attempt}{of} in {} ms",
-                    delay.as_millis()
-                );
-                let until = Instant::now() + delay;
-                while Instant::now() < until {
-                    if self.cancel.is_cancelled() {
-                        return Some(JobOutcome::Canceled);
-                    }
-                    std::thread::sleep((until - Instant::now()).min(Duration::from_millis(50)));
+                self.log_restart(attempt, delay);
+                if self.sleep_unless_cancelled(delay) {
+                    return Some(JobOutcome::Canceled);
                 }
                 if local {
                     self.recover_locally(batch, &ahead, failure.seq.unwrap_or_default());

@@ -78,20 +78,50 @@ impl RestartStrategy {
                 let multiplier = rest.first().map(|m| float(m)).transpose()?.unwrap_or(2.0);
                 let reset_after_ms = rest.get(1).map(|r| ms(r)).transpose()?.unwrap_or(3_600_000);
                 let jitter = rest.get(2).map(|j| float(j)).transpose()?.unwrap_or(0.1);
-                if multiplier < 1.0 || !(0.0..=1.0).contains(&jitter) {
-                    return Err(format!(
-                        "restart strategy `{s}`: the multiplier must be at least 1 and the jitter between 0 and 1"
-                    ));
-                }
-                Ok(RestartStrategy::Exponential {
+                let strategy = RestartStrategy::Exponential {
                     initial_ms: ms(initial)?,
                     max_ms: ms(max)?,
                     multiplier,
                     reset_after_ms,
                     jitter,
-                })
+                };
+                strategy
+                    .validate()
+                    .map_err(|e| format!("restart strategy `{s}`: {e}"))?;
+                Ok(strategy)
             }
             _ => Err(bad()),
+        }
+    }
+
+    /// Refuses settings that cannot work, wherever the strategy came from
+    /// (a flag, the TOML file, or the guest's description, which is
+    /// untrusted input).
+    pub fn validate(&self) -> Result<(), String> {
+        match *self {
+            RestartStrategy::Exponential {
+                initial_ms,
+                max_ms,
+                multiplier,
+                jitter,
+                ..
+            } => {
+                if !(multiplier >= 1.0 && multiplier.is_finite()) {
+                    return Err(format!(
+                        "the multiplier must be at least 1, not {multiplier}"
+                    ));
+                }
+                if !(0.0..=1.0).contains(&jitter) {
+                    return Err(format!("the jitter must be between 0 and 1, not {jitter}"));
+                }
+                if initial_ms > max_ms {
+                    return Err(format!(
+                        "the initial delay ({initial_ms} ms) is longer than the maximum ({max_ms} ms)"
+                    ));
+                }
+                Ok(())
+            }
+            _ => Ok(()),
         }
     }
 }
@@ -280,6 +310,11 @@ mod tests {
             Ok(RestartStrategy::Exponential { multiplier, .. }) if multiplier == 2.0
         ));
         assert!(RestartStrategy::parse("fixed-delay:3").is_err());
+        assert_eq!(
+            RestartStrategy::parse("exponential:10s:1s"),
+            Err("restart strategy `exponential:10s:1s`: the initial delay (10000 ms) is longer than the maximum (1000 ms)".into())
+        );
+        assert!(RestartStrategy::parse("exponential:1s:10s:NaN").is_err());
         assert!(RestartStrategy::parse("sometimes").is_err());
     }
 

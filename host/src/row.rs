@@ -442,4 +442,151 @@ mod tests {
         assert_eq!(b.text(2), b"c");
         assert_eq!(b.slice(1..3).len(), 9 + 10);
     }
+
+    /// The encoding as `wit/stream.wit` documents it, decoded the plain
+    /// way: the reference the host's fast decoder must agree with.
+    mod reference {
+        pub fn value(buf: &[u8], at: &mut usize) -> Option<()> {
+            let tag = *buf.get(*at)?;
+            *at += 1;
+            let fixed = match tag {
+                0 => 0,
+                1 => 1,
+                2 | 3 => 8,
+                4 | 5 => {
+                    let len = u32::from_le_bytes(buf.get(*at..*at + 4)?.try_into().ok()?) as usize;
+                    *at += 4;
+                    let body = buf.get(*at..at.checked_add(len)?)?;
+                    if tag == 4 {
+                        std::str::from_utf8(body).ok()?;
+                    }
+                    len
+                }
+                _ => return None,
+            };
+            buf.get(*at..at.checked_add(fixed)?)?;
+            *at += fixed;
+            Some(())
+        }
+
+        pub fn output(buf: &[u8], records: usize, keyed: bool) -> Option<Vec<(u32, u32)>> {
+            let mut at = 0;
+            let mut rows = Vec::new();
+            for record in 0..records {
+                let count = u32::from_le_bytes(buf.get(at..at + 4)?.try_into().ok()?);
+                at += 4;
+                for ordinal in 0..count {
+                    let values = u32::from_le_bytes(buf.get(at..at + 4)?.try_into().ok()?);
+                    at += 4;
+                    for _ in 0..values {
+                        value(buf, &mut at)?;
+                    }
+                    if keyed {
+                        value(buf, &mut at)?;
+                    }
+                    rows.push((record as u32, ordinal));
+                }
+            }
+            (at == buf.len()).then_some(rows)
+        }
+    }
+
+    use proptest::prelude::*;
+
+    fn any_value() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            Just(vec![NULL]),
+            any::<bool>().prop_map(|b| vec![BOOL, u8::from(b)]),
+            any::<i64>().prop_map(int),
+            any::<f64>().prop_map(|f| {
+                let mut v = vec![FLOAT];
+                v.extend_from_slice(&f.to_le_bytes());
+                v
+            }),
+            ".{0,12}".prop_map(|s| text(&s)),
+            proptest::collection::vec(any::<u8>(), 0..12).prop_map(|b| {
+                let mut v = vec![BYTES];
+                v.extend_from_slice(&(b.len() as u32).to_le_bytes());
+                v.extend_from_slice(&b);
+                v
+            }),
+        ]
+    }
+
+    /// A well-formed output: per record, its rows (each with a key).
+    fn any_output() -> impl Strategy<Value = (Vec<u8>, usize, bool)> {
+        let entry = (proptest::collection::vec(any_value(), 0..4), any_value());
+        let record = proptest::collection::vec(entry, 0..4);
+        (proptest::collection::vec(record, 0..5), any::<bool>()).prop_map(|(records, keyed)| {
+            let mut out = Vec::new();
+            for rows in &records {
+                out.extend_from_slice(&(rows.len() as u32).to_le_bytes());
+                for (values, key) in rows {
+                    out.extend(row(values));
+                    if keyed {
+                        out.extend_from_slice(key);
+                    }
+                }
+            }
+            (out, records.len(), keyed)
+        })
+    }
+
+    /// What the host's decoder says of `buf`: the rows it walked, or `None`.
+    fn decoded(buf: &[u8], records: usize, keyed: bool) -> Option<Vec<(u32, u32)>> {
+        let mut rows = Vec::new();
+        read_output(buf, records, keyed, OutputLimits::NONE, |r| {
+            rows.push((r.record, r.ordinal))
+        })
+        .ok()
+        .map(|()| rows)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn every_valid_output_is_accepted((out, records, keyed) in any_output()) {
+            let expected = reference::output(&out, records, keyed);
+            prop_assert!(expected.is_some());
+            prop_assert_eq!(decoded(&out, records, keyed), expected);
+        }
+
+        #[test]
+        fn a_mutated_output_is_accepted_only_if_it_is_valid(
+            (out, records, keyed) in any_output(),
+            edits in proptest::collection::vec((any::<usize>(), any::<u8>(), 0u8..4), 1..4),
+            claimed in 0usize..8,
+        ) {
+            let mut buf = out;
+            for (at, byte, how) in edits {
+                let at = if buf.is_empty() { 0 } else { at % buf.len() };
+                match how {
+                    0 if !buf.is_empty() => buf[at] = byte,
+                    1 => buf.truncate(at),
+                    2 => buf.insert(at.min(buf.len()), byte),
+                    _ if !buf.is_empty() => buf[at] ^= 0x80,
+                    _ => {}
+                }
+            }
+            for records in [records, claimed] {
+                prop_assert_eq!(
+                    decoded(&buf, records, keyed),
+                    reference::output(&buf, records, keyed)
+                );
+            }
+        }
+
+        #[test]
+        fn random_bytes_never_panic_the_decoder(
+            buf in proptest::collection::vec(any::<u8>(), 0..64),
+            records in 0usize..6,
+            keyed in any::<bool>(),
+        ) {
+            prop_assert_eq!(
+                decoded(&buf, records, keyed),
+                reference::output(&buf, records, keyed)
+            );
+        }
+    }
 }

@@ -421,6 +421,7 @@ impl JobSpec {
             .or_else(|| file.name.clone())
             .or_else(|| description.name.clone())
             .unwrap_or_else(|| "job".to_string());
+        check_name(&name)?;
         let source = flags
             .settings
             .source
@@ -514,7 +515,15 @@ impl JobSpec {
             .or(file.restart.as_deref())
         {
             Some(s) => RestartStrategy::parse(s)?,
-            None => description.restart.unwrap_or(RestartStrategy::None),
+            None => {
+                let described = description.restart.unwrap_or(RestartStrategy::None);
+                described.validate().map_err(|e| {
+                    format!(
+                        "the module's job description has a restart strategy that cannot work: {e}"
+                    )
+                })?;
+                described
+            }
         };
         let duration = |flag: &Option<String>,
                         file: &Option<String>,
@@ -602,6 +611,29 @@ impl JobSpec {
             restart,
         })
     }
+}
+
+/// The longest job name: it is a directory name and part of every log line.
+pub const MAX_NAME_BYTES: usize = 100;
+
+/// A job name is a directory (`sluice-checkpoints/NAME`) and part of every
+/// log line, and may come from the guest's description: letters, digits,
+/// `-`, `_` and `.`, not starting with a dot.
+fn check_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME_BYTES
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        return Ok(());
+    }
+    let shown: String = name.chars().take(MAX_NAME_BYTES).collect();
+    Err(format!(
+        "job name {shown:?} is not valid: use 1 to {MAX_NAME_BYTES} letters, digits, `-`, `_` and `.`, not starting with `.`; \
+         pass --name to choose another"
+    ))
 }
 
 /// Parses `64MiB`, `512KiB`, `1GiB`, `1000` (bytes).

@@ -40,6 +40,10 @@ pub struct Mapped {
     routes: Vec<Vec<RowRef>>,
     /// Formatted rows (unkeyed jobs).
     emitted: Emitted,
+    /// Faults that did not reproduce when their record ran alone in a
+    /// fresh instance: the records' output counts and nothing is
+    /// dead-lettered, but each still counts against the restart strategy.
+    unreproduced: Vec<TaskFailure>,
 }
 
 /// Formatted output lines with their (record, row) order.
@@ -256,49 +260,28 @@ impl Subtask {
     }
 
     /// Calls the guest on records `range`; checks and routes its output.
+    /// Any guest fault in the call (a trap, an error it reports, a
+    /// malformed output, a failure report for a record the batch does not
+    /// hold) sends the records through [`Subtask::isolate`], which pins the
+    /// fault to its record or finds that it does not reproduce.
     fn map(&mut self, batch: &SourceBatch, range: Range<usize>) -> Result<Mapped, TaskFailure> {
         let keyed = self.keyed;
         let mut mapped = Mapped {
             out: Vec::new(),
             routes: vec![Vec::new(); self.parallelism as usize],
             emitted: Emitted::default(),
+            unreproduced: Vec::new(),
         };
         if range.is_empty() {
             return Ok(mapped);
         }
-        match self.call(batch, range.clone(), keyed) {
+        self.start_instance(batch)?;
+        match self.run(batch, range.clone(), keyed) {
             Ok(out) => mapped.out = out,
-            Err(GuestFailure {
-                message,
-                record: Some(index),
-            }) => {
-                // The guest said which record failed: no need to look for it.
-                let record = range.start + index as usize;
-                return Err(self.failure(batch, Some(record), message, Fault::Guest));
-            }
-            Err(first) if range.len() == 1 => {
-                // One record: it is the one that failed.
-                self.instance = None;
-                return Err(self.failure(batch, Some(range.start), first.message, Fault::Guest));
-            }
             Err(first) => {
-                // The batch trapped as a whole: run its records one at a time
-                // in a fresh instance to find the one that fails.
-                self.instance = None;
-                let found = self.probe(batch, range.clone(), keyed);
-                self.instance = None;
-                return Err(match found {
-                    Some((i, cause)) => self.failure(batch, Some(i), cause, Fault::Guest),
-                    None => self.failure(
-                        batch,
-                        None,
-                        format!(
-                            "{} (no single record of the batch reproduces it)",
-                            first.message
-                        ),
-                        Fault::Guest,
-                    ),
-                });
+                let isolated = self.isolate(batch, range.clone(), keyed, first)?;
+                mapped.out = isolated.0;
+                mapped.unreproduced = isolated.1;
             }
         }
         let base = range.start as u32;
@@ -306,9 +289,9 @@ impl Subtask {
         let out = &mapped.out;
         let routes = &mut mapped.routes;
         let emitted = &mut mapped.emitted;
-        let limits = self.output_limits();
         let discard = self.discard;
-        let checked = row::read_output(out, range.len(), keyed, limits, |mut r| {
+        // Checked by `run`: this walk cannot fail.
+        let walked = row::read_output(out, range.len(), keyed, self.output_limits(), |mut r| {
             r.record += base;
             if keyed {
                 let owner = keyed::subtask_of(keyed::key_group(r.hash, m), p, m);
@@ -320,67 +303,157 @@ impl Subtask {
                 emitted.push_mark(r.record, r.ordinal);
             }
         });
-        if let Err(e) = checked {
-            let record = e.1.map(|r| range.start + r as usize);
-            let cause = match record {
-                Some(_) => e.0,
-                None => format!("the guest's output is malformed: {}", e.0),
-            };
-            return Err(self.failure(batch, record, cause, Fault::Guest));
+        if let Err(e) = walked {
+            return Err(self.failure(batch, None, e.0, Fault::Host));
         }
         Ok(mapped)
     }
 
+    /// One guest call on records `range`, its output checked: the output,
+    /// or the fault worded for the user.
+    fn run(
+        &mut self,
+        batch: &SourceBatch,
+        range: Range<usize>,
+        keyed: bool,
+    ) -> Result<Vec<u8>, String> {
+        let records = range.len();
+        let out = self.call(batch, range, keyed)?;
+        match row::read_output(&out, records, keyed, self.output_limits(), |_| {}) {
+            Ok(()) => Ok(out),
+            Err(row::Malformed(message, Some(_))) => Err(message),
+            Err(row::Malformed(message, None)) => {
+                Err(format!("the guest's output is malformed: {message}"))
+            }
+        }
+    }
+
+    /// Runs the records of a batch that faulted one at a time, to pin the
+    /// fault to its record. A record that fails on an instance that ran
+    /// others before it is run again alone in a fresh instance: only if it
+    /// fails there too is it the poison record (the `Err`, for the dead
+    /// letters). Otherwise its output counts, and the fault is returned as
+    /// one that did not reproduce, with the output of every record.
+    fn isolate(
+        &mut self,
+        batch: &SourceBatch,
+        range: Range<usize>,
+        keyed: bool,
+        first: String,
+    ) -> Result<(Vec<u8>, Vec<TaskFailure>), TaskFailure> {
+        self.instance = None;
+        let mut out = Vec::new();
+        let mut unreproduced = Vec::new();
+        for i in range.clone() {
+            let fresh = self.instance.is_none();
+            self.start_instance(batch)?;
+            let cause = match self.run(batch, i..i + 1, keyed) {
+                Ok(one) => {
+                    out.extend_from_slice(&one);
+                    continue;
+                }
+                Err(cause) => cause,
+            };
+            self.instance = None;
+            if fresh {
+                return Err(self.failure(batch, Some(i), cause, Fault::Guest));
+            }
+            self.start_instance(batch)?;
+            match self.run(batch, i..i + 1, keyed) {
+                Ok(one) => {
+                    out.extend_from_slice(&one);
+                    unreproduced.push(self.failure(batch, Some(i), cause, Fault::Guest));
+                }
+                Err(again) => {
+                    self.instance = None;
+                    return Err(self.failure(batch, Some(i), again, Fault::Guest));
+                }
+            }
+        }
+        if unreproduced.is_empty() {
+            // Every record ran alone without a fault: the batch's fault is
+            // not any one record's (a deadline for the whole batch, say).
+            let seq = |i: usize| batch.seqs.get(i).map_or(0, |s| s + 1);
+            let cause = format!(
+                "{first}; records {}..{} then ran one at a time without a fault",
+                seq(range.start),
+                seq(range.end - 1)
+            );
+            unreproduced.push(self.failure(batch, None, cause, Fault::Guest));
+        }
+        Ok((out, unreproduced))
+    }
+
+    /// Makes sure there is a guest instance. Failing to create one is not
+    /// any record's fault: the guest started before (the job checks that it
+    /// does), so this is the environment's (the instance pool, say).
+    fn start_instance(&mut self, batch: &SourceBatch) -> Result<(), TaskFailure> {
+        match self.instance() {
+            Ok(_) => Ok(()),
+            Err(f) => Err(self.failure(batch, None, f.message, Fault::Environment)),
+        }
+    }
+
     /// One guest call on records `range`: the output, or why it failed.
+    /// A failure the guest reports counts only for a record of `range`;
+    /// any other report is malformed output.
     fn call(
         &mut self,
         batch: &SourceBatch,
         range: Range<usize>,
         keyed: bool,
-    ) -> Result<Vec<u8>, GuestFailure> {
+    ) -> Result<Vec<u8>, String> {
         let records = batch.records.slice(range.clone());
-        let result = self.instance()?.flat_map(records, keyed);
+        let result = self.instance().and_then(|i| i.flat_map(records, keyed));
         if result.is_ok() {
             self.forward_log();
         }
         match result {
             Ok(out) => match out.failed {
                 None => Ok(out.output),
-                Some((index, message)) => Err(GuestFailure {
-                    message: format!("the guest failed the record: {message}"),
-                    record: Some(index),
-                }),
+                Some((index, message)) if (index as usize) < range.len() => Err(format!(
+                    "the guest failed the record: {}",
+                    shorten(&message, MAX_MESSAGE)
+                )),
+                Some((index, _)) => Err(format!(
+                    "the guest's output is malformed: it reports record index {index} failed, \
+                     but the batch held {} record(s)",
+                    range.len()
+                )),
             },
             Err(failure) => {
                 self.instance = None;
-                Err(failure)
+                Err(shorten(&failure.message, MAX_MESSAGE))
             }
         }
     }
+}
 
-    /// Finds the first record of `range` that fails on its own.
-    fn probe(
-        &mut self,
-        batch: &SourceBatch,
-        range: Range<usize>,
-        keyed: bool,
-    ) -> Option<(usize, String)> {
-        for i in range {
-            match self.call(batch, i..i + 1, keyed) {
-                Ok(out) => {
-                    if let Err(e) = row::read_output(&out, 1, keyed, self.output_limits(), |_| {}) {
-                        let cause = match e.1 {
-                            Some(_) => e.0,
-                            None => format!("the guest's output is malformed: {}", e.0),
-                        };
-                        return Some((i, cause));
-                    }
-                }
-                Err(failure) => return Some((i, failure.message)),
-            }
-        }
-        None
+/// Takes the faults that did not reproduce out of a batch's mapped parts,
+/// in record order.
+pub fn take_unreproduced(mapped: &mut [Mapped]) -> Vec<TaskFailure> {
+    let mut all: Vec<TaskFailure> = mapped
+        .iter_mut()
+        .flat_map(|m| std::mem::take(&mut m.unreproduced))
+        .collect();
+    all.sort_by_key(|f| f.seq);
+    all
+}
+
+/// The longest guest message the host keeps, in bytes: log lines and dead
+/// letters stay readable whatever a guest returns.
+pub const MAX_MESSAGE: usize = 1024;
+
+/// `s` cut to at most `max` bytes, on a character boundary, marked when cut.
+pub fn shorten(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
     }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes in all)", &s[..end], s.len())
 }
 
 impl Aggregator {

@@ -117,19 +117,22 @@ fn checkpoint_ids(job_dir: &Path) -> Vec<u64> {
     ids
 }
 
-/// Resumes a job from its checkpoint directory, sends `lines` over a new
-/// socket, waits for `expect` lines of output, and cancels it.
+/// Resumes the latest job in a checkpoint directory, sends `lines` over a
+/// new socket, waits for as many lines of output, and cancels it.
 fn resume_and_send(module: &str, dir: &TempDir, lines: &[&str], extra: &[&str]) -> Output {
+    let mut args = vec!["--checkpoint-dir", dir.0.to_str().expect("utf8 path")];
+    args.extend_from_slice(extra);
+    resume_and_send_to(module, "latest", lines, &args)
+}
+
+/// Resumes with `--restore RESTORE`, sends `lines` over a new socket, waits
+/// for as many lines of output, and cancels it.
+fn resume_and_send_to(module: &str, restore: &str, lines: &[&str], extra: &[&str]) -> Output {
     let server = LineServer::start(
         vec![lines.iter().map(|l| line(l)).collect()],
         Duration::from_secs(30),
     );
-    let mut args = vec![
-        "--restore",
-        "latest",
-        "--checkpoint-dir",
-        dir.0.to_str().expect("utf8 path"),
-    ];
+    let mut args = vec!["--restore", restore];
     args.extend_from_slice(extra);
     HostCommand::job(module, &server.uri(), &args)
         .spawn()
@@ -196,6 +199,151 @@ fn seed_scenario_when_no_checkpoint_completes() {
         &["--recovery", "checkpoint"],
     );
     out.assert_stderr_has("state restored from the job's start");
+    // Issue 12: the printed resume command used to fail with "no intact
+    // checkpoint"; the job's journal holds every record since its start.
+    let job_dir = single_job_dir(&dir.0);
+    assert!(
+        checkpoint_ids(&job_dir).is_empty(),
+        "no checkpoint completed"
+    );
+    let by_dir = resume_and_send_to(
+        guests::WORDCOUNT,
+        job_dir.to_str().expect("utf8"),
+        &["a"],
+        &[],
+    );
+    by_dir.assert_code(0);
+    assert_eq!(by_dir.stdout, "(a,5)\n", "stderr:\n{}", by_dir.stderr);
+    by_dir.assert_stderr_has(
+        "no checkpoint of it completed: restoring from the job's start and replaying its journal (4 skipped record(s))",
+    );
+}
+
+#[test]
+fn seed_resume_by_latest_when_no_checkpoint_completes() {
+    let dir = TempDir::new("seed-nockpt-latest");
+    seed_scenario(
+        guests::WORDCOUNT,
+        Arrival::Gaps(Duration::from_millis(100)),
+        "1h",
+        &dir,
+        &[],
+    );
+    let out = resume_and_send(guests::WORDCOUNT, &dir, &["a"], &[]);
+    out.assert_code(0);
+    assert_eq!(out.stdout, "(a,5)\n", "stderr:\n{}", out.stderr);
+    out.assert_stderr_has("restoring from the job's start");
+}
+
+#[test]
+fn a_job_killed_before_its_first_checkpoint_resumes_from_its_start() {
+    let dir = TempDir::new("kill-nockpt");
+    let server = LineServer::start(vec![vec![line("a"), line("b a")]], Duration::from_secs(30));
+    let running = HostCommand::job(
+        guests::WORDCOUNT,
+        &server.uri(),
+        &[
+            "--checkpoint-interval",
+            "1h",
+            "--checkpoint-dir",
+            dir.0.to_str().expect("utf8 path"),
+        ],
+    )
+    .spawn();
+    running.wait_for_lines(3, Duration::from_secs(20));
+    running.signal("KILL");
+    let killed = running.wait();
+    assert_eq!(killed.stdout, "(a,1)\n(b,1)\n(a,2)\n");
+    let job_dir = single_job_dir(&dir.0);
+    let out = resume_and_send_to(
+        guests::WORDCOUNT,
+        "latest",
+        &["a b"],
+        &["--checkpoint-dir", dir.0.to_str().expect("utf8 path")],
+    );
+    out.assert_code(0);
+    // What was printed before the kill is not printed again.
+    assert_eq!(out.stdout, "(a,3)\n(b,2)\n", "stderr:\n{}", out.stderr);
+    out.assert_stderr_has("restoring from the job's start and replaying its journal");
+    // The same job again, by its directory: it goes on from there.
+    let out = resume_and_send_to(
+        guests::WORDCOUNT,
+        job_dir.to_str().expect("utf8 path"),
+        &["b"],
+        &[],
+    );
+    out.assert_code(0);
+    assert_eq!(out.stdout, "(b,3)\n", "stderr:\n{}", out.stderr);
+}
+
+/// Issue 12: restoring with a new `--sink file://OTHER` failed with
+/// "it has 0 bytes, fewer than ... the checkpoint recorded".
+#[test]
+fn a_killed_file_job_restored_into_a_new_sink_file_writes_each_update_once() {
+    let dir = TempDir::new("new-sink");
+    let input = big_input(&dir, 600_000);
+    let reference = dir.path("reference.txt");
+    file_job(&input, &reference, &dir.path("ck-ref"), "1", &[])
+        .run()
+        .assert_code(0);
+    let first = dir.path("first.txt");
+    let ckpt = dir.path("ck");
+    let running = file_job(&input, &first, &ckpt, "2", &[]).spawn();
+    running.wait_for_log("checkpoint `chk-", Duration::from_secs(60));
+    running.signal("KILL");
+    running.wait();
+    let second = dir.path("second.txt");
+    let out = file_job(&input, &second, &ckpt, "1", &["--restore", "latest"]).run();
+    out.assert_code(0);
+    out.assert_stderr_has(&format!(
+        "sink file `{}` cut back to the checkpoint's",
+        first.display()
+    ));
+    let mut both = std::fs::read(&first).expect("first sink file");
+    both.extend(std::fs::read(&second).expect("second sink file"));
+    let expected = std::fs::read(&reference).expect("reference output");
+    assert!(
+        both == expected,
+        "the two files together differ from an uninterrupted run ({} vs {} bytes)",
+        both.len(),
+        expected.len()
+    );
+}
+
+#[test]
+fn a_restore_whose_old_sink_file_changed_is_refused() {
+    let dir = TempDir::new("sink-changed");
+    let input = big_input(&dir, 300_000);
+    let first = dir.path("first.txt");
+    let ckpt = dir.path("ck");
+    let running = file_job(&input, &first, &ckpt, "1", &[]).spawn();
+    running.wait_for_log("checkpoint `chk-", Duration::from_secs(60));
+    running.signal("KILL");
+    running.wait();
+    std::fs::write(&first, "").expect("truncate the old sink");
+    for sink in [&first, &dir.path("second.txt")] {
+        let out = file_job(&input, sink, &ckpt, "1", &["--restore", "latest"]).run();
+        out.assert_code(2);
+        out.assert_stderr_has(&format!(
+            "the checkpoint's sink file `{}` has 0 bytes, fewer than the",
+            first.display()
+        ))
+        .assert_stderr_has("it was changed since");
+    }
+    std::fs::remove_file(&first).expect("remove the old sink");
+    let out = file_job(
+        &input,
+        &dir.path("third.txt"),
+        &ckpt,
+        "1",
+        &["--restore", "latest"],
+    )
+    .run();
+    out.assert_code(2);
+    out.assert_stderr_has(&format!(
+        "the checkpoint's sink file `{}` is gone",
+        first.display()
+    ));
 }
 
 #[test]
