@@ -276,22 +276,39 @@ impl Subtask {
             return Ok(mapped);
         }
         self.start_instance(batch)?;
-        match self.run(batch, range.clone(), keyed) {
-            Ok(out) => mapped.out = out,
-            Err(first) => {
-                let isolated = self.isolate(batch, range.clone(), keyed, first)?;
-                mapped.out = isolated.0;
-                mapped.unreproduced = isolated.1;
+        // The hot path: one call, one walk that checks and routes.
+        let first = match self.call(batch, range.clone(), keyed) {
+            Ok(out) => {
+                mapped.out = out;
+                match self.route(&mut mapped, range.clone()) {
+                    Ok(()) => return Ok(mapped),
+                    Err(malformed) => malformed,
+                }
             }
-        }
+            Err(fault) => fault,
+        };
+        let (out, unreproduced) = self.isolate(batch, range.clone(), keyed, first)?;
+        mapped.out = out;
+        mapped.unreproduced = unreproduced;
+        mapped.routes.iter_mut().for_each(Vec::clear);
+        mapped.emitted = Emitted::default();
+        // Every record's output was checked on its own: this cannot fail.
+        self.route(&mut mapped, range)
+            .map_err(|e| self.failure(batch, None, e, Fault::Host))?;
+        Ok(mapped)
+    }
+
+    /// Checks the guest's output for records `range` and routes every row
+    /// to the subtask that owns its key (keyed) or formats it (unkeyed).
+    fn route(&self, mapped: &mut Mapped, range: Range<usize>) -> Result<(), String> {
+        let keyed = self.keyed;
         let base = range.start as u32;
         let (p, m) = (self.parallelism, self.max_parallelism);
         let out = &mapped.out;
         let routes = &mut mapped.routes;
         let emitted = &mut mapped.emitted;
         let discard = self.discard;
-        // Checked by `run`: this walk cannot fail.
-        let walked = row::read_output(out, range.len(), keyed, self.output_limits(), |mut r| {
+        row::read_output(out, range.len(), keyed, self.output_limits(), |mut r| {
             r.record += base;
             if keyed {
                 let owner = keyed::subtask_of(keyed::key_group(r.hash, m), p, m);
@@ -302,11 +319,8 @@ impl Subtask {
                 }
                 emitted.push_mark(r.record, r.ordinal);
             }
-        });
-        if let Err(e) = walked {
-            return Err(self.failure(batch, None, e.0, Fault::Host));
-        }
-        Ok(mapped)
+        })
+        .map_err(malformed)
     }
 
     /// One guest call on records `range`, its output checked: the output,
@@ -319,13 +333,8 @@ impl Subtask {
     ) -> Result<Vec<u8>, String> {
         let records = range.len();
         let out = self.call(batch, range, keyed)?;
-        match row::read_output(&out, records, keyed, self.output_limits(), |_| {}) {
-            Ok(()) => Ok(out),
-            Err(row::Malformed(message, Some(_))) => Err(message),
-            Err(row::Malformed(message, None)) => {
-                Err(format!("the guest's output is malformed: {message}"))
-            }
-        }
+        row::read_output(&out, records, keyed, self.output_limits(), |_| {}).map_err(malformed)?;
+        Ok(out)
     }
 
     /// Runs the records of a batch that faulted one at a time, to pin the
@@ -426,6 +435,15 @@ impl Subtask {
                 Err(shorten(&failure.message, MAX_MESSAGE))
             }
         }
+    }
+}
+
+/// A decoder error worded for the user: a limit breach says which limit,
+/// anything else that the output is malformed.
+fn malformed(e: row::Malformed) -> String {
+    match e {
+        row::Malformed(message, Some(_)) => message,
+        row::Malformed(message, None) => format!("the guest's output is malformed: {message}"),
     }
 }
 
