@@ -9,7 +9,7 @@
 //!
 //! ```no_run
 //! use sluice_host::{CancelToken, Runtime, JobOutcome};
-//! use sluice_host::spec::{FileConfig, FlagConfig, JobSpec};
+//! use sluice_host::config::{FileConfig, FlagConfig, JobSpec};
 //!
 //! # fn main() -> anyhow::Result<()> {
 //! let runtime = Runtime::new()?;
@@ -17,10 +17,10 @@
 //! let description = module.describe(&[])?;
 //! let settings = FileConfig { source: Some("file://input.txt".into()), ..Default::default() };
 //! let flags = FlagConfig { settings, ..Default::default() };
-//! let spec = JobSpec::resolve(&description, &FileConfig::default(), &flags).map_err(anyhow::Error::msg)?;
-//! let prepared = sluice_host::job::prepare(&module, &spec).map_err(anyhow::Error::msg)?;
-//! let outcome = sluice_host::job::run(&module, &spec, prepared, &CancelToken::new());
-//! assert_eq!(outcome, JobOutcome::Finished);
+//! let spec = JobSpec::resolve(&description, &FileConfig::default(), &flags)?;
+//! let prepared = sluice_host::job::prepare(&module, &spec)?;
+//! let handle = sluice_host::JobHandle::start(module, spec, prepared, CancelToken::new())?;
+//! assert_eq!(handle.wait(), JobOutcome::Finished);
 //! # Ok(())
 //! # }
 //! ```
@@ -30,16 +30,20 @@
 #![warn(missing_docs)]
 
 pub mod checkpoint;
-pub mod guest;
+pub mod config;
+pub mod connector;
+pub mod dataflow;
+pub mod encoding;
+pub mod error;
+pub mod fault;
 pub mod job;
-pub mod journal;
-pub mod keyed;
+pub mod operators;
 pub mod restart;
-pub mod row;
-pub mod sink;
-pub mod source;
-pub mod spec;
-pub mod task;
+pub mod state;
+pub mod units;
+pub mod wasm;
 
-pub use guest::{GuestFailure, Module, ModuleError, Runtime};
-pub use job::{CancelToken, JobOutcome};
+pub use error::Error;
+pub use fault::{Fault, TaskFailure};
+pub use job::{CancelToken, JobHandle, JobOutcome, JobState};
+pub use wasm::{GuestFailure, Module, ModuleError, Runtime};

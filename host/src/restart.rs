@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use crate::spec::parse_duration;
+use crate::units::parse_duration;
 
 /// A restart strategy.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -661,12 +661,14 @@ fn cancel_keeps_or_deletes_checkpoints() {
         let out = checkpoint_once(&dir, &["a"], "TERM", &["--on-cancel", policy]);
         out.assert_code(0)
             .assert_stderr_has("switched from RUNNING to CANCELED");
+        if !kept {
+            // Nothing left worth keeping: not even an empty job directory.
+            let left: Vec<_> = std::fs::read_dir(&dir.0).expect("dir").flatten().collect();
+            assert!(left.is_empty(), "--on-cancel delete left {left:?}");
+            continue;
+        }
         let job_dir = single_job_dir(&dir.0);
-        assert_eq!(
-            !checkpoint_ids(&job_dir).is_empty(),
-            kept,
-            "--on-cancel {policy}"
-        );
+        assert!(!checkpoint_ids(&job_dir).is_empty(), "--on-cancel {policy}");
     }
 }
 

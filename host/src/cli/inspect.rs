@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use anyhow::anyhow;
 use clap::Args;
 use sluice_host::Runtime;
-use sluice_host::guest::WIT_PACKAGE;
-use sluice_host::spec::{FileConfig, FlagConfig, JobSpec};
+use sluice_host::config::sandbox::Grants;
+use sluice_host::config::{FileConfig, FlagConfig, JobSpec};
 
 #[derive(Args)]
 pub struct InspectArgs {
@@ -27,7 +27,7 @@ pub fn inspect(args: InspectArgs, cache: Option<PathBuf>) -> anyhow::Result<Exit
     out!("module:   {}", args.module.display());
     out!("size:     {} bytes", module.size());
     out!("digest:   xxh3:{}", module.digest());
-    out!("world:    {WIT_PACKAGE} stream-job");
+    out!("world:    {} stream-job", module.wit_package());
     out!("exports:");
     for f in &info.functions {
         out!("  {f}");
@@ -39,7 +39,7 @@ pub fn inspect(args: InspectArgs, cache: Option<PathBuf>) -> anyhow::Result<Exit
     for i in &info.imports {
         out!("  {i}");
     }
-    let needed = sluice_host::guest::Grants::needed(&info.imports);
+    let needed = Grants::needed(&info.imports);
     out!(
         "needs:    {}",
         if needed.is_empty() {

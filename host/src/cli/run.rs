@@ -6,9 +6,11 @@ use std::process::ExitCode;
 
 use anyhow::{Context, anyhow};
 use clap::Args;
-use sluice_host::guest::{DEFAULT_MAX_STACK, EngineOptions};
-use sluice_host::spec::{FileConfig, FlagConfig, JobSpec, parse_bytes};
-use sluice_host::{CancelToken, JobOutcome, Runtime};
+use sluice_host::config::sandbox::DEFAULT_MAX_STACK;
+use sluice_host::config::{FileConfig, FlagConfig, JobSpec};
+use sluice_host::units::parse_bytes;
+use sluice_host::wasm::EngineOptions;
+use sluice_host::{CancelToken, JobHandle, JobOutcome, Runtime};
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -154,6 +156,7 @@ pub fn run(args: RunArgs, cache: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         restore: args.restore,
         allow_module_change: args.allow_module_change,
         params: args.params,
+        env: Default::default(),
     };
     let max_stack = match flags
         .settings
@@ -201,7 +204,7 @@ pub fn run(args: RunArgs, cache: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         .describe(&params)
         .map_err(|f| anyhow!("module `{}`: {f}", args.module.display()))?;
     let spec = JobSpec::resolve(&description, &file, &flags).map_err(|e| anyhow!(e))?;
-    let prepared = sluice_host::job::prepare(&module, &spec).map_err(|e| anyhow!(e))?;
+    let prepared = sluice_host::job::prepare(&module, &spec)?;
 
     let cancel = CancelToken::new();
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -211,10 +214,10 @@ pub fn run(args: RunArgs, cache: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         signal_hook::flag::register(signal, cancel.flag())
             .context("cannot install the signal handler")?;
     }
-    Ok(
-        match sluice_host::job::run(&module, &spec, prepared, &cancel) {
-            JobOutcome::Finished | JobOutcome::Canceled => ExitCode::SUCCESS,
-            JobOutcome::Failed(_) => ExitCode::from(1),
-        },
-    )
+    let handle = JobHandle::start(module, spec, prepared, cancel)
+        .context("cannot start the job's thread")?;
+    Ok(match handle.wait() {
+        JobOutcome::Finished | JobOutcome::Canceled => ExitCode::SUCCESS,
+        JobOutcome::Failed(_) => ExitCode::from(1),
+    })
 }

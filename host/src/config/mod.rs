@@ -4,204 +4,34 @@
 //!
 //! This module parses and checks settings; it runs nothing.
 
+pub mod description;
+pub mod sandbox;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::guest::{DirGrant, Grants, Limits, MAX_MEMORY_LIMIT, Sandbox};
+use crate::config::description::{Aggregation, DescribedLimits, Description};
+use crate::config::sandbox::{DirGrant, Grants, Limits, MAX_MEMORY_LIMIT, Sandbox};
+use crate::connector::{self, ConnectorEnv};
+use crate::restart::RestartStrategy;
+use crate::units::{parse_bytes, parse_duration};
 
-pub use crate::restart::RestartStrategy;
+/// Settings that cannot work, worded for the user: always the user's to fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
 
-/// A keyed aggregation kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AggregateKind {
-    /// Running sum.
-    Sum,
-    /// Running count.
-    Count,
-    /// Running minimum.
-    Min,
-    /// Running maximum.
-    Max,
-}
-
-/// A keyed aggregation of one field.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Aggregation {
-    /// What to compute.
-    pub kind: AggregateKind,
-    /// Which field (0-based).
-    pub field: u32,
-}
-
-impl Aggregation {
-    /// Parses `sum:1`, `count:1`, `min:2`, `max:0`.
-    pub fn parse(s: &str) -> Result<Self, String> {
-        let (kind, field) = s.split_once(':').ok_or_else(|| {
-            format!("aggregation `{s}` is not KIND:FIELD; use e.g. `sum:1` or `none`")
-        })?;
-        let kind = match kind {
-            "sum" => AggregateKind::Sum,
-            "count" => AggregateKind::Count,
-            "min" => AggregateKind::Min,
-            "max" => AggregateKind::Max,
-            other => {
-                return Err(format!(
-                    "unknown aggregation `{other}`; use sum, count, min or max"
-                ));
-            }
-        };
-        let field = field
-            .parse()
-            .map_err(|_| format!("aggregation field `{field}` is not a field number"))?;
-        Ok(Aggregation { kind, field })
+impl From<String> for ConfigError {
+    fn from(message: String) -> Self {
+        ConfigError(message)
     }
 }
 
-impl std::fmt::Display for Aggregation {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let kind = match self.kind {
-            AggregateKind::Sum => "sum",
-            AggregateKind::Count => "count",
-            AggregateKind::Min => "min",
-            AggregateKind::Max => "max",
-        };
-        write!(f, "{kind}:{}", self.field)
-    }
-}
-
-/// The job description a guest exports (every field optional).
-#[derive(Debug, Clone, Default)]
-pub struct Description {
-    /// Job name.
-    pub name: Option<String>,
-    /// Default source URI.
-    pub source: Option<String>,
-    /// Default sink URI.
-    pub sink: Option<String>,
-    /// Keyed aggregation.
-    pub aggregation: Option<Aggregation>,
-    /// Checkpoint interval; 0 is off.
-    pub checkpoint_interval_ms: Option<u64>,
-    /// Restart strategy.
-    pub restart: Option<RestartStrategy>,
-    /// Default parallelism.
-    pub parallelism: Option<u32>,
-    /// Per-instance limits.
-    pub limits: Option<DescribedLimits>,
-}
-
-/// Limits a guest describes for itself.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct DescribedLimits {
-    /// Memory bytes.
-    pub memory_bytes: Option<u64>,
-    /// Call deadline.
-    pub call_timeout_ms: Option<u64>,
-    /// Rows per record.
-    pub max_rows_per_record: Option<u32>,
-    /// Output bytes per record.
-    pub max_bytes_per_record: Option<u64>,
-}
-
-/// Where records come from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SourceSpec {
-    /// `socket://HOST:PORT`: connect as a client, newline-delimited text.
-    Socket {
-        /// Host name or address.
-        host: String,
-        /// TCP port.
-        port: u16,
-    },
-    /// `file://PATH`: a bounded file; the job finishes at its end.
-    File(PathBuf),
-    /// `-`: standard input; the job finishes at its end.
-    Stdin,
-}
-
-impl SourceSpec {
-    /// Parses a source URI.
-    pub fn parse(uri: &str) -> Result<Self, String> {
-        if uri == "-" {
-            return Ok(SourceSpec::Stdin);
-        }
-        if let Some(path) = uri.strip_prefix("file://") {
-            if path.is_empty() {
-                return Err(format!("source `{uri}` has no path; use `file://PATH`"));
-            }
-            return Ok(SourceSpec::File(PathBuf::from(path)));
-        }
-        if let Some(addr) = uri.strip_prefix("socket://") {
-            let (host, port) = addr
-                .rsplit_once(':')
-                .ok_or_else(|| format!("source `{uri}` has no port; use `socket://HOST:PORT`"))?;
-            let port = port
-                .parse()
-                .map_err(|_| format!("source `{uri}` has a bad port `{port}`; use 1 to 65535"))?;
-            let host = host.trim_start_matches('[').trim_end_matches(']');
-            if host.is_empty() {
-                return Err(format!(
-                    "source `{uri}` has no host; use `socket://HOST:PORT`"
-                ));
-            }
-            return Ok(SourceSpec::Socket {
-                host: host.to_string(),
-                port,
-            });
-        }
-        Err(format!(
-            "unknown source `{uri}`; use `socket://HOST:PORT`, `file://PATH` or `-` for stdin"
-        ))
-    }
-}
-
-impl std::fmt::Display for SourceSpec {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            SourceSpec::Socket { host, port } => write!(f, "socket://{host}:{port}"),
-            SourceSpec::File(p) => write!(f, "file://{}", p.display()),
-            SourceSpec::Stdin => f.write_str("-"),
-        }
-    }
-}
-
-/// Where output goes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SinkSpec {
-    /// One line per update on stdout.
-    Print,
-    /// One line per update in a file (created or truncated).
-    File(PathBuf),
-    /// Nowhere (for benchmarks).
-    Discard,
-}
-
-impl SinkSpec {
-    /// Parses a sink URI.
-    pub fn parse(uri: &str) -> Result<Self, String> {
-        match uri {
-            "print" => Ok(SinkSpec::Print),
-            "discard" => Ok(SinkSpec::Discard),
-            _ => match uri.strip_prefix("file://") {
-                Some("") => Err(format!("sink `{uri}` has no path; use `file://PATH`")),
-                Some(path) => Ok(SinkSpec::File(PathBuf::from(path))),
-                None => Err(format!(
-                    "unknown sink `{uri}`; use `print`, `file://PATH` or `discard`"
-                )),
-            },
-        }
-    }
-}
-
-impl std::fmt::Display for SinkSpec {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            SinkSpec::Print => f.write_str("print"),
-            SinkSpec::File(p) => write!(f, "file://{}", p.display()),
-            SinkSpec::Discard => f.write_str("discard"),
-        }
+impl From<&str> for ConfigError {
+    fn from(message: &str) -> Self {
+        ConfigError(message.to_string())
     }
 }
 
@@ -216,31 +46,6 @@ fn either(flag: &str, value: Option<&str>, (yes, no): (&str, &str)) -> Result<bo
             "{flag} `{other}` is not valid; use `{yes}` or `{no}`"
         )),
     }
-}
-
-/// Parses `1s`, `500ms`, `2m`, `1h`, `1.5s`; a bare number is milliseconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let value: f64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration; use e.g. `500ms`, `1s`, `2m` or `1h`"))?;
-    let scale = match unit {
-        "" | "ms" => 0.001,
-        "s" => 1.0,
-        "m" | "min" => 60.0,
-        "h" => 3600.0,
-        _ => {
-            return Err(format!(
-                "`{s}` has an unknown unit `{unit}`; use ms, s, m or h"
-            ));
-        }
-    };
-    Duration::try_from_secs_f64(value * scale)
-        .map_err(|_| format!("`{s}` is not a duration we can represent"))
 }
 
 /// Settings as a TOML file gives them (`--config FILE.toml`); every key is
@@ -315,15 +120,15 @@ pub struct FileConfig {
 
 impl FileConfig {
     /// Reads and parses a TOML file.
-    pub fn read(path: &std::path::Path) -> Result<Self, String> {
+    pub fn read(path: &std::path::Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read config `{}`: {e}", path.display()))?;
         toml::from_str(&text).map_err(|e| {
-            format!(
+            ConfigError(format!(
                 "config `{}` is not valid: {}",
                 path.display(),
                 e.message().trim()
-            )
+            ))
         })
     }
 }
@@ -342,6 +147,8 @@ pub struct FlagConfig {
     pub allow_module_change: bool,
     /// `--param KEY=VALUE`, in order.
     pub params: Vec<(String, String)>,
+    /// What the job's connectors may use.
+    pub env: ConnectorEnv,
 }
 
 /// A fully resolved job.
@@ -351,10 +158,12 @@ pub struct JobSpec {
     pub name: String,
     /// The module's path (for messages).
     pub module_path: PathBuf,
-    /// Where records come from.
-    pub source: SourceSpec,
-    /// Where output goes.
-    pub sink: SinkSpec,
+    /// Where records come from (a URI the connector registry knows).
+    pub source: String,
+    /// Where output goes (a URI the connector registry knows).
+    pub sink: String,
+    /// What the job's connectors may use (a server's tenant's files).
+    pub env: ConnectorEnv,
     /// The keyed aggregation; `None` passes rows through.
     pub aggregation: Option<Aggregation>,
     /// Parallel subtasks, each with its own guest instance.
@@ -413,6 +222,14 @@ impl JobSpec {
         description: &Description,
         file: &FileConfig,
         flags: &FlagConfig,
+    ) -> Result<Self, ConfigError> {
+        Self::resolve_settings(description, file, flags).map_err(ConfigError)
+    }
+
+    fn resolve_settings(
+        description: &Description,
+        file: &FileConfig,
+        flags: &FlagConfig,
     ) -> Result<Self, String> {
         let name = flags
             .settings
@@ -429,7 +246,10 @@ impl JobSpec {
             .or(file.source.as_deref())
             .or(description.source.as_deref())
             .ok_or("the job has no source: the module does not name one; pass --source URI")?;
-        let source = SourceSpec::parse(source)?;
+        let env = flags.env.clone();
+        let source = connector::source(source, &env)
+            .map_err(|e| e.to_string())?
+            .uri();
         let sink = flags
             .settings
             .sink
@@ -437,7 +257,8 @@ impl JobSpec {
             .or(file.sink.as_deref())
             .or(description.sink.as_deref())
             .unwrap_or("print");
-        let sink = SinkSpec::parse(sink)?;
+        connector::check_sink(sink, &env).map_err(|e| e.to_string())?;
+        let sink = sink.to_string();
         let aggregation = match flags
             .settings
             .aggregate
@@ -601,6 +422,7 @@ impl JobSpec {
             name,
             source,
             sink,
+            env,
             aggregation,
             parallelism,
             max_parallelism,
@@ -634,29 +456,6 @@ fn check_name(name: &str) -> Result<(), String> {
         "job name {shown:?} is not valid: use 1 to {MAX_NAME_BYTES} letters, digits, `-`, `_` and `.`, not starting with `.`; \
          pass --name to choose another"
     ))
-}
-
-/// Parses `64MiB`, `512KiB`, `1GiB`, `1000` (bytes).
-pub fn parse_bytes(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a size; use e.g. `64MiB`, `512KiB` or bytes"))?;
-    let scale = match unit.trim() {
-        "" | "B" => 1,
-        "KiB" | "K" | "KB" => 1 << 10,
-        "MiB" | "M" | "MB" => 1 << 20,
-        "GiB" | "G" | "GB" => 1 << 30,
-        other => {
-            return Err(format!(
-                "`{s}` has an unknown unit `{other}`; use KiB, MiB or GiB"
-            ));
-        }
-    };
-    n.checked_mul(scale)
-        .ok_or_else(|| format!("`{s}` is too large"))
 }
 
 fn resolve_limits(
@@ -754,34 +553,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn durations() {
-        assert_eq!(parse_duration("1s"), Ok(Duration::from_secs(1)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("250"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
-        assert!(parse_duration("1 fortnight").is_err());
-        assert!(parse_duration("s").is_err());
-    }
-
-    #[test]
-    fn sources_and_sinks() {
-        assert_eq!(
-            SourceSpec::parse("socket://localhost:9100"),
-            Ok(SourceSpec::Socket {
-                host: "localhost".into(),
-                port: 9100
-            })
-        );
-        assert_eq!(SourceSpec::parse("-"), Ok(SourceSpec::Stdin));
-        assert!(SourceSpec::parse("kafka://x").is_err());
-        assert!(SourceSpec::parse("socket://localhost").is_err());
-        assert!(SourceSpec::parse("socket://localhost:99999").is_err());
-        assert_eq!(SinkSpec::parse("discard"), Ok(SinkSpec::Discard));
-        assert!(SinkSpec::parse("s3://bucket").is_err());
-    }
-
-    #[test]
     fn flags_override_file_over_description() {
         let description = Description {
             name: Some("wordcount".into()),
@@ -803,8 +574,8 @@ mod tests {
         };
         let spec = JobSpec::resolve(&description, &file, &flags).expect("valid");
         assert_eq!(spec.name, "wordcount");
-        assert_eq!(spec.source, SourceSpec::File("in.txt".into()));
+        assert_eq!(spec.source, "file://in.txt");
         assert_eq!(spec.parallelism, 2);
-        assert_eq!(spec.sink, SinkSpec::Print);
+        assert_eq!(spec.sink, "print");
     }
 }

@@ -1,0 +1,118 @@
+//! Exchanges between stages: rows go to the subtask that owns their key's
+//! key group, and the lines of every subtask merge back into one block in
+//! (record, row) order, so the output is the same at any parallelism.
+
+use crate::dataflow::operator::Lines;
+use crate::state::key_groups::{key_group, subtask_of};
+
+/// The subtask of `parallelism` that owns the key whose hash is `hash`.
+#[inline]
+pub fn owner(hash: u64, parallelism: u32, max_parallelism: u32) -> u32 {
+    subtask_of(
+        key_group(hash, max_parallelism),
+        parallelism,
+        max_parallelism,
+    )
+}
+
+/// A block of output lines for the sink.
+#[derive(Debug, Default)]
+pub struct Block {
+    /// The formatted lines (empty for a discard sink).
+    pub bytes: Vec<u8>,
+    /// How many lines.
+    pub lines: u64,
+}
+
+/// Merges per-subtask outputs into one block in (record, row) order.
+pub fn merge(parts: Vec<Lines>) -> Block {
+    let lines = parts.iter().map(|p| p.marks.len() as u64).sum();
+    Block {
+        bytes: merge_bytes(parts),
+        lines,
+    }
+}
+
+fn merge_bytes(parts: Vec<Lines>) -> Vec<u8> {
+    let mut parts: Vec<Lines> = parts.into_iter().filter(|p| !p.bytes.is_empty()).collect();
+    match parts.len() {
+        0 => return Vec::new(),
+        1 => return parts.pop().map(|p| p.bytes).unwrap_or_default(),
+        _ => {}
+    }
+    let total = parts.iter().map(|p| p.bytes.len()).sum();
+    let mut out = Vec::with_capacity(total);
+    let mut next = vec![0usize; parts.len()];
+    loop {
+        // The part with the first line, and the first line of the others:
+        // its lines before that one go out in one piece.
+        let mut best: Option<(usize, u64)> = None;
+        let mut bound = u64::MAX;
+        for (i, p) in parts.iter().enumerate() {
+            let Some(&(order, _)) = p.marks.get(next[i]) else {
+                continue;
+            };
+            match best {
+                Some((_, b)) if order > b => bound = bound.min(order),
+                Some((_, b)) => {
+                    bound = bound.min(b);
+                    best = Some((i, order));
+                }
+                None => best = Some((i, order)),
+            }
+        }
+        let Some((i, _)) = best else { break };
+        let p = &parts[i];
+        let first = next[i];
+        let start = if first == 0 {
+            0
+        } else {
+            p.marks[first - 1].1 as usize
+        };
+        let mut last = first;
+        while p
+            .marks
+            .get(last + 1)
+            .is_some_and(|&(order, _)| order < bound)
+        {
+            last += 1;
+        }
+        out.extend_from_slice(&p.bytes[start..p.marks[last].1 as usize]);
+        next[i] = last + 1;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Lines `text` at orders `orders` (record, row), as one part.
+    fn part(lines: &[(u32, u32, &str)]) -> Lines {
+        let mut e = Lines::default();
+        for &(record, row, text) in lines {
+            e.bytes.extend_from_slice(text.as_bytes());
+            e.bytes.push(b'\n');
+            e.push_mark(record, row);
+        }
+        e
+    }
+
+    #[test]
+    fn merge_keeps_record_and_row_order_across_parts() {
+        let merged = merge(vec![
+            part(&[(0, 0, "a"), (0, 1, "b"), (0, 2, "c"), (3, 0, "h")]),
+            part(&[]),
+            part(&[(1, 0, "d"), (2, 0, "f"), (4, 0, "i"), (4, 1, "j")]),
+            part(&[(1, 1, "e"), (2, 1, "g"), (5, 0, "k")]),
+        ]);
+        assert_eq!(merged.lines, 11);
+        assert_eq!(
+            String::from_utf8_lossy(&merged.bytes),
+            "a\nb\nc\nd\ne\nf\ng\nh\ni\nj\nk\n"
+        );
+        let one = merge(vec![part(&[(0, 0, "x"), (1, 0, "y")])]);
+        assert_eq!(one.bytes, b"x\ny\n");
+        assert!(merge(vec![part(&[]), part(&[])]).bytes.is_empty());
+    }
+}

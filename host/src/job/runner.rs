@@ -1,0 +1,582 @@
+//! The running job: the loop that takes batches from the source, puts
+//! them and the checkpoints' barriers through the stages in order, and
+//! writes each batch's output to the sink. Failures and restarts are in
+//! `recovery.rs`, checkpoints in `checkpointing.rs`, the job's states in
+//! `lifecycle.rs`.
+//!
+//! Every stage takes the stream in order: the first up to [`MAP_AHEAD`]
+//! batches ahead (each subtask's guest works through its own queue), every
+//! later stage one item at a time, so a batch's output is written before
+//! the next batch's reaches the state, and a barrier reaches each stage
+//! right behind the batches before it.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
+use tracing::warn;
+
+use crate::checkpoint::coordinator::{CheckpointSettings, Coordinator};
+use crate::checkpoint::{JobInfo, SinkPosition, Snapshot, SourcePosition, Store};
+use crate::config::JobSpec;
+use crate::connector::{self, Sink, Source, SourceEvent, SourceOptions};
+use crate::dataflow::exchange;
+use crate::dataflow::message::{Barrier, SourceBatch};
+use crate::dataflow::operator::{Operator, OperatorSnapshot, Output};
+use crate::dataflow::worker::{Collected, Item, MAP_AHEAD, Workers};
+use crate::fault::{Fault, TaskFailure};
+use crate::job::handle::Status;
+use crate::job::prepare::Prepared;
+use crate::job::{CancelToken, JobOutcome};
+use crate::operators::aggregate::Aggregate;
+use crate::operators::flat_map::{FlatMap, StageContext};
+use crate::restart::RestartTracker;
+use crate::wasm::Module;
+
+/// What taking a stage's result in did.
+pub(super) enum Advance {
+    /// Nothing was ready.
+    Idle,
+    /// An item went on.
+    Progressed,
+    /// The job ended.
+    Ended(JobOutcome),
+}
+
+/// An item in a stage, as the job keeps track of it.
+pub(super) enum Entry {
+    /// A batch, and where the source is after it.
+    Batch {
+        batch: Arc<SourceBatch>,
+        end: SourcePosition,
+    },
+    /// A barrier, and the state of the stages it passed.
+    Barrier {
+        barrier: Barrier,
+        snapshots: Vec<OperatorSnapshot>,
+    },
+}
+
+/// The running job: the coordinator of its stages, source, sink,
+/// checkpoints and restarts.
+pub(super) struct Runner<'a> {
+    pub(super) module: &'a Module,
+    pub(super) spec: &'a JobSpec,
+    pub(super) cancel: &'a CancelToken,
+    pub(super) status: &'a Status,
+    /// `job `NAME` (ID)`, for every log line.
+    pub(super) job: Arc<str>,
+    pub(super) info: JobInfo,
+    pub(super) store: Arc<Store>,
+    pub(super) source: Arc<dyn Source>,
+    pub(super) journal: Option<PathBuf>,
+    pub(super) options: SourceOptions,
+    pub(super) workers: Workers,
+    pub(super) sink: Box<dyn Sink>,
+    pub(super) live: Receiver<SourceEvent>,
+    pub(super) source_cancel: Arc<AtomicBool>,
+    pub(super) replay: Option<Receiver<SourceEvent>>,
+    /// The next record the job has not yet received from the live source.
+    pub(super) frontier: SourcePosition,
+    /// The source position after the last batch written to the sink.
+    pub(super) processed: SourcePosition,
+    /// The source position after the last batch put into the stages.
+    pub(super) submitted: SourcePosition,
+    /// Lines of output so far (the sink leaves out what it already has).
+    pub(super) out: SinkPosition,
+    pub(super) skipped: BTreeSet<u64>,
+    /// The last completed checkpoint: the restore point.
+    pub(super) last: Option<Arc<Snapshot>>,
+    /// Where the job started, when no checkpoint has completed yet.
+    pub(super) origin: Arc<Snapshot>,
+    pub(super) tracker: RestartTracker,
+    pub(super) checkpoints: Coordinator,
+    pub(super) dead_letter: PathBuf,
+    /// How long the last checkpoint held up processing.
+    pub(super) last_pause: Duration,
+    /// The checkpoint whose key groups the state may share: the last one
+    /// taken, or the one restored.
+    pub(super) held: u64,
+    /// Batches to run again after a local recovery, before anything new.
+    pub(super) requeue: VecDeque<SourceBatch>,
+    /// The items in each stage, oldest first.
+    pub(super) queue: Vec<VecDeque<Entry>>,
+    /// Set when a failure restarted the job, so the caller drops its item.
+    pub(super) restarted: bool,
+    /// The live source ended while a restart's replay was still to come.
+    pub(super) live_ended: bool,
+}
+
+/// The stages of a job: the guest's flat-map, then, when the job
+/// aggregates, the keyed aggregation; each restored from `restore`.
+pub(super) fn operators(
+    module: &Module,
+    spec: &JobSpec,
+    job: &Arc<str>,
+    restore: Option<&Snapshot>,
+) -> Result<Vec<Vec<Box<dyn Operator>>>, TaskFailure> {
+    let p = spec.parallelism;
+    let discard = connector::sink_kind(&spec.sink).is_ok_and(|k| k.discards());
+    let cx = |subtask| StageContext {
+        job: job.clone(),
+        subtask,
+        downstream: p,
+        max_parallelism: spec.max_parallelism,
+        discard,
+    };
+    let keyed = spec.aggregation.is_some();
+    let mut guests: Vec<Box<dyn Operator>> = Vec::new();
+    for i in 0..p {
+        let op = FlatMap::start(cx(i), module, &spec.params, &spec.sandbox, keyed)?;
+        guests.push(Box::new(op));
+    }
+    let mut stages = vec![guests];
+    if let Some(aggregation) = spec.aggregation {
+        let mut aggregates: Vec<Box<dyn Operator>> = Vec::new();
+        for i in 0..p {
+            let mut op = Aggregate::new(cx(i), aggregation, p);
+            if let Some(snapshot) = restore {
+                let groups: Vec<_> = snapshot.subtasks.iter().flatten().cloned().collect();
+                op.restore(&groups).map_err(|cause| {
+                    TaskFailure::of_subtask(
+                        i,
+                        format!("cannot restore checkpoint `chk-{}`: {cause}", snapshot.id),
+                        Fault::Environment,
+                    )
+                })?;
+            }
+            aggregates.push(Box::new(op));
+        }
+        stages.push(aggregates);
+    }
+    Ok(stages)
+}
+
+fn source_options(spec: &JobSpec) -> SourceOptions {
+    SourceOptions {
+        max_line_bytes: spec.max_line_bytes,
+        connect_timeout: spec.connect_timeout,
+    }
+}
+
+impl<'a> Runner<'a> {
+    pub(super) fn new(
+        module: &'a Module,
+        spec: &'a JobSpec,
+        prepared: Prepared,
+        cancel: &'a CancelToken,
+        status: &'a Status,
+        job: Arc<str>,
+    ) -> Result<Self, String> {
+        let restored = prepared.restored.map(Arc::new);
+        let sink = connector::open_sink(
+            &spec.sink,
+            &spec.env,
+            prepared.store.path().to_path_buf(),
+            prepared.resume.as_ref(),
+        )
+        .map_err(|e| e.to_string())?;
+        let workers = Workers::start(
+            operators(module, spec, &job, restored.as_deref()).map_err(|f| f.to_string())?,
+        )
+        .map_err(|f| f.to_string())?;
+        let options = source_options(spec);
+        let source_cancel = Arc::new(AtomicBool::new(false));
+        let live = prepared
+            .source
+            .start(prepared.live_start, &options, None, source_cancel.clone())
+            .map_err(|e| format!("cannot start the source: {e}"))?;
+        let replay = match prepared.replay {
+            Some((from, until)) => Some(
+                prepared
+                    .source
+                    .replay(from, Some(until), &options)
+                    .map_err(|e| e.to_string())?,
+            ),
+            None => None,
+        };
+        let origin = restored.clone().unwrap_or_default();
+        let info = JobInfo {
+            job_id: prepared.id.clone(),
+            job_name: spec.name.clone(),
+            module_digest: module.digest().to_string(),
+            wit_version: module.wit_package().to_string(),
+            parallelism: spec.parallelism,
+            max_parallelism: spec.max_parallelism,
+            aggregation: spec
+                .aggregation
+                .map_or_else(|| "none".to_string(), |a| a.to_string()),
+            source_uri: spec.source.clone(),
+            sink_uri: spec.sink.clone(),
+        };
+        let dead_letter = spec
+            .dead_letter
+            .clone()
+            .unwrap_or_else(|| prepared.store.path().join("dead-letter.jsonl"));
+        let store = Arc::new(prepared.store);
+        let settings = CheckpointSettings {
+            interval: spec.checkpoint_interval,
+            min_pause: spec.min_pause,
+            timeout: spec.checkpoint_timeout,
+            retain: spec.retain_checkpoints,
+        };
+        let stages = workers.stages();
+        Ok(Runner {
+            module,
+            spec,
+            cancel,
+            status,
+            job,
+            info,
+            checkpoints: Coordinator::new(settings, store.clone(), prepared.next_checkpoint),
+            store,
+            source: prepared.source,
+            journal: prepared.journal,
+            options,
+            workers,
+            sink,
+            live,
+            source_cancel,
+            replay,
+            frontier: prepared.live_start,
+            processed: origin.source,
+            submitted: origin.source,
+            out: origin.sink,
+            skipped: prepared.skipped,
+            held: origin.id,
+            last: restored,
+            origin,
+            tracker: RestartTracker::new(spec.restart),
+            dead_letter,
+            last_pause: Duration::ZERO,
+            requeue: VecDeque::new(),
+            queue: (0..stages).map(|_| VecDeque::new()).collect(),
+            restarted: false,
+            live_ended: false,
+        })
+    }
+
+    pub(super) fn run(&mut self) -> JobOutcome {
+        let outcome = self.run_loop();
+        // Whatever ended the job, the batches in flight are written first.
+        match self.drain() {
+            Some(failed) if outcome != JobOutcome::Canceled => failed,
+            _ => outcome,
+        }
+    }
+
+    fn run_loop(&mut self) -> JobOutcome {
+        loop {
+            if self.cancel.is_cancelled() {
+                return JobOutcome::Canceled;
+            }
+            if self.status.take_checkpoint_request() {
+                self.checkpoints.request();
+            }
+            self.poll_checkpoint();
+            // Take in what the stages finished, in order.
+            loop {
+                match self.advance(false) {
+                    Advance::Ended(outcome) => return outcome,
+                    Advance::Progressed => continue,
+                    Advance::Idle => break,
+                }
+            }
+            self.maybe_barrier();
+            if let Some(batch) = self.requeue.pop_front() {
+                if let Some(outcome) = self.process(batch) {
+                    return outcome;
+                }
+                continue;
+            }
+            let from_replay = self.replay.is_some();
+            if !from_replay && self.live_ended {
+                if let Some(outcome) = self.end_of_input() {
+                    return outcome;
+                }
+                continue;
+            }
+            let event = match self.next_event(from_replay) {
+                Ok(Some(event)) => event,
+                Ok(None) => continue,
+                Err(outcome) => return outcome,
+            };
+            if let Some(outcome) = self.on_event(event, from_replay) {
+                return outcome;
+            }
+        }
+    }
+
+    /// The source (or the replay) ended: finishes once the output is
+    /// written, unless that restarted the job.
+    fn end_of_input(&mut self) -> Option<JobOutcome> {
+        self.restarted = false;
+        if let Some(outcome) = self.drain() {
+            return Some(outcome);
+        }
+        (!self.restarted).then_some(JobOutcome::Finished)
+    }
+
+    /// The next event from the replay or the live source; `Ok(None)` when
+    /// nothing came in a while.
+    fn next_event(&mut self, from_replay: bool) -> Result<Option<SourceEvent>, JobOutcome> {
+        let stopped = || JobOutcome::Failed("the source stopped unexpectedly".into());
+        let rx = self.replay.as_ref().unwrap_or(&self.live);
+        match rx.try_recv() {
+            Ok(event) => return Ok(Some(event)),
+            Err(TryRecvError::Disconnected) if from_replay => return Ok(Some(SourceEvent::End)),
+            Err(TryRecvError::Disconnected) => return Err(stopped()),
+            Err(TryRecvError::Empty) => {}
+        }
+        if !self.queue[0].is_empty() {
+            // Nothing to read: wait for a stage or the source.
+            self.workers.wait(rx, Duration::from_millis(50));
+            return Ok(None);
+        }
+        // Nothing waiting: finish the batches in flight so their output is
+        // not held back, then wait.
+        if let Some(outcome) = self.drain() {
+            return Err(outcome);
+        }
+        let rx = self.replay.as_ref().unwrap_or(&self.live);
+        match rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(event) => Ok(Some(event)),
+            Err(RecvTimeoutError::Timeout) => Ok(None),
+            Err(RecvTimeoutError::Disconnected) if from_replay => Ok(Some(SourceEvent::End)),
+            Err(RecvTimeoutError::Disconnected) => Err(stopped()),
+        }
+    }
+
+    fn on_event(&mut self, event: SourceEvent, from_replay: bool) -> Option<JobOutcome> {
+        match event {
+            SourceEvent::Batch(batch) => {
+                if !from_replay {
+                    self.frontier = batch.end();
+                    for r in &batch.rejected {
+                        warn!(
+                            "{}: input fault on record {} {:?}: {}; record skipped",
+                            self.job,
+                            r.seq + 1,
+                            r.preview,
+                            r.reason
+                        );
+                    }
+                }
+                self.process(batch)
+            }
+            SourceEvent::Notice(message) => {
+                warn!("{}: {message}", self.job);
+                None
+            }
+            SourceEvent::End if from_replay => {
+                self.restarted = false;
+                if let Some(outcome) = self.drain() {
+                    return Some(outcome);
+                }
+                // A failure in the drain restarted the job with a new replay.
+                if !self.restarted {
+                    self.replay = None;
+                }
+                None
+            }
+            SourceEvent::End => {
+                let outcome = self.end_of_input();
+                // The last batch failed and the job restarted: finish once
+                // the replay is through.
+                self.live_ended = outcome.is_none();
+                outcome
+            }
+            SourceEvent::Failed(message) => Some(JobOutcome::Failed(message)),
+        }
+    }
+
+    /// Puts a batch into the first stage; `Some` when the job ends meanwhile.
+    pub(super) fn process(&mut self, batch: SourceBatch) -> Option<JobOutcome> {
+        self.restarted = false;
+        let end = batch.end();
+        let skipped = &self.skipped;
+        let batch = batch.without(|s| skipped.contains(&s));
+        self.status.add_records(batch.records.len() as u64);
+        if batch.records.is_empty() && self.queue.iter().all(VecDeque::is_empty) {
+            self.submitted = end;
+            self.processed = end;
+            return None;
+        }
+        let batch = Arc::new(batch);
+        if let Err(failure) = self.workers.submit(0, Item::Records(batch.clone())) {
+            return Some(JobOutcome::Failed(failure.to_string()));
+        }
+        self.submitted = end;
+        self.queue[0].push_back(Entry::Batch { batch, end });
+        // A restart meanwhile abandons this batch too: it is replayed.
+        while self.queue[0].len() > MAP_AHEAD && !self.restarted {
+            if let Advance::Ended(outcome) = self.advance(true) {
+                return Some(outcome);
+            }
+        }
+        None
+    }
+
+    /// Takes the first stage's oldest item in and passes it on.
+    pub(super) fn advance(&mut self, block: bool) -> Advance {
+        let Some(collected) = self.workers.collect(0, block) else {
+            return Advance::Idle;
+        };
+        let Some(entry) = self.queue[0].pop_front() else {
+            return Advance::Ended(JobOutcome::Failed(
+                "internal error: a result nobody waits for".into(),
+            ));
+        };
+        match self.pass(0, entry, collected) {
+            Some(outcome) => Advance::Ended(outcome),
+            None => Advance::Progressed,
+        }
+    }
+
+    /// Stage `stage` is done with `entry`: the next stage takes it, or, at
+    /// the end, the sink (a batch) or the checkpoint (a barrier).
+    fn pass(&mut self, stage: usize, entry: Entry, collected: Collected) -> Option<JobOutcome> {
+        let next = stage + 1;
+        // The item the next stage holds is older: it goes on first, and
+        // before a failure of this one is handled.
+        if next < self.workers.stages() {
+            if let Some(outcome) = self.finish_stage(next) {
+                return Some(outcome);
+            }
+            if self.restarted {
+                // It failed and the job restarted: this item is replayed.
+                return None;
+            }
+        }
+        match (entry, collected) {
+            (Entry::Batch { batch, end }, Collected::Outputs(Ok(outputs))) => {
+                self.pass_batch(stage, batch, end, outputs)
+            }
+            (
+                Entry::Barrier {
+                    barrier,
+                    mut snapshots,
+                },
+                Collected::Snapshots(Ok(taken)),
+            ) => {
+                snapshots.extend(taken);
+                if next == self.workers.stages() {
+                    self.complete_checkpoint(barrier, snapshots);
+                    return None;
+                }
+                self.forward(
+                    next,
+                    Entry::Barrier { barrier, snapshots },
+                    Item::Barrier(barrier),
+                )
+            }
+            (Entry::Batch { batch, .. }, Collected::Outputs(Err(failure)))
+            | (Entry::Batch { batch, .. }, Collected::Snapshots(Err(failure))) => {
+                self.fail(stage, &batch, failure)
+            }
+            (Entry::Barrier { .. }, Collected::Outputs(Err(failure)))
+            | (Entry::Barrier { .. }, Collected::Snapshots(Err(failure))) => {
+                self.fail(stage, &SourceBatch::default(), failure)
+            }
+            _ => Some(JobOutcome::Failed(
+                "internal error: a stage answered an item with the wrong kind of result".into(),
+            )),
+        }
+    }
+
+    fn pass_batch(
+        &mut self,
+        stage: usize,
+        batch: Arc<SourceBatch>,
+        end: SourcePosition,
+        mut outputs: Vec<Output>,
+    ) -> Option<JobOutcome> {
+        let mut give_up = None;
+        for fault in outputs
+            .iter_mut()
+            .flat_map(|o| std::mem::take(&mut o.unreproduced))
+        {
+            if give_up.is_none() {
+                give_up = self.unreproduced(fault);
+            }
+        }
+        let next = stage + 1;
+        let ended = if next == self.workers.stages() {
+            let block = exchange::merge(outputs.into_iter().map(|o| o.lines).collect());
+            match self.emit(&block) {
+                Ok(()) => {
+                    self.processed = end;
+                    None
+                }
+                Err(e) => Some(JobOutcome::Failed(e)),
+            }
+        } else {
+            let item = Item::Rows(batch.clone(), Arc::new(outputs));
+            self.forward(next, Entry::Batch { batch, end }, item)
+        };
+        if ended.is_some() {
+            return ended;
+        }
+        let outcome = give_up?;
+        // The batch's output is whole: write it, then stop.
+        for queue in self.queue.iter_mut().take(next) {
+            queue.clear();
+        }
+        self.workers.abandon_upstream(next);
+        Some(self.drain().unwrap_or(outcome))
+    }
+
+    /// Submits `entry` to stage `stage`.
+    fn forward(&mut self, stage: usize, entry: Entry, item: Item) -> Option<JobOutcome> {
+        if let Err(failure) = self.workers.submit(stage, item) {
+            return Some(JobOutcome::Failed(failure.to_string()));
+        }
+        self.queue[stage].push_back(entry);
+        None
+    }
+
+    /// Waits for stage `stage`'s item, if it has one, and passes it on.
+    pub(super) fn finish_stage(&mut self, stage: usize) -> Option<JobOutcome> {
+        if self.queue.get(stage).is_none_or(VecDeque::is_empty) {
+            return None;
+        }
+        let collected = self
+            .workers
+            .collect(stage, true)
+            .unwrap_or(Collected::Outputs(Err(TaskFailure::of_subtask(
+                0,
+                "the stage's threads stopped",
+                Fault::Environment,
+            ))));
+        let entry = self.queue[stage].pop_front()?;
+        self.pass(stage, entry, collected)
+    }
+
+    /// Takes every item in and writes all output.
+    pub(super) fn drain(&mut self) -> Option<JobOutcome> {
+        while !self.queue[0].is_empty() {
+            if let Advance::Ended(outcome) = self.advance(true) {
+                return Some(outcome);
+            }
+        }
+        for stage in 1..self.workers.stages() {
+            if let Some(outcome) = self.finish_stage(stage) {
+                return Some(outcome);
+            }
+        }
+        None
+    }
+
+    /// Writes a block of output; the sink leaves out lines it already has.
+    pub(super) fn emit(&mut self, block: &exchange::Block) -> Result<(), String> {
+        self.sink
+            .write(self.out.lines, block)
+            .map_err(|e| e.to_string())?;
+        self.out.lines += block.lines;
+        self.status.add_output(block.lines);
+        Ok(())
+    }
+}

@@ -1,0 +1,5 @@
+//! Operators, one per file: the guest's flat-map (chained with its
+//! key-selector) and the host's keyed aggregation.
+
+pub mod aggregate;
+pub mod flat_map;

@@ -1,0 +1,50 @@
+//! Key groups, Flink's way: a key's hash picks one of `max_parallelism`
+//! key groups, and each subtask owns a contiguous range of them, so keyed
+//! state checkpointed by key group restores at any parallelism.
+
+use std::ops::Range;
+
+/// The key group of a key hash (Flink's `assignToKeyGroup`).
+#[inline]
+pub fn key_group(hash: u64, max_parallelism: u32) -> u32 {
+    (hash % u64::from(max_parallelism)) as u32
+}
+
+/// The subtask that owns a key group (Flink's `computeOperatorIndexForKeyGroup`).
+#[inline]
+pub fn subtask_of(key_group: u32, parallelism: u32, max_parallelism: u32) -> u32 {
+    (u64::from(key_group) * u64::from(parallelism) / u64::from(max_parallelism)) as u32
+}
+
+/// The key groups a subtask owns (Flink's `computeKeyGroupRangeForOperatorIndex`).
+pub fn key_group_range(subtask: u32, parallelism: u32, max_parallelism: u32) -> Range<u32> {
+    let (s, p, m) = (
+        u64::from(subtask),
+        u64::from(parallelism),
+        u64::from(max_parallelism),
+    );
+    let start = (s * m).div_ceil(p);
+    let end = ((s + 1) * m - 1) / p + 1;
+    start as u32..end as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_group_ranges_cover_every_group_once() {
+        for p in 1..=7 {
+            let mut next = 0;
+            for s in 0..p {
+                let r = key_group_range(s, p, 128);
+                assert_eq!(r.start, next);
+                for g in r.clone() {
+                    assert_eq!(subtask_of(g, p, 128), s);
+                }
+                next = r.end;
+            }
+            assert_eq!(next, 128);
+        }
+    }
+}

@@ -1,0 +1,5 @@
+//! Keyed state, owned by the host: key groups, and the backend that keeps
+//! each key group's entries with copy-on-write snapshots for checkpoints.
+
+pub mod key_groups;
+pub mod keyed;

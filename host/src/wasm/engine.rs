@@ -1,0 +1,116 @@
+//! The engine: one wasmtime `Engine` and `Linker` shared by every module and
+//! job of a process, configured once (component model on, async
+//! concurrency off, epoch interruption for call deadlines, the pooling
+//! allocator so a fresh instance after a trap is cheap), and the thread that
+//! ticks the epoch.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use wasmtime::component::Linker;
+use wasmtime::{Config, Engine};
+
+use crate::config::sandbox::{DEFAULT_MAX_STACK, MAX_MEMORY_LIMIT};
+use crate::wasm::sandbox::{EPOCH_TICK, GuestState};
+pub use crate::wasm::types::EngineError;
+
+/// Settings fixed per engine (so per process for the CLI).
+#[derive(Debug, Clone, Copy)]
+pub struct EngineOptions {
+    /// Count fuel, for `--fuel` budgets (costs some speed).
+    pub fuel: bool,
+    /// Largest wasm stack of a guest call, in bytes (`--max-stack`).
+    pub max_stack: usize,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            fuel: false,
+            max_stack: DEFAULT_MAX_STACK,
+        }
+    }
+}
+
+/// One shared engine and linker; many modules and jobs use it at once.
+#[derive(Clone)]
+pub struct Runtime {
+    pub(crate) engine: Engine,
+    pub(crate) linker: Arc<Linker<GuestState>>,
+    pub(crate) options: EngineOptions,
+    /// Where compiled modules are kept between runs; `None`: compile each time.
+    pub(crate) cache: Option<Arc<PathBuf>>,
+    _ticker: Arc<Ticker>,
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] until dropped.
+struct Ticker(Arc<AtomicBool>);
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Runtime {
+    /// Creates the engine with default options.
+    pub fn new() -> Result<Self, EngineError> {
+        Self::with_options(EngineOptions::default())
+    }
+
+    /// Creates the engine: component model on, async concurrency off, epoch
+    /// interruption for call deadlines, the pooling allocator so that a fresh
+    /// instance after a trap is cheap.
+    pub fn with_options(options: EngineOptions) -> Result<Self, EngineError> {
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        config.wasm_backtrace_max_frames(None);
+        config.epoch_interruption(true);
+        config.consume_fuel(options.fuel);
+        config.max_wasm_stack(options.max_stack);
+        let mut pool = wasmtime::PoolingAllocationConfig::default();
+        pool.total_component_instances(512)
+            .total_core_instances(1024)
+            .total_memories(1024)
+            .total_tables(1024)
+            .max_memory_size(MAX_MEMORY_LIMIT as usize);
+        config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config).map_err(|e| EngineError(format!("{e:#}")))?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(|e| EngineError(format!("{e:#}")))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let ticking = engine.clone();
+        let stopped = stop.clone();
+        std::thread::Builder::new()
+            .name("sluice-epoch".into())
+            .spawn(move || {
+                while !stopped.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    ticking.increment_epoch();
+                }
+            })
+            .map_err(|e| EngineError(format!("cannot start the epoch thread: {e}")))?;
+        Ok(Runtime {
+            engine,
+            linker: Arc::new(linker),
+            options,
+            cache: None,
+            _ticker: Arc::new(Ticker(stop)),
+        })
+    }
+
+    /// Keeps compiled modules in `dir` (created with mode 0700), so a module
+    /// is compiled once, not at every start. The files are native code this
+    /// process loads and runs: `dir` must be writable by this user only.
+    pub fn with_compile_cache(mut self, dir: Option<PathBuf>) -> Self {
+        self.cache = dir.map(Arc::new);
+        self
+    }
+
+    /// The engine's settings.
+    pub fn options(&self) -> EngineOptions {
+        self.options
+    }
+}
