@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use crate::units::parse_duration;
+use crate::units::{ConfigError, parse_duration};
 
 /// A restart strategy.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -51,16 +51,16 @@ const USAGE: &str = "use `none`, `fixed-delay:ATTEMPTS:DELAY`, \
     `failure-rate:MAX_FAILURES:INTERVAL:DELAY` or \
     `exponential:INITIAL:MAX[:MULTIPLIER[:RESET_AFTER[:JITTER]]]`";
 
-fn ms(s: &str) -> Result<u64, String> {
+fn ms(s: &str) -> Result<u64, ConfigError> {
     let d = parse_duration(s)?;
-    u64::try_from(d.as_millis()).map_err(|_| format!("`{s}` is too long"))
+    u64::try_from(d.as_millis()).map_err(|_| ConfigError(format!("`{s}` is too long")))
 }
 
 impl RestartStrategy {
     /// Parses the `--restart` syntax.
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, ConfigError> {
         let parts: Vec<&str> = s.split(':').collect();
-        let bad = || format!("restart strategy `{s}` is not valid; {USAGE}");
+        let bad = || ConfigError(format!("restart strategy `{s}` is not valid; {USAGE}"));
         let count = |p: &str| p.parse::<u32>().map_err(|_| bad());
         match parts.as_slice() {
             ["none"] => Ok(RestartStrategy::None),
@@ -87,7 +87,7 @@ impl RestartStrategy {
                 };
                 strategy
                     .validate()
-                    .map_err(|e| format!("restart strategy `{s}`: {e}"))?;
+                    .map_err(|e| ConfigError(format!("restart strategy `{s}`: {e}")))?;
                 Ok(strategy)
             }
             _ => Err(bad()),
@@ -97,7 +97,7 @@ impl RestartStrategy {
     /// Refuses settings that cannot work, wherever the strategy came from
     /// (a flag, the TOML file, or the guest's description, which is
     /// untrusted input).
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         match *self {
             RestartStrategy::Exponential {
                 initial_ms,
@@ -107,17 +107,19 @@ impl RestartStrategy {
                 ..
             } => {
                 if !(multiplier >= 1.0 && multiplier.is_finite()) {
-                    return Err(format!(
+                    return Err(ConfigError(format!(
                         "the multiplier must be at least 1, not {multiplier}"
-                    ));
+                    )));
                 }
                 if !(0.0..=1.0).contains(&jitter) {
-                    return Err(format!("the jitter must be between 0 and 1, not {jitter}"));
+                    return Err(ConfigError(format!(
+                        "the jitter must be between 0 and 1, not {jitter}"
+                    )));
                 }
                 if initial_ms > max_ms {
-                    return Err(format!(
+                    return Err(ConfigError(format!(
                         "the initial delay ({initial_ms} ms) is longer than the maximum ({max_ms} ms)"
-                    ));
+                    )));
                 }
                 Ok(())
             }
@@ -312,7 +314,7 @@ mod tests {
         assert!(RestartStrategy::parse("fixed-delay:3").is_err());
         assert_eq!(
             RestartStrategy::parse("exponential:10s:1s"),
-            Err("restart strategy `exponential:10s:1s`: the initial delay (10000 ms) is longer than the maximum (1000 ms)".into())
+            Err(ConfigError("restart strategy `exponential:10s:1s`: the initial delay (10000 ms) is longer than the maximum (1000 ms)".into()))
         );
         assert!(RestartStrategy::parse("exponential:1s:10s:NaN").is_err());
         assert!(RestartStrategy::parse("sometimes").is_err());

@@ -42,6 +42,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::checkpoint::CheckpointError;
 pub use crate::connector::position::{SinkPosition, SourcePosition};
 
 /// The manifest's `format` field.
@@ -237,7 +238,11 @@ pub fn checksum(bytes: &[u8]) -> String {
 }
 
 /// Checks a state file against its manifest entry and decodes its groups.
-pub fn decode_state(entry: &FileEntry, bytes: &[u8]) -> Result<Vec<GroupState>, String> {
+pub fn decode_state(entry: &FileEntry, bytes: &[u8]) -> Result<Vec<GroupState>, CheckpointError> {
+    decode(entry, bytes).map_err(CheckpointError::Damaged)
+}
+
+fn decode(entry: &FileEntry, bytes: &[u8]) -> Result<Vec<GroupState>, String> {
     if bytes.len() as u64 != entry.bytes {
         return Err(format!(
             "{} is {} bytes, the manifest says {}",
@@ -253,11 +258,11 @@ pub fn decode_state(entry: &FileEntry, bytes: &[u8]) -> Result<Vec<GroupState>, 
 }
 
 /// Refuses a manifest or job record of a format this host does not read.
-pub fn check_format(format: &str, version: u32) -> Result<(), String> {
+pub fn check_format(format: &str, version: u32) -> Result<(), CheckpointError> {
     if format != FORMAT || version != FORMAT_VERSION {
-        return Err(format!(
+        return Err(CheckpointError::Damaged(format!(
             "format `{format}` version {version} is not one this host reads ({FORMAT} {FORMAT_VERSION})"
-        ));
+        )));
     }
     Ok(())
 }

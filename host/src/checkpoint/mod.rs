@@ -160,14 +160,14 @@ impl Store {
             .map_err(|e| damaged(format!("manifest.json: {}", e.message)))?;
         let manifest: Manifest = serde_json::from_slice(&text)
             .map_err(|e| damaged(format!("manifest.json is not valid: {e}")))?;
-        format::check_format(&manifest.format, manifest.format_version).map_err(damaged)?;
+        format::check_format(&manifest.format, manifest.format_version)?;
         let mut subtasks = Vec::new();
         for f in &manifest.files {
             let bytes = self
                 .checkpoints
                 .read(id, &f.name)
                 .map_err(|e| damaged(format!("{}: {}", f.name, e.message)))?;
-            subtasks.push(format::decode_state(f, &bytes).map_err(damaged)?);
+            subtasks.push(format::decode_state(f, &bytes)?);
         }
         let snapshot = manifest.snapshot(subtasks);
         Ok((manifest, snapshot))

@@ -4,6 +4,7 @@
 //! strategy, parallelism and limits. Flags and the TOML file override it.
 
 use crate::restart::RestartStrategy;
+use crate::units::ConfigError;
 
 /// A keyed aggregation kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,9 +30,11 @@ pub struct Aggregation {
 
 impl Aggregation {
     /// Parses `sum:1`, `count:1`, `min:2`, `max:0`.
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, ConfigError> {
         let (kind, field) = s.split_once(':').ok_or_else(|| {
-            format!("aggregation `{s}` is not KIND:FIELD; use e.g. `sum:1` or `none`")
+            ConfigError(format!(
+                "aggregation `{s}` is not KIND:FIELD; use e.g. `sum:1` or `none`"
+            ))
         })?;
         let kind = match kind {
             "sum" => AggregateKind::Sum,
@@ -39,14 +42,14 @@ impl Aggregation {
             "min" => AggregateKind::Min,
             "max" => AggregateKind::Max,
             other => {
-                return Err(format!(
+                return Err(ConfigError(format!(
                     "unknown aggregation `{other}`; use sum, count, min or max"
-                ));
+                )));
             }
         };
-        let field = field
-            .parse()
-            .map_err(|_| format!("aggregation field `{field}` is not a field number"))?;
+        let field = field.parse().map_err(|_| {
+            ConfigError(format!("aggregation field `{field}` is not a field number"))
+        })?;
         Ok(Aggregation { kind, field })
     }
 }

@@ -16,24 +16,8 @@ use crate::config::description::{Aggregation, DescribedLimits, Description};
 use crate::config::sandbox::{DirGrant, Grants, Limits, MAX_MEMORY_LIMIT, Sandbox};
 use crate::connector::{self, ConnectorEnv};
 use crate::restart::RestartStrategy;
+pub use crate::units::ConfigError;
 use crate::units::{parse_bytes, parse_duration};
-
-/// Settings that cannot work, worded for the user: always the user's to fix.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct ConfigError(pub String);
-
-impl From<String> for ConfigError {
-    fn from(message: String) -> Self {
-        ConfigError(message)
-    }
-}
-
-impl From<&str> for ConfigError {
-    fn from(message: &str) -> Self {
-        ConfigError(message.to_string())
-    }
-}
 
 /// A setting with two values: `true` for the first (the default), `false`
 /// for the second.

@@ -6,6 +6,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::units::ConfigError;
+
 /// The highest `--max-memory` the engine is configured for.
 pub const MAX_MEMORY_LIMIT: u64 = 4 << 30;
 
@@ -56,7 +58,7 @@ pub struct DirGrant {
 
 impl DirGrant {
     /// Parses `HOST_DIR[:GUEST_DIR][:ro]`.
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, ConfigError> {
         let (rest, read_only) = match s.strip_suffix(":ro") {
             Some(rest) => (rest, true),
             None => (s, false),
@@ -66,7 +68,9 @@ impl DirGrant {
             None => (rest, rest.to_string()),
         };
         if host.is_empty() || guest.is_empty() {
-            return Err(format!("`{s}` is not HOST_DIR[:GUEST_DIR][:ro]"));
+            return Err(ConfigError(format!(
+                "`{s}` is not HOST_DIR[:GUEST_DIR][:ro]"
+            )));
         }
         Ok(DirGrant {
             host: PathBuf::from(host),

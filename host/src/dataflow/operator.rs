@@ -17,7 +17,7 @@ use crate::checkpoint::format::GroupState;
 use crate::dataflow::message::SourceBatch;
 use crate::encoding::RowRef;
 use crate::fault::TaskFailure;
-use crate::state::keyed::CopyOnWrite;
+use crate::state::keyed::{CopyOnWrite, StateError};
 
 /// What an operator instance is given.
 pub enum Input<'a> {
@@ -112,7 +112,7 @@ pub trait Operator: Send + 'static {
     }
 
     /// Loads the key groups of a checkpoint that this instance owns.
-    fn restore(&mut self, _groups: &[GroupState]) -> Result<(), String> {
+    fn restore(&mut self, _groups: &[GroupState]) -> Result<(), StateError> {
         Ok(())
     }
 

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Select, Sender, TryRecvError, bounded};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Select, Sender, TryRecvError, bounded};
 
 use crate::checkpoint::Snapshot;
 use crate::dataflow::message::{Barrier, SourceBatch};
@@ -152,7 +152,14 @@ impl Instance {
 
 /// Serves the instances of one thread, the first in the list first, until
 /// the job is gone. Does idle work only after [`IDLE`] with nothing to do.
-fn serve(mut instances: Vec<Instance>) {
+/// A thread of the first stage alone waits with a plain receive, which
+/// spins a little before it sleeps: the guest, which sets the pace, starts
+/// on the next batch sooner. Any other thread sleeps at once (a `Select`),
+/// so that waiting does not take a core from the guest.
+fn serve(mut instances: Vec<Instance>, first_stage: bool) {
+    if instances.len() == 1 && first_stage {
+        return serve_one(instances.remove(0));
+    }
     let receivers: Vec<Receiver<Command>> = instances.iter().map(|i| i.commands.clone()).collect();
     let mut select = Select::new();
     for r in &receivers {
@@ -187,6 +194,30 @@ fn serve(mut instances: Vec<Instance>) {
                 waited = true;
                 let _ = select.ready_timeout(IDLE);
             }
+        }
+    }
+}
+
+/// [`serve`] for a thread of one first-stage instance.
+fn serve_one(mut instance: Instance) {
+    loop {
+        let command = if instance.op.has_idle_work() {
+            match instance.commands.recv_timeout(IDLE) {
+                Ok(command) => command,
+                Err(RecvTimeoutError::Timeout) => {
+                    instance.op.idle();
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+        } else {
+            match instance.commands.recv() {
+                Ok(command) => command,
+                Err(_) => return,
+            }
+        };
+        if !instance.run(command) {
+            return;
         }
     }
 }
@@ -270,7 +301,7 @@ impl Workers {
             for (i, op) in ops.into_iter().enumerate() {
                 // Commands never block the job (it bounds what it owes);
                 // replies are bounded by what it owes.
-                let (commands, commands_rx) = crossbeam_channel::unbounded();
+                let (commands, commands_rx) = bounded(64);
                 let (replies_tx, replies) = bounded(depth);
                 let counters = Arc::new(Counters::default());
                 stage.links.push(Link { commands, replies });
@@ -292,12 +323,17 @@ impl Workers {
         }
         for (i, instances) in threads.into_iter().enumerate() {
             if share {
-                spawn(format!("sluice-task-{i}"), i, instances)?;
+                spawn(format!("sluice-task-{i}"), i, instances, false)?;
             } else {
                 let count = instances.len();
                 for (n, instance) in instances.into_iter().enumerate() {
                     let stage = count - 1 - n;
-                    spawn(format!("sluice-s{stage}-{i}"), i, vec![instance])?;
+                    spawn(
+                        format!("sluice-s{stage}-{i}"),
+                        i,
+                        vec![instance],
+                        stage == 0,
+                    )?;
                 }
             }
         }
@@ -486,10 +522,15 @@ fn gather(parts: Vec<(usize, Reply)>) -> Collected {
     })
 }
 
-fn spawn(name: String, index: usize, instances: Vec<Instance>) -> Result<(), TaskFailure> {
+fn spawn(
+    name: String,
+    index: usize,
+    instances: Vec<Instance>,
+    first_stage: bool,
+) -> Result<(), TaskFailure> {
     std::thread::Builder::new()
         .name(name)
-        .spawn(move || serve(instances))
+        .spawn(move || serve(instances, first_stage))
         .map(|_| ())
         .map_err(|e| {
             TaskFailure::of_subtask(

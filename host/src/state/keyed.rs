@@ -22,7 +22,7 @@ use crate::state::key_groups::key_group;
 /// keeps it; the fold says which field of the row it folds and how.
 pub trait Fold: Copy {
     /// The byte span of the folded field in `row`.
-    fn field(&self, row: &[u8]) -> Result<(usize, usize), FoldError>;
+    fn field(&self, row: &[u8]) -> Result<(usize, usize), StateError>;
 
     /// The entry stored for a key's first row, as up to three parts put
     /// together (`scratch` is room for a replaced field).
@@ -31,11 +31,11 @@ pub trait Fold: Copy {
         row: &'a [u8],
         field: (usize, usize),
         scratch: &'a mut [u8; 9],
-    ) -> Result<[&'a [u8]; 3], FoldError>;
+    ) -> Result<[&'a [u8]; 3], StateError>;
 
     /// Folds `incoming` into the stored field `current`; `true` when the
     /// field must become `incoming`, which has another length.
-    fn fold(&self, current: &mut [u8], incoming: &[u8]) -> Result<bool, FoldError>;
+    fn fold(&self, current: &mut [u8], incoming: &[u8]) -> Result<bool, StateError>;
 }
 
 /// A key's hash within its key group's table. Every key of a group has the
@@ -203,9 +203,9 @@ impl Group {
 
 /// Where an entry of `len` bytes appended to `arena` starts, or an error
 /// if the key group would outgrow the offsets.
-fn end_for(arena: &[u8], len: usize, group: u32) -> Result<u32, FoldError> {
+fn end_for(arena: &[u8], len: usize, group: u32) -> Result<u32, StateError> {
     u32::try_from(arena.len() + len).map(|_| arena.len() as u32).map_err(|_| {
-        FoldError(format!(
+        StateError(format!(
             "key group {group} holds more than 4 GiB of state; raise --max-parallelism to spread the keys over more groups"
         ))
     })
@@ -215,9 +215,11 @@ fn end_for(arena: &[u8], len: usize, group: u32) -> Result<u32, FoldError> {
 /// this and more than the live entries.
 const COMPACT_AT: usize = 4096;
 
-/// A row the fold cannot take: the job's logic is at fault.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FoldError(pub String);
+/// A row the fold cannot take (the job's logic is at fault), or state
+/// that does not decode (a damaged checkpoint).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct StateError(pub String);
 
 /// The state of the key groups one subtask owns.
 pub struct KeyedState<F> {
@@ -309,17 +311,20 @@ impl<F: Fold> KeyedState<F> {
 
     /// Loads the entries of a checkpointed key group, if this state owns
     /// it; the group shares the checkpoint's bytes until it changes.
-    pub fn restore(&mut self, group: &GroupState) -> Result<(), String> {
+    pub fn restore(&mut self, group: &GroupState) -> Result<(), StateError> {
         if !self.range.contains(&group.group) {
             return Ok(());
         }
         let b: &[u8] = &group.bytes;
         if b.len() > u32::MAX as usize {
-            return Err(format!("key group {} is over 4 GiB", group.group));
+            return Err(StateError(format!(
+                "key group {} is over 4 GiB",
+                group.group
+            )));
         }
         let mut at = 0usize;
-        let truncated = || format!("key group {} is truncated", group.group);
-        let take = |at: &mut usize, n: usize| -> Result<&[u8], String> {
+        let truncated = || StateError(format!("key group {} is truncated", group.group));
+        let take = |at: &mut usize, n: usize| -> Result<&[u8], StateError> {
             let s = b.get(*at..*at + n).ok_or_else(truncated)?;
             *at += n;
             Ok(s)
@@ -336,12 +341,12 @@ impl<F: Fold> KeyedState<F> {
             let n = u32::from_le_bytes([n[0], n[1], n[2], n[3]]) as usize;
             let row = take(&mut at, n)?;
             if key_group(hash, self.max_parallelism) != group.group {
-                return Err(format!(
+                return Err(StateError(format!(
                     "a key in key group {} hashes to another group; was the checkpoint taken with another --max-parallelism?",
                     group.group
-                ));
+                )));
             }
-            let (vs, _) = fold.field(row).map_err(|e| e.0)?;
+            let (vs, _) = fold.field(row)?;
             let s = Slot {
                 hash,
                 at: start as u32,
@@ -350,11 +355,11 @@ impl<F: Fold> KeyedState<F> {
             index.insert_unique(slot(hash), s, |e: &Slot| slot(e.hash));
         }
         if at != b.len() {
-            return Err(format!(
+            return Err(StateError(format!(
                 "key group {} has {} bytes after its last key",
                 group.group,
                 b.len() - at
-            ));
+            )));
         }
         self.groups[(group.group - self.range.start) as usize] = Group {
             index,
@@ -368,13 +373,14 @@ impl<F: Fold> KeyedState<F> {
 
     /// Folds one row into its key's state and writes the updated row, in
     /// tuple form, to `out` (when there is one: a discard sink needs none).
+    #[inline]
     pub fn apply(
         &mut self,
         hash: u64,
         key: &[u8],
         row: &[u8],
         out: Option<&mut Vec<u8>>,
-    ) -> Result<(), FoldError> {
+    ) -> Result<(), StateError> {
         let fold = self.fold;
         let group = key_group(hash, self.max_parallelism);
         debug_assert!(self.range.contains(&group));
@@ -396,7 +402,7 @@ impl<F: Fold> KeyedState<F> {
                 let at = found.at as usize;
                 let fs = at + found.field as usize;
                 let fe = encoding::skip_checked(arena, fs)
-                    .ok_or_else(|| FoldError("keyed state is corrupt".into()))?;
+                    .ok_or_else(|| StateError("keyed state is corrupt".into()))?;
                 if !fold.fold(&mut arena[fs..fe], incoming)? {
                     at
                 } else {

@@ -135,15 +135,15 @@ impl Module {
     }
 
     /// The grants this module's imports need, or why it cannot run with `grants`.
-    pub fn check_grants(&self, grants: &Grants) -> Result<(), String> {
+    pub fn check_grants(&self, grants: &Grants) -> Result<(), ModuleError> {
         // Name the capability the module asks for before the types it drags in.
         let mut imports: Vec<&String> = self.info.imports.iter().collect();
         imports.sort_by_key(|i| !i.starts_with("wasi:filesystem/"));
         for import in imports {
             if let Some(missing) = grants.refuses(import) {
-                return Err(format!(
+                return Err(ModuleError::Invalid(format!(
                     "module imports `{import}`, which this job does not grant; {missing}"
-                ));
+                )));
             }
         }
         Ok(())
