@@ -107,26 +107,12 @@ impl<R: Read> Lines<R> {
                     continue;
                 }
                 Err(e) => {
-                    if !(self.partial.is_empty() && self.overlong.is_none())
-                        && self.journal.is_some()
-                    {
-                        self.journal(b"\n")?;
-                        self.offset += 1;
-                    }
-                    self.end_line();
-                    self.flush(tx);
+                    self.end_stream(tx)?;
                     return Err(format!("source read failed: {e}"));
                 }
             };
             if available.is_empty() {
-                // End of stream: a last line without a newline still counts
-                // (and gets one in the journal, so a replay cuts it the same).
-                if !(self.partial.is_empty() && self.overlong.is_none()) && self.journal.is_some() {
-                    self.journal(b"\n")?;
-                    self.offset += 1;
-                }
-                self.end_line();
-                self.flush(tx);
+                self.end_stream(tx)?;
                 return Ok(());
             }
             match memchr::memchr(b'\n', available) {
@@ -166,6 +152,18 @@ impl<R: Read> Lines<R> {
                 return Ok(());
             }
         }
+    }
+
+    /// The stream ended: a last line without a newline still counts (and
+    /// gets one in the journal, so a replay cuts it the same).
+    fn end_stream(&mut self, tx: &Sender<SourceEvent>) -> Result<(), String> {
+        if !(self.partial.is_empty() && self.overlong.is_none()) && self.journal.is_some() {
+            self.journal(b"\n")?;
+            self.offset += 1;
+        }
+        self.end_line();
+        self.flush(tx);
+        Ok(())
     }
 
     fn append(&mut self, piece: &[u8]) {

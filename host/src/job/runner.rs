@@ -155,6 +155,46 @@ pub(super) fn operators(
     Ok(stages)
 }
 
+/// Starts the live source where the job goes on, and the replay of what a
+/// restored job's journal holds after its checkpoint.
+fn start_source(
+    prepared: &Prepared,
+    options: &SourceOptions,
+    cancel: &Arc<AtomicBool>,
+) -> Result<(Receiver<SourceEvent>, Option<Receiver<SourceEvent>>), String> {
+    let live = prepared
+        .source
+        .start(prepared.live_start, options, None, cancel.clone())
+        .map_err(|e| format!("cannot start the source: {e}"))?;
+    let replay = match prepared.replay {
+        Some((from, until)) => Some(
+            prepared
+                .source
+                .replay(from, Some(until), options)
+                .map_err(|e| e.to_string())?,
+        ),
+        None => None,
+    };
+    Ok((live, replay))
+}
+
+/// What the checkpoints record of the job.
+fn job_info(module: &Module, spec: &JobSpec, id: &str) -> JobInfo {
+    JobInfo {
+        job_id: id.to_string(),
+        job_name: spec.name.clone(),
+        module_digest: module.digest().to_string(),
+        wit_version: module.wit_package().to_string(),
+        parallelism: spec.parallelism,
+        max_parallelism: spec.max_parallelism,
+        aggregation: spec
+            .aggregation
+            .map_or_else(|| "none".to_string(), |a| a.to_string()),
+        source_uri: spec.source.clone(),
+        sink_uri: spec.sink.clone(),
+    }
+}
+
 fn source_options(spec: &JobSpec) -> SourceOptions {
     SourceOptions {
         max_line_bytes: spec.max_line_bytes,
@@ -166,12 +206,12 @@ impl<'a> Runner<'a> {
     pub(super) fn new(
         module: &'a Module,
         spec: &'a JobSpec,
-        prepared: Prepared,
+        mut prepared: Prepared,
         cancel: &'a CancelToken,
         status: &'a Status,
         job: Arc<str>,
     ) -> Result<Self, String> {
-        let restored = prepared.restored.map(Arc::new);
+        let restored = prepared.restored.take().map(Arc::new);
         let sink = connector::open_sink(
             &spec.sink,
             &spec.env,
@@ -185,33 +225,9 @@ impl<'a> Runner<'a> {
         .map_err(|f| f.to_string())?;
         let options = source_options(spec);
         let source_cancel = Arc::new(AtomicBool::new(false));
-        let live = prepared
-            .source
-            .start(prepared.live_start, &options, None, source_cancel.clone())
-            .map_err(|e| format!("cannot start the source: {e}"))?;
-        let replay = match prepared.replay {
-            Some((from, until)) => Some(
-                prepared
-                    .source
-                    .replay(from, Some(until), &options)
-                    .map_err(|e| e.to_string())?,
-            ),
-            None => None,
-        };
+        let (live, replay) = start_source(&prepared, &options, &source_cancel)?;
         let origin = restored.clone().unwrap_or_default();
-        let info = JobInfo {
-            job_id: prepared.id.clone(),
-            job_name: spec.name.clone(),
-            module_digest: module.digest().to_string(),
-            wit_version: module.wit_package().to_string(),
-            parallelism: spec.parallelism,
-            max_parallelism: spec.max_parallelism,
-            aggregation: spec
-                .aggregation
-                .map_or_else(|| "none".to_string(), |a| a.to_string()),
-            source_uri: spec.source.clone(),
-            sink_uri: spec.sink.clone(),
-        };
+        let info = job_info(module, spec, &prepared.id);
         let dead_letter = spec
             .dead_letter
             .clone()
