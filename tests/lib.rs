@@ -197,6 +197,12 @@ impl HostCommand {
         Self::new(args)
     }
 
+    /// Runs the host in `dir`.
+    pub fn current_dir(mut self, dir: impl AsRef<std::path::Path>) -> Self {
+        self.cmd.current_dir(dir);
+        self
+    }
+
     /// Sets an environment variable for the host.
     pub fn env(mut self, key: &str, value: impl AsRef<std::ffi::OsStr>) -> Self {
         self.cmd.env(key, value);
@@ -394,6 +400,29 @@ impl LineServer {
     /// the peer closes it or `linger` passes.
     pub fn start(scripts: Vec<Vec<Step>>, linger: Duration) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        Self::serve(listener, scripts, linger)
+    }
+
+    /// Like [`LineServer::start`], on `port` — the one a restored job
+    /// remembers, as `nc -lk PORT` started again would. Waits (up to 10 s)
+    /// for the port to be free, since a server of the job before may only
+    /// now be closing.
+    pub fn start_on(port: u16, scripts: Vec<Vec<Step>>, linger: Duration) -> Self {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let listener = loop {
+            match TcpListener::bind(("127.0.0.1", port)) {
+                Ok(listener) => break listener,
+                Err(e) if Instant::now() < deadline => {
+                    let _ = e;
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => panic!("cannot listen on 127.0.0.1:{port} again: {e}"),
+            }
+        };
+        Self::serve(listener, scripts, linger)
+    }
+
+    fn serve(listener: TcpListener, scripts: Vec<Vec<Step>>, linger: Duration) -> Self {
         let port = listener.local_addr().expect("local addr").port();
         let handle = std::thread::spawn(move || {
             let mut served = 0;

@@ -295,6 +295,18 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
+/// Launch to first record processed: a one-line input, print sink.
+fn startup(env: &Env, runs: usize) -> Result<Duration> {
+    let one = env.work.join("one.txt");
+    std::fs::write(&one, "hello\n")?;
+    let mut t = Vec::new();
+    for i in 0..runs {
+        let r = host_run(env, &one, "print", 1, &format!("one-{i}"))?;
+        t.push(r.first_output.unwrap_or(r.wall));
+    }
+    Ok(median(t))
+}
+
 fn throughput(env: &Env, lines: usize, runs: usize) -> Result<()> {
     let input = env.work.join("input.txt");
     let words = generate(&input, lines)?;
@@ -314,17 +326,7 @@ fn throughput(env: &Env, lines: usize, runs: usize) -> Result<()> {
         native_wps / 1e6,
         1.0
     );
-    let startup = {
-        // Launch to first record processed: a one-line input, print sink.
-        let one = env.work.join("one.txt");
-        std::fs::write(&one, "hello\n")?;
-        let mut t = Vec::new();
-        for i in 0..runs {
-            let r = host_run(env, &one, "print", 1, &format!("one-{i}"))?;
-            t.push(r.first_output.unwrap_or(r.wall));
-        }
-        median(t)
-    };
+    let startup = startup(env, runs)?;
     let out_file = env.work.join("out.txt");
     let file_sink = format!("file://{}", out_file.display());
     let mut p1 = 0.0;

@@ -2,6 +2,7 @@
 //! `examples/` and `tests/guests/`, over loopback sockets, files and stdin.
 
 mod bad_input;
+mod first_hour;
 mod inspect;
 mod languages;
 mod poison;

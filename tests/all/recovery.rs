@@ -2,7 +2,7 @@
 //! killed with SIGKILL and resumed, a damaged checkpoint, and every restart
 //! strategy. Each scenario runs with the real binary on a compiled guest.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use sluice_tests::{HostCommand, LineServer, Output, Step, TempDir, guests, line};
@@ -125,18 +125,56 @@ fn resume_and_send(module: &str, dir: &TempDir, lines: &[&str], extra: &[&str]) 
     resume_and_send_to(module, "latest", lines, &args)
 }
 
-/// Resumes with `--restore RESTORE`, sends `lines` over a new socket, waits
-/// for as many lines of output, and cancels it.
+/// The port of the socket source a job (a job directory, a checkpoint, or
+/// any job in a checkpoint directory) remembers in its `job.json`.
+fn remembered_port(path: &Path) -> u16 {
+    let mut dirs = vec![path.to_path_buf()];
+    if let Some(parent) = path.parent() {
+        dirs.push(parent.to_path_buf());
+    }
+    dirs.extend(
+        std::fs::read_dir(path)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path()),
+    );
+    let record = dirs
+        .iter()
+        .find_map(|d| std::fs::read_to_string(d.join("job.json")).ok())
+        .unwrap_or_else(|| panic!("no job.json in or around {}", path.display()));
+    let v: serde_json::Value = serde_json::from_str(&record).expect("job.json is JSON");
+    let source = v["source"].as_str().expect("a source");
+    source
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .unwrap_or_else(|| panic!("source `{source}` has no port"))
+}
+
+/// Resumes with `--restore RESTORE` (and the job's own settings: the same
+/// socket source, started again), sends `lines` over it, waits for as many
+/// lines of output, and cancels it.
 fn resume_and_send_to(module: &str, restore: &str, lines: &[&str], extra: &[&str]) -> Output {
-    let server = LineServer::start(
+    let at = match restore {
+        "latest" => extra
+            .iter()
+            .position(|a| *a == "--checkpoint-dir")
+            .map(|i| PathBuf::from(extra[i + 1]))
+            .expect("--checkpoint-dir with latest"),
+        path => PathBuf::from(path),
+    };
+    let server = LineServer::start_on(
+        remembered_port(&at),
         vec![lines.iter().map(|l| line(l)).collect()],
         Duration::from_secs(30),
     );
-    let mut args = vec!["--restore", restore];
+    let mut args = vec!["run", "--module", module, "--restore", restore];
     args.extend_from_slice(extra);
-    HostCommand::job(module, &server.uri(), &args)
+    let out = HostCommand::new(args)
         .spawn()
-        .stop_after_lines(lines.len(), "INT")
+        .stop_after_lines(lines.len(), "INT");
+    server.join();
+    out
 }
 
 /// Runs wordcount on a socket that sends `lines`, checkpointing every
@@ -606,14 +644,12 @@ fn a_checkpoint_keeps_its_state_while_the_job_changes_it() {
     out.assert_stderr_has("copy-on-write after checkpoint `chk-1`: ");
     // `chk-1` holds a=1, b=1; the journal replays the `a` read after it.
     let chk1 = single_job_dir(&dir.0).join("chk-1");
-    let server = LineServer::start(vec![vec![line("a b")]], Duration::from_secs(30));
-    let first = HostCommand::job(
+    let first = resume_and_send_to(
         guests::WORDCOUNT,
-        &server.uri(),
-        &["--restore", chk1.to_str().expect("utf8 path")],
-    )
-    .spawn()
-    .stop_after_lines(2, "INT");
+        chk1.to_str().expect("utf8 path"),
+        &["a b"],
+        &[],
+    );
     assert_eq!(first.stdout, "(a,3)\n(b,2)\n");
     first.assert_stderr_has("restoring checkpoint `chk-1` (2 keys, source at record 1,");
     // Its checkpoints went on in the restored job's directory: the hint

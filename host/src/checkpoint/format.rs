@@ -204,6 +204,13 @@ pub struct JobRecord {
     pub source: String,
     /// The sink URI.
     pub sink: String,
+    /// The module the job ran, so `--restore JOB_DIR` needs no `--module`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub module: Option<std::path::PathBuf>,
+    /// The settings it was given (flags and file; relative paths made
+    /// absolute), so `--restore JOB_DIR` alone resumes it as it was.
+    #[serde(default)]
+    pub settings: crate::config::settings::Settings,
 }
 
 /// Encodes one subtask's key groups as a state file (see the module docs),

@@ -15,9 +15,9 @@ pub enum CheckpointsCommand {
         /// `--checkpoint-dir` of the job, or one job directory in it.
         dir: PathBuf,
     },
-    /// Show one checkpoint (`.../chk-N`) in full.
+    /// Show one checkpoint (`.../chk-N`) in full, or a job directory's checkpoints.
     Show {
-        /// The checkpoint's directory.
+        /// The checkpoint's directory, or a job's directory.
         path: PathBuf,
     },
 }
@@ -29,24 +29,55 @@ pub fn run(cmd: CheckpointsCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Whether `dir` is a job's directory: it holds a `job.json`, a
+/// checkpoint or a journal.
+fn is_job_dir(dir: &Path) -> bool {
+    dir.join("job.json").exists()
+        || dir.join("journal").is_dir()
+        || std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| {
+                e.file_name()
+                    .to_str()
+                    .is_some_and(|n| n.starts_with("chk-"))
+            })
+}
+
+/// The job directories in `dir`: itself, or any found up to two levels
+/// down (`sluice-checkpoints/NAME/JOB_ID`).
 fn job_dirs(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     if !dir.is_dir() {
         return Err(anyhow!(
-            "`{}` is not a directory; pass a --checkpoint-dir",
+            "`{}` is not a directory; pass a job's checkpoint directory (its --checkpoint-dir) or a job's directory",
             dir.display()
         ));
     }
-    let own = Store::open(dir).map_err(|e| anyhow!(e))?;
-    if !own.ids().is_empty() || dir.join("journal").exists() {
+    if is_job_dir(dir) {
         return Ok(vec![dir.to_owned()]);
     }
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(dir)?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.is_dir())
-        .collect();
-    dirs.sort();
-    Ok(dirs)
+    let mut found = Vec::new();
+    let mut level = vec![dir.to_owned()];
+    for _ in 0..2 {
+        let mut next = Vec::new();
+        for d in &level {
+            for entry in std::fs::read_dir(d).into_iter().flatten().flatten() {
+                let path = entry.path();
+                if !path.is_dir() {
+                    continue;
+                }
+                if is_job_dir(&path) {
+                    found.push(path);
+                } else {
+                    next.push(path);
+                }
+            }
+        }
+        level = next;
+    }
+    found.sort();
+    Ok(found)
 }
 
 fn list(dir: &Path) -> anyhow::Result<ExitCode> {
@@ -64,8 +95,11 @@ fn list(dir: &Path) -> anyhow::Result<ExitCode> {
     for job_dir in job_dirs(dir)? {
         let store = Store::open(&job_dir).map_err(|e| anyhow!(e))?;
         let job = job_dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
+            .strip_prefix(dir)
+            .ok()
+            .filter(|p| !p.as_os_str().is_empty())
+            .or_else(|| job_dir.file_name().map(Path::new))
+            .map(|p| p.display().to_string())
             .unwrap_or_default();
         for id in store.ids() {
             any = true;
@@ -90,11 +124,26 @@ fn list(dir: &Path) -> anyhow::Result<ExitCode> {
 }
 
 fn show(path: &Path) -> anyhow::Result<ExitCode> {
+    if !path.exists() {
+        return Err(anyhow!(
+            "there is no checkpoint at `{}`; `host checkpoints list DIR` lists them",
+            path.display()
+        ));
+    }
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-    let id: u64 = name
+    let Some(id) = name
         .strip_prefix("chk-")
-        .and_then(|n| n.parse().ok())
-        .ok_or_else(|| anyhow!("`{}` is not a `chk-N` checkpoint directory", path.display()))?;
+        .and_then(|n| n.parse::<u64>().ok())
+    else {
+        if path.is_dir() && is_job_dir(path) {
+            // A job's directory: its checkpoints.
+            return list(path);
+        }
+        return Err(anyhow!(
+            "`{}` is neither a `chk-N` checkpoint nor a job's directory",
+            path.display()
+        ));
+    };
     let parent = path
         .parent()
         .ok_or_else(|| anyhow!("`{}` has no job directory", path.display()))?;
@@ -102,6 +151,26 @@ fn show(path: &Path) -> anyhow::Result<ExitCode> {
     let (m, _): (Manifest, _) = store
         .load(id)
         .map_err(|e| anyhow!("checkpoint `{}` is damaged: {e}", path.display()))?;
+    // What a restore from it skips: the checkpoint's records and those the
+    // job dead-lettered since.
+    let mut skipped: Vec<u64> = m
+        .skipped_records
+        .iter()
+        .copied()
+        .chain(
+            store
+                .skipped()
+                .into_iter()
+                .filter(|s| *s >= m.source.position.seq),
+        )
+        .collect();
+    skipped.sort_unstable();
+    skipped.dedup();
+    print_manifest(&m, &skipped);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_manifest(m: &Manifest, skipped: &[u64]) {
     out!(
         "checkpoint:      chk-{} (format {} v{})",
         m.checkpoint_id,
@@ -135,17 +204,13 @@ fn show(path: &Path) -> anyhow::Result<ExitCode> {
         m.sink.position.bytes
     );
     out!("keys:            {}", m.keys);
-    let skipped: Vec<String> = m
-        .skipped_records
-        .iter()
-        .map(|s| (s + 1).to_string())
-        .collect();
+    let shown: Vec<String> = skipped.iter().map(|s| (s + 1).to_string()).collect();
     out!(
         "skipped records: {}",
-        if skipped.is_empty() {
+        if shown.is_empty() {
             "none".into()
         } else {
-            skipped.join(", ")
+            shown.join(", ")
         }
     );
     out!("files:");
@@ -160,7 +225,6 @@ fn show(path: &Path) -> anyhow::Result<ExitCode> {
             f.xxh3
         );
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 /// Unix milliseconds as `YYYY-MM-DD HH:MM:SS.mmm`.

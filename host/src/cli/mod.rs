@@ -80,17 +80,43 @@ pub(crate) fn print_line(args: std::fmt::Arguments<'_>) {
     }
 }
 
-/// Logs go to stderr; `SLUICE_LOG` (e.g. `debug`) sets the level.
+/// Logs go to stderr; `SLUICE_LOG` (e.g. `debug`) sets the level. A filter
+/// that does not parse is a warning, never silence: errors always reach
+/// stderr.
 pub fn init_logging() {
     use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let (filter, bad) = match std::env::var("SLUICE_LOG") {
+        Ok(s) if !s.trim().is_empty() => match tracing_subscriber::EnvFilter::try_new(&s) {
+            Ok(f) if valid_levels(&s) => (f, None),
+            _ => (tracing_subscriber::EnvFilter::new("info"), Some(s)),
+        },
+        _ => (tracing_subscriber::EnvFilter::new("info"), None),
+    };
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .init();
+    if let Some(s) = bad {
+        tracing::warn!(
+            "SLUICE_LOG={s:?} is not a log filter; logging at `info` (use error, warn, info, debug or trace)"
+        );
+    }
+}
+
+/// Whether every directive of a filter names a known level: `EnvFilter`
+/// takes `inf` for a target named `inf`, which turns every other log off.
+fn valid_levels(filter: &str) -> bool {
+    const LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"];
+    filter
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .all(|d| {
+            let level = d.rsplit_once('=').map_or(d, |(_, l)| l);
+            LEVELS.contains(&level.to_ascii_lowercase().as_str())
+        })
 }
 
 /// Parses `KEY=VALUE`.

@@ -1,22 +1,26 @@
 //! `host run`: load the module, resolve the job, run it until it finishes,
-//! fails or is cancelled (SIGINT, SIGTERM).
+//! fails or is cancelled (SIGINT, SIGTERM). With `--restore`, the job's own
+//! settings (`job.json`) are the layer under the TOML file and the flags,
+//! so `--restore JOB_DIR` alone resumes the job as it was.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, anyhow};
 use clap::Args;
+use sluice_host::checkpoint::Store;
+use sluice_host::checkpoint::restore::resolve_restore;
 use sluice_host::config::sandbox::DEFAULT_MAX_STACK;
-use sluice_host::config::{FileConfig, FlagConfig, JobSpec};
+use sluice_host::config::{FlagConfig, JobSpec, Settings};
 use sluice_host::units::parse_bytes;
 use sluice_host::wasm::EngineOptions;
-use sluice_host::{CancelToken, JobHandle, JobOutcome, Runtime};
+use sluice_host::{CancelToken, JobHandle, JobOutcome, Module, Runtime};
 
 #[derive(Args)]
 pub struct RunArgs {
-    /// The guest component (.wasm) built against sluice:stream@0.1.0.
+    /// The guest component (.wasm) built against sluice:stream@0.1.0 [default with --restore: the module the job ran].
     #[arg(long, value_name = "PATH")]
-    module: PathBuf,
+    module: Option<PathBuf>,
     /// Source: `socket://HOST:PORT`, `file://PATH` or `-` for stdin [default: the module's].
     #[arg(long, value_name = "URI")]
     source: Option<String>,
@@ -32,7 +36,7 @@ pub struct RunArgs {
     /// Keyed aggregation: `sum:FIELD`, `count:FIELD`, `min:FIELD`, `max:FIELD` or `none` [default: the module's].
     #[arg(long, value_name = "KIND:FIELD")]
     aggregate: Option<String>,
-    /// Checkpoint interval (`1s`, `500ms`) or `off` [default: the module's].
+    /// Checkpoint interval (`1s`, `500ms`; a number needs its unit) or `off` [default: the module's].
     #[arg(long, value_name = "DURATION")]
     checkpoint_interval: Option<String>,
     /// Restart strategy: `none`, `fixed-delay:ATTEMPTS:DELAY`, `failure-rate:MAX:INTERVAL:DELAY`, `exponential:INITIAL:MAX[:MULT[:RESET[:JITTER]]]`.
@@ -65,13 +69,16 @@ pub struct RunArgs {
     /// Restore a checkpoint taken with a different module.
     #[arg(long)]
     allow_module_change: bool,
+    /// Restore a checkpoint onto another source, read from its beginning with the checkpoint's state.
+    #[arg(long)]
+    allow_source_change: bool,
     /// Linear memory per guest instance, all memories together (`64MiB`) [default: 64MiB].
     #[arg(long, value_name = "SIZE")]
     max_memory: Option<String>,
     /// Deadline of one guest call (a batch of records); a guest past it is stopped [default: 10s].
     #[arg(long, value_name = "DURATION")]
     call_timeout: Option<String>,
-    /// Fuel per guest call: a deterministic instruction budget (costs some speed) [default: off].
+    /// Fuel per guest call (a batch; a record alone gets the same budget): a deterministic instruction budget (costs some speed) [default: off].
     #[arg(long, value_name = "UNITS")]
     fuel: Option<u64>,
     /// Wasm stack per guest call [default: 512KiB].
@@ -115,97 +122,71 @@ pub struct RunArgs {
     config: Option<PathBuf>,
 }
 
-pub fn run(args: RunArgs, cache: Option<PathBuf>) -> anyhow::Result<ExitCode> {
-    let file = match &args.config {
-        Some(path) => FileConfig::read(path).map_err(|e| anyhow!(e))?,
-        None => FileConfig::default(),
-    };
-    let flags = FlagConfig {
-        module_path: args.module.clone(),
-        settings: FileConfig {
-            name: args.name,
-            source: args.source,
-            sink: args.sink,
-            parallelism: args.parallelism,
-            max_parallelism: args.max_parallelism,
-            aggregate: args.aggregate,
-            max_line_bytes: args.max_line_bytes,
-            connect_timeout: args.connect_timeout,
-            checkpoint_interval: args.checkpoint_interval,
-            restart: args.restart,
-            min_pause: args.min_pause,
-            checkpoint_timeout: args.checkpoint_timeout,
-            checkpoint_dir: args.checkpoint_dir,
-            retain_checkpoints: args.retain_checkpoints,
-            on_cancel: args.on_cancel,
-            recovery: args.recovery,
-            dead_letter: args.dead_letter,
-            max_memory: args.max_memory,
-            call_timeout: args.call_timeout,
-            max_rows_per_record: args.max_rows_per_record,
-            max_bytes_per_record: args.max_bytes_per_record,
-            max_guest_log: args.max_guest_log,
-            allow_dir: args.allow_dir,
-            allow_env: args.allow_env,
-            allow_clocks: args.allow_clocks,
-            allow_random: args.allow_random,
-            fuel: args.fuel,
-            max_stack: args.max_stack,
+impl RunArgs {
+    /// The flags named like the TOML file's keys.
+    fn settings(&mut self) -> Settings {
+        Settings {
+            name: self.name.take(),
+            source: self.source.take(),
+            sink: self.sink.take(),
+            parallelism: self.parallelism,
+            max_parallelism: self.max_parallelism,
+            aggregate: self.aggregate.take(),
+            max_line_bytes: self.max_line_bytes,
+            connect_timeout: self.connect_timeout.take(),
+            checkpoint_interval: self.checkpoint_interval.take(),
+            restart: self.restart.take(),
+            min_pause: self.min_pause.take(),
+            checkpoint_timeout: self.checkpoint_timeout.take(),
+            checkpoint_dir: self.checkpoint_dir.take(),
+            retain_checkpoints: self.retain_checkpoints,
+            on_cancel: self.on_cancel.take(),
+            recovery: self.recovery.take(),
+            dead_letter: self.dead_letter.take(),
+            max_memory: self.max_memory.take(),
+            call_timeout: self.call_timeout.take(),
+            max_rows_per_record: self.max_rows_per_record,
+            max_bytes_per_record: self.max_bytes_per_record.take(),
+            max_guest_log: self.max_guest_log.take(),
+            allow_dir: std::mem::take(&mut self.allow_dir),
+            allow_env: std::mem::take(&mut self.allow_env),
+            allow_clocks: self.allow_clocks,
+            allow_random: self.allow_random,
+            fuel: self.fuel,
+            max_stack: self.max_stack.take(),
             params: Default::default(),
-        },
-        restore: args.restore,
+        }
+    }
+}
+
+pub fn run(mut args: RunArgs, cache: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let file = match &args.config {
+        Some(path) => Settings::read(path)?,
+        None => Settings::default(),
+    };
+    let settings = args.settings();
+    let (stored, stored_module) = stored(&args.restore, &settings.over(&file))?;
+    let module_path = args.module.clone().or(stored_module).ok_or_else(|| {
+        anyhow!("pass --module PATH: the guest component to run (a restored job remembers it only when its directory is given)")
+    })?;
+    let flags = FlagConfig {
+        module_path: module_path.clone(),
+        settings,
+        stored,
+        restore: args.restore.take(),
         allow_module_change: args.allow_module_change,
-        params: args.params,
+        allow_source_change: args.allow_source_change,
+        params: std::mem::take(&mut args.params),
         env: Default::default(),
     };
-    let max_stack = match flags
+    let given = flags
         .settings
-        .max_stack
-        .as_deref()
-        .or(file.max_stack.as_deref())
-    {
-        Some(s) => usize::try_from(parse_bytes(s).map_err(|e| anyhow!("--max-stack: {e}"))?)?,
-        None => DEFAULT_MAX_STACK,
-    };
-    let options = EngineOptions {
-        fuel: flags.settings.fuel.or(file.fuel).is_some(),
-        max_stack,
-    };
-    let runtime = Runtime::with_options(options)
-        .context("cannot start the WebAssembly engine")?
-        .with_compile_cache(cache);
-    let module = runtime.load(&args.module)?;
-    // Grants come from the operator only, never from the module, so they
-    // are checked before the module runs any code.
-    let grants = JobSpec::resolve(
-        &Default::default(),
-        &file,
-        &FlagConfig {
-            settings: FileConfig {
-                source: Some("-".into()),
-                ..flags.settings.clone()
-            },
-            ..flags.clone()
-        },
-    )
-    .map_err(|e| anyhow!(e))?
-    .sandbox
-    .grants;
-    module
-        .check_grants(&grants)
-        .map_err(|e| anyhow!("`{}` cannot run: {e}", args.module.display()))?;
-    let mut params: Vec<(String, String)> = file
-        .params
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    params.extend(flags.params.iter().cloned());
-    let description = module
-        .describe(&params)
-        .map_err(|f| anyhow!("module `{}`: {f}", args.module.display()))?;
-    let spec = JobSpec::resolve(&description, &file, &flags).map_err(|e| anyhow!(e))?;
+        .over(&file.over(flags.stored.as_ref().unwrap_or(&Settings::default())));
+    let runtime = Runtime::with_options(engine_options(&given)?)?.with_compile_cache(cache);
+    let module = runtime.load(&module_path)?;
+    let spec = resolve(&module, &module_path, &file, &flags)?;
+    probe(&module, &module_path, &spec)?;
     let prepared = sluice_host::job::prepare(&module, &spec)?;
-
     let cancel = CancelToken::new();
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         // A second signal while cancelling exits at once.
@@ -220,4 +201,80 @@ pub fn run(args: RunArgs, cache: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         JobOutcome::Finished | JobOutcome::Canceled => ExitCode::SUCCESS,
         JobOutcome::Failed(_) => ExitCode::from(1),
     })
+}
+
+/// What a job restored from `restore` remembers: its settings and its
+/// module. `latest` is found in the checkpoint directory the flags or the
+/// file name; without one, it is found later, from the module's job name.
+fn stored(
+    restore: &Option<String>,
+    given: &Settings,
+) -> anyhow::Result<(Option<Settings>, Option<PathBuf>)> {
+    let Some(restore) = restore else {
+        return Ok((None, None));
+    };
+    let dir = match (restore.as_str(), &given.checkpoint_dir) {
+        ("latest", None) => return Ok((None, None)),
+        (_, dir) => dir.clone().unwrap_or_default(),
+    };
+    let (job_dir, _) = resolve_restore(restore, &dir)?;
+    let Some(record) = Store::open(&job_dir)?.job()? else {
+        return Ok((None, None));
+    };
+    Ok((Some(record.settings), record.module))
+}
+
+fn engine_options(given: &Settings) -> anyhow::Result<EngineOptions> {
+    let max_stack = match given.max_stack.as_deref() {
+        Some(s) => usize::try_from(parse_bytes(s).map_err(|e| anyhow!("--max-stack: {e}"))?)?,
+        None => DEFAULT_MAX_STACK,
+    };
+    Ok(EngineOptions {
+        fuel: given.fuel.is_some(),
+        max_stack,
+    })
+}
+
+/// Checks the grants, asks the module for its description and resolves
+/// the job. Grants come from the operator only, never from the module, so
+/// they are checked before the module runs any code.
+fn resolve(
+    module: &Module,
+    path: &Path,
+    file: &Settings,
+    flags: &FlagConfig,
+) -> anyhow::Result<JobSpec> {
+    let mut grants_only = flags.clone();
+    grants_only.settings.source = Some("-".into());
+    grants_only.settings.sink = Some("discard".into());
+    let grants = JobSpec::resolve(&Default::default(), file, &grants_only)?
+        .sandbox
+        .grants;
+    module
+        .check_grants(&grants)
+        .map_err(|e| anyhow!("`{}` cannot run: {e}", path.display()))?;
+    let mut params: Vec<(String, String)> = file
+        .params
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    params.extend(flags.params.iter().cloned());
+    let description = module
+        .describe(&params)
+        .map_err(|f| anyhow!("module `{}`: {f}", path.display()))?;
+    Ok(JobSpec::resolve(&description, file, flags)?)
+}
+
+/// Starts the guest once in the job's own sandbox, so that limits too
+/// small for it to start are refused before the job is set up.
+fn probe(module: &Module, path: &Path, spec: &JobSpec) -> anyhow::Result<()> {
+    module
+        .instantiate_with(&spec.params, &spec.sandbox)
+        .map(drop)
+        .map_err(|f| {
+            anyhow!(
+                "module `{}` cannot start in this job's sandbox: {f}",
+                path.display()
+            )
+        })
 }

@@ -1,16 +1,17 @@
 //! What a job is: its source, sink, aggregation, parallelism and settings,
-//! and how the guest's own description, a TOML file and command-line flags
-//! combine into one [`JobSpec`] (flags over the file over the description).
+//! and how they combine into one [`JobSpec`]: command-line flags over a
+//! TOML file over what the job remembers of itself (`job.json`, when it is
+//! restored) over the guest's own description. Every layer but the last is
+//! a [`Settings`].
 //!
 //! This module parses and checks settings; it runs nothing.
 
 pub mod description;
 pub mod sandbox;
+pub mod settings;
 
 use std::path::PathBuf;
 use std::time::Duration;
-
-use serde::Deserialize;
 
 use crate::config::description::{Aggregation, DescribedLimits, Description};
 use crate::config::sandbox::{DirGrant, Grants, Limits, MAX_MEMORY_LIMIT, Sandbox};
@@ -18,6 +19,10 @@ use crate::connector::{self, ConnectorEnv};
 use crate::restart::RestartStrategy;
 pub use crate::units::ConfigError;
 use crate::units::{parse_bytes, parse_duration};
+pub use settings::Settings;
+
+/// The settings a TOML file gives: the one settings struct.
+pub type FileConfig = Settings;
 
 /// A setting with two values: `true` for the first (the default), `false`
 /// for the second.
@@ -32,91 +37,6 @@ fn either(flag: &str, value: Option<&str>, (yes, no): (&str, &str)) -> Result<bo
     }
 }
 
-/// Settings as a TOML file gives them (`--config FILE.toml`); every key is
-/// optional and named like its flag.
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct FileConfig {
-    /// Job name.
-    pub name: Option<String>,
-    /// Source URI.
-    pub source: Option<String>,
-    /// Sink URI.
-    pub sink: Option<String>,
-    /// Parallel subtasks.
-    pub parallelism: Option<u32>,
-    /// Key groups.
-    pub max_parallelism: Option<u32>,
-    /// `sum:1`, ... or `none`.
-    pub aggregate: Option<String>,
-    /// Longest input line in bytes.
-    pub max_line_bytes: Option<usize>,
-    /// How long to keep trying to reach a socket source at start.
-    pub connect_timeout: Option<String>,
-    /// Checkpoint interval (`1s`, `off`).
-    pub checkpoint_interval: Option<String>,
-    /// Restart strategy (`fixed-delay:3:10s`, ...).
-    pub restart: Option<String>,
-    /// Least time between two checkpoints.
-    pub min_pause: Option<String>,
-    /// Time after which a checkpoint is abandoned.
-    pub checkpoint_timeout: Option<String>,
-    /// Where checkpoints go.
-    pub checkpoint_dir: Option<PathBuf>,
-    /// Completed checkpoints kept.
-    pub retain_checkpoints: Option<usize>,
-    /// `retain` or `delete`.
-    pub on_cancel: Option<String>,
-    /// `local` or `checkpoint`: how a restart after a guest fault recovers.
-    pub recovery: Option<String>,
-    /// Where failed records go.
-    pub dead_letter: Option<PathBuf>,
-    /// Memory per guest instance (`64MiB`, bytes).
-    pub max_memory: Option<String>,
-    /// Deadline of one guest call.
-    pub call_timeout: Option<String>,
-    /// Rows one record may emit.
-    pub max_rows_per_record: Option<u32>,
-    /// Output bytes one record may emit.
-    pub max_bytes_per_record: Option<String>,
-    /// Guest stdout and stderr kept per call.
-    pub max_guest_log: Option<String>,
-    /// Directories granted: `HOST[:GUEST][:ro]`.
-    #[serde(default)]
-    pub allow_dir: Vec<String>,
-    /// Environment variables granted.
-    #[serde(default)]
-    pub allow_env: Vec<String>,
-    /// Grant clocks.
-    #[serde(default)]
-    pub allow_clocks: bool,
-    /// Grant randomness.
-    #[serde(default)]
-    pub allow_random: bool,
-    /// Fuel per guest call.
-    pub fuel: Option<u64>,
-    /// Wasm stack per call (`512KiB`).
-    pub max_stack: Option<String>,
-    /// Job parameters.
-    #[serde(default)]
-    pub params: std::collections::BTreeMap<String, String>,
-}
-
-impl FileConfig {
-    /// Reads and parses a TOML file.
-    pub fn read(path: &std::path::Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read config `{}`: {e}", path.display()))?;
-        toml::from_str(&text).map_err(|e| {
-            ConfigError(format!(
-                "config `{}` is not valid: {}",
-                path.display(),
-                e.message().trim()
-            ))
-        })
-    }
-}
-
 /// Settings from command-line flags: every setting a TOML file can give
 /// (`None` where the flag was not given), and the ones only flags give.
 #[derive(Debug, Default, Clone)]
@@ -124,11 +44,16 @@ pub struct FlagConfig {
     /// `--module` (for messages).
     pub module_path: PathBuf,
     /// The flags named like the TOML file's keys.
-    pub settings: FileConfig,
+    pub settings: Settings,
+    /// What a restored job remembers of how it started (its `job.json`):
+    /// under the file and the flags, over the guest's description.
+    pub stored: Option<Settings>,
     /// `--restore`.
     pub restore: Option<String>,
     /// `--allow-module-change`.
     pub allow_module_change: bool,
+    /// `--allow-source-change`.
+    pub allow_source_change: bool,
     /// `--param KEY=VALUE`, in order.
     pub params: Vec<(String, String)>,
     /// What the job's connectors may use.
@@ -183,8 +108,13 @@ pub struct JobSpec {
     pub restore: Option<String>,
     /// Restore a checkpoint taken with another module.
     pub allow_module_change: bool,
+    /// Restore a checkpoint onto another source, read from its beginning.
+    pub allow_source_change: bool,
     /// Limits and grants of each guest instance.
     pub sandbox: Sandbox,
+    /// The settings the job was given (every layer but the description),
+    /// for its `job.json`, so that `--restore` alone resumes it as it was.
+    pub settings: Settings,
 }
 
 /// Default checkpoint timeout (Flink's: 10 minutes).
@@ -200,209 +130,74 @@ pub const DEFAULT_MAX_LINE_BYTES: usize = 1 << 20;
 /// Default time to reach a socket source at start.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The checkpoint settings of a job.
+struct Checkpointing {
+    interval: Option<Duration>,
+    min_pause: Duration,
+    timeout: Duration,
+    dir: PathBuf,
+    retain: usize,
+    retain_on_cancel: bool,
+    local_recovery: bool,
+}
+
 impl JobSpec {
-    /// Combines the guest's description, the file and the flags.
+    /// Combines the guest's description, the file and the flags (and what
+    /// a restored job remembers, `flags.stored`).
     pub fn resolve(
         description: &Description,
-        file: &FileConfig,
+        file: &Settings,
         flags: &FlagConfig,
     ) -> Result<Self, ConfigError> {
-        Self::resolve_settings(description, file, flags).map_err(ConfigError)
+        let stored = flags.stored.clone().unwrap_or_default();
+        let given = flags.settings.over(&file.over(&stored));
+        Self::resolve_settings(description, &given, flags).map_err(ConfigError)
     }
 
-    fn resolve_settings(
-        description: &Description,
-        file: &FileConfig,
-        flags: &FlagConfig,
-    ) -> Result<Self, String> {
-        let name = flags
-            .settings
+    fn resolve_settings(d: &Description, s: &Settings, flags: &FlagConfig) -> Result<Self, String> {
+        let name = s
             .name
             .clone()
-            .or_else(|| file.name.clone())
-            .or_else(|| description.name.clone())
+            .or_else(|| d.name.clone())
             .unwrap_or_else(|| "job".to_string());
         check_name(&name)?;
-        let source = flags
-            .settings
-            .source
-            .as_deref()
-            .or(file.source.as_deref())
-            .or(description.source.as_deref())
-            .ok_or("the job has no source: the module does not name one; pass --source URI")?;
         let env = flags.env.clone();
-        let source = connector::source(source, &env)
-            .map_err(|e| e.to_string())?
-            .uri();
-        let sink = flags
-            .settings
-            .sink
-            .as_deref()
-            .or(file.sink.as_deref())
-            .or(description.sink.as_deref())
-            .unwrap_or("print");
-        connector::check_sink(sink, &env).map_err(|e| e.to_string())?;
-        let sink = sink.to_string();
-        let aggregation = match flags
-            .settings
-            .aggregate
-            .as_deref()
-            .or(file.aggregate.as_deref())
-        {
-            Some("none") => None,
-            Some(s) => Some(Aggregation::parse(s)?),
-            None => description.aggregation,
-        };
-        let parallelism = flags
-            .settings
-            .parallelism
-            .or(file.parallelism)
-            .or(description.parallelism)
-            .unwrap_or(1);
-        let max_parallelism = flags
-            .settings
-            .max_parallelism
-            .or(file.max_parallelism)
-            .unwrap_or(DEFAULT_MAX_PARALLELISM);
-        if !(1..=32768).contains(&max_parallelism) {
-            return Err(format!(
-                "max parallelism {max_parallelism} is out of range; use 1 to 32768"
-            ));
-        }
-        if parallelism == 0 || parallelism > max_parallelism {
-            return Err(format!(
-                "parallelism {parallelism} is out of range; use 1 to the max parallelism ({max_parallelism})"
-            ));
-        }
-        let mut params: Vec<(String, String)> = file
+        let (source, sink) = resolve_connectors(d, s, &env)?;
+        let (aggregation, parallelism, max_parallelism) = resolve_keys(d, s)?;
+        let mut params: Vec<(String, String)> = s
             .params
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         params.extend(flags.params.iter().cloned());
-        let max_line_bytes = flags
-            .settings
-            .max_line_bytes
-            .or(file.max_line_bytes)
-            .unwrap_or(DEFAULT_MAX_LINE_BYTES);
+        let max_line_bytes = s.max_line_bytes.unwrap_or(DEFAULT_MAX_LINE_BYTES);
         if max_line_bytes == 0 {
-            return Err("max line bytes must be at least 1".to_string());
+            return Err("--max-line-bytes must be at least 1".to_string());
         }
-        let connect_timeout = match flags
-            .settings
-            .connect_timeout
-            .as_deref()
-            .or(file.connect_timeout.as_deref())
-        {
-            Some(s) => parse_duration(s).map_err(|e| format!("connect timeout: {e}"))?,
+        let connect_timeout = match s.connect_timeout.as_deref() {
+            Some(s) => parse_duration(s).map_err(|e| format!("--connect-timeout: {e}"))?,
             None => DEFAULT_CONNECT_TIMEOUT,
         };
-        let checkpoint_interval = match flags
-            .settings
-            .checkpoint_interval
-            .as_deref()
-            .or(file.checkpoint_interval.as_deref())
-        {
-            Some("off") => None,
-            Some(s) => {
-                let d = parse_duration(s).map_err(|e| format!("checkpoint interval: {e}"))?;
-                (!d.is_zero()).then_some(d)
-            }
-            None => description
-                .checkpoint_interval_ms
-                .filter(|ms| *ms > 0)
-                .map(Duration::from_millis),
-        };
-        let restart = match flags
-            .settings
-            .restart
-            .as_deref()
-            .or(file.restart.as_deref())
-        {
-            Some(s) => RestartStrategy::parse(s)?,
-            None => {
-                let described = description.restart.unwrap_or(RestartStrategy::None);
-                described.validate().map_err(|e| {
-                    format!(
-                        "the module's job description has a restart strategy that cannot work: {e}"
-                    )
-                })?;
-                described
-            }
-        };
-        let duration = |flag: &Option<String>,
-                        file: &Option<String>,
-                        what: &str,
-                        default: Duration| {
-            match flag.as_deref().or(file.as_deref()) {
-                Some(s) => parse_duration(s).map_err(|e| format!("{what}: {e}")),
-                None => Ok(default),
-            }
-        };
-        let min_pause = duration(
-            &flags.settings.min_pause,
-            &file.min_pause,
-            "min pause",
-            Duration::ZERO,
-        )?;
-        let checkpoint_timeout = duration(
-            &flags.settings.checkpoint_timeout,
-            &file.checkpoint_timeout,
-            "checkpoint timeout",
-            DEFAULT_CHECKPOINT_TIMEOUT,
-        )?;
-        let checkpoint_dir = flags
-            .settings
-            .checkpoint_dir
-            .clone()
-            .or_else(|| file.checkpoint_dir.clone())
-            .unwrap_or_else(|| PathBuf::from("sluice-checkpoints").join(&name));
-        let retain_checkpoints = flags
-            .settings
-            .retain_checkpoints
-            .or(file.retain_checkpoints)
-            .unwrap_or(DEFAULT_RETAIN_CHECKPOINTS);
-        if retain_checkpoints == 0 {
-            return Err("--retain-checkpoints must be at least 1".into());
-        }
-        let retain_on_cancel = either(
-            "--on-cancel",
-            flags
-                .settings
-                .on_cancel
-                .as_deref()
-                .or(file.on_cancel.as_deref()),
-            ("retain", "delete"),
-        )?;
-        let local_recovery = either(
-            "--recovery",
-            flags
-                .settings
-                .recovery
-                .as_deref()
-                .or(file.recovery.as_deref()),
-            ("local", "checkpoint"),
-        )?;
+        let checkpointing = resolve_checkpointing(d, s, &name)?;
         let sandbox = Sandbox {
-            limits: resolve_limits(description.limits.unwrap_or_default(), file, flags)?,
-            grants: resolve_grants(file, flags)?,
+            limits: resolve_limits(d.limits.unwrap_or_default(), s)?,
+            grants: resolve_grants(s)?,
         };
         Ok(JobSpec {
             sandbox,
-            min_pause,
-            checkpoint_timeout,
-            checkpoint_dir,
-            retain_checkpoints,
-            retain_on_cancel,
-            local_recovery,
-            dead_letter: flags
-                .settings
-                .dead_letter
-                .clone()
-                .or_else(|| file.dead_letter.clone()),
+            min_pause: checkpointing.min_pause,
+            checkpoint_timeout: checkpointing.timeout,
+            checkpoint_dir: checkpointing.dir,
+            retain_checkpoints: checkpointing.retain,
+            retain_on_cancel: checkpointing.retain_on_cancel,
+            local_recovery: checkpointing.local_recovery,
+            checkpoint_interval: checkpointing.interval,
+            dead_letter: s.dead_letter.clone(),
             restore: flags.restore.clone(),
             allow_module_change: flags.allow_module_change,
+            allow_source_change: flags.allow_source_change,
             module_path: flags.module_path.clone(),
+            restart: resolve_restart(d, s)?,
             name,
             source,
             sink,
@@ -413,10 +208,112 @@ impl JobSpec {
             params,
             max_line_bytes,
             connect_timeout,
-            checkpoint_interval,
-            restart,
+            settings: s.clone(),
         })
     }
+}
+
+/// The source and the sink, checked by the connector registry.
+fn resolve_connectors(
+    d: &Description,
+    s: &Settings,
+    env: &ConnectorEnv,
+) -> Result<(String, String), String> {
+    let source = s
+        .source
+        .as_deref()
+        .or(d.source.as_deref())
+        .ok_or("the job has no source: the module does not name one; pass --source URI")?;
+    let source = connector::source(source, env)
+        .map_err(|e| e.to_string())?
+        .uri();
+    let sink = s.sink.as_deref().or(d.sink.as_deref()).unwrap_or("print");
+    let sink = connector::check_sink(sink, env).map_err(|e| e.to_string())?;
+    Ok((source, sink))
+}
+
+/// The aggregation, the parallelism and the key groups.
+fn resolve_keys(d: &Description, s: &Settings) -> Result<(Option<Aggregation>, u32, u32), String> {
+    let aggregation = match s.aggregate.as_deref() {
+        Some("none") => None,
+        Some(a) => Some(Aggregation::parse(a)?),
+        None => d.aggregation,
+    };
+    let parallelism = s.parallelism.or(d.parallelism).unwrap_or(1);
+    let max_parallelism = s.max_parallelism.unwrap_or(DEFAULT_MAX_PARALLELISM);
+    if !(1..=32768).contains(&max_parallelism) {
+        return Err(format!(
+            "max parallelism {max_parallelism} is out of range; use 1 to 32768"
+        ));
+    }
+    if parallelism == 0 || parallelism > max_parallelism {
+        return Err(format!(
+            "parallelism {parallelism} is out of range; use 1 to the max parallelism ({max_parallelism})"
+        ));
+    }
+    Ok((aggregation, parallelism, max_parallelism))
+}
+
+/// The restart strategy: the settings', or the description's (checked:
+/// a guest's description is untrusted input).
+fn resolve_restart(d: &Description, s: &Settings) -> Result<RestartStrategy, String> {
+    if let Some(r) = s.restart.as_deref() {
+        return Ok(RestartStrategy::parse(r)?);
+    }
+    let described = d.restart.unwrap_or(RestartStrategy::None);
+    described.validate().map_err(|e| {
+        format!("the module's job description has a restart strategy that cannot work: {e}")
+    })?;
+    Ok(described)
+}
+
+/// Interval, pause, timeout, directory, retention and recovery.
+fn resolve_checkpointing(
+    d: &Description,
+    s: &Settings,
+    name: &str,
+) -> Result<Checkpointing, String> {
+    let duration = |v: &Option<String>, flag: &str, default: Duration| match v.as_deref() {
+        Some(v) => parse_duration(v).map_err(|e| format!("{flag}: {e}")),
+        None => Ok(default),
+    };
+    let interval = match s.checkpoint_interval.as_deref() {
+        Some("off") => None,
+        Some(v) => {
+            let every = parse_duration(v).map_err(|e| format!("--checkpoint-interval: {e}"))?;
+            (!every.is_zero()).then_some(every)
+        }
+        None => d
+            .checkpoint_interval_ms
+            .filter(|ms| *ms > 0)
+            .map(Duration::from_millis),
+    };
+    let timeout = duration(
+        &s.checkpoint_timeout,
+        "--checkpoint-timeout",
+        DEFAULT_CHECKPOINT_TIMEOUT,
+    )?;
+    if timeout.is_zero() {
+        return Err(
+            "--checkpoint-timeout must be more than 0: every checkpoint would be abandoned".into(),
+        );
+    }
+    let retain = s.retain_checkpoints.unwrap_or(DEFAULT_RETAIN_CHECKPOINTS);
+    if retain == 0 {
+        return Err("--retain-checkpoints must be at least 1".into());
+    }
+    Ok(Checkpointing {
+        interval,
+        min_pause: duration(&s.min_pause, "--min-pause", Duration::ZERO)?,
+        timeout,
+        dir: s
+            .checkpoint_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("sluice-checkpoints").join(name)),
+        retain,
+        retain_on_cancel: either("--on-cancel", s.on_cancel.as_deref(), ("retain", "delete"))?,
+        local_recovery: either("--recovery", s.recovery.as_deref(), ("local", "checkpoint"))?,
+    })
 }
 
 /// The longest job name: it is a directory name and part of every log line.
@@ -442,20 +339,14 @@ fn check_name(name: &str) -> Result<(), String> {
     ))
 }
 
-fn resolve_limits(
-    d: DescribedLimits,
-    file: &FileConfig,
-    flags: &FlagConfig,
-) -> Result<Limits, String> {
+fn resolve_limits(d: DescribedLimits, s: &Settings) -> Result<Limits, String> {
     let defaults = Limits::default();
-    let bytes =
-        |flag: &Option<String>, file: &Option<String>, what: &str| -> Result<Option<u64>, String> {
-            flag.as_deref()
-                .or(file.as_deref())
-                .map(|s| parse_bytes(s).map_err(|e| format!("{what}: {e}")))
-                .transpose()
-        };
-    let memory_bytes = bytes(&flags.settings.max_memory, &file.max_memory, "--max-memory")?
+    let bytes = |v: &Option<String>, flag: &str| -> Result<Option<u64>, String> {
+        v.as_deref()
+            .map(|v| parse_bytes(v).map_err(|e| format!("{flag}: {e}")))
+            .transpose()
+    };
+    let memory_bytes = bytes(&s.max_memory, "--max-memory")?
         .or(d.memory_bytes)
         .unwrap_or(defaults.memory_bytes);
     if memory_bytes > MAX_MEMORY_LIMIT {
@@ -463,13 +354,8 @@ fn resolve_limits(
             "--max-memory {memory_bytes} is over the most this host allows ({MAX_MEMORY_LIMIT})"
         ));
     }
-    let call_timeout = match flags
-        .settings
-        .call_timeout
-        .as_deref()
-        .or(file.call_timeout.as_deref())
-    {
-        Some(s) => parse_duration(s).map_err(|e| format!("--call-timeout: {e}"))?,
+    let call_timeout = match s.call_timeout.as_deref() {
+        Some(v) => parse_duration(v).map_err(|e| format!("--call-timeout: {e}"))?,
         None => d
             .call_timeout_ms
             .map(Duration::from_millis)
@@ -481,34 +367,23 @@ fn resolve_limits(
     Ok(Limits {
         memory_bytes,
         call_timeout,
-        fuel: flags.settings.fuel.or(file.fuel),
-        rows_per_record: flags
-            .settings
+        fuel: s.fuel,
+        rows_per_record: s
             .max_rows_per_record
-            .or(file.max_rows_per_record)
             .or(d.max_rows_per_record)
             .unwrap_or(defaults.rows_per_record),
-        bytes_per_record: bytes(
-            &flags.settings.max_bytes_per_record,
-            &file.max_bytes_per_record,
-            "--max-bytes-per-record",
-        )?
-        .or(d.max_bytes_per_record)
-        .unwrap_or(defaults.bytes_per_record),
-        log_bytes: bytes(
-            &flags.settings.max_guest_log,
-            &file.max_guest_log,
-            "--max-guest-log",
-        )?
-        .map_or(defaults.log_bytes, |b| b as usize),
+        bytes_per_record: bytes(&s.max_bytes_per_record, "--max-bytes-per-record")?
+            .or(d.max_bytes_per_record)
+            .unwrap_or(defaults.bytes_per_record),
+        log_bytes: bytes(&s.max_guest_log, "--max-guest-log")?
+            .map_or(defaults.log_bytes, |b| b as usize),
     })
 }
 
-fn resolve_grants(file: &FileConfig, flags: &FlagConfig) -> Result<Grants, String> {
-    let dirs = file
+fn resolve_grants(s: &Settings) -> Result<Grants, String> {
+    let dirs = s
         .allow_dir
         .iter()
-        .chain(&flags.settings.allow_dir)
         .map(|d| DirGrant::parse(d))
         .collect::<Result<Vec<_>, _>>()?;
     for d in &dirs {
@@ -521,14 +396,9 @@ fn resolve_grants(file: &FileConfig, flags: &FlagConfig) -> Result<Grants, Strin
     }
     Ok(Grants {
         dirs,
-        env: file
-            .allow_env
-            .iter()
-            .chain(&flags.settings.allow_env)
-            .cloned()
-            .collect(),
-        clocks: flags.settings.allow_clocks || file.allow_clocks,
-        random: flags.settings.allow_random || file.allow_random,
+        env: s.allow_env.clone(),
+        clocks: s.allow_clocks,
+        random: s.allow_random,
     })
 }
 

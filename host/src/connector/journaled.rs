@@ -68,6 +68,10 @@ impl Source for Journaled {
         true
     }
 
+    fn check(&self) -> Result<(), ConnectorError> {
+        self.inner.check()
+    }
+
     fn start(
         &self,
         at: SourcePosition,

@@ -105,6 +105,13 @@ pub trait Source: Send + Sync {
     /// itself (a file can). The job journals a source that cannot.
     fn replayable(&self) -> bool;
 
+    /// Checks, before the job starts, that the source can be read (a file
+    /// that is there), so nothing is created or truncated for a job that
+    /// cannot run.
+    fn check(&self) -> Result<(), ConnectorError> {
+        Ok(())
+    }
+
     /// Starts reading at `at` on a thread of its own. A source that cannot
     /// replay copies every byte it consumes into `journal` before the
     /// records reach the job (see [`journaled::Journaled`]).
@@ -186,6 +193,11 @@ pub trait SinkKind: Sync {
     fn usage(&self) -> &'static str;
     /// Checks `uri`.
     fn check(&self, uri: &str, env: &ConnectorEnv) -> Result<(), ConnectorError>;
+    /// How the job remembers `uri`: the same sink wherever it is restored
+    /// from (a file by its absolute path).
+    fn canonical(&self, uri: &str, _env: &ConnectorEnv) -> String {
+        uri.to_string()
+    }
     /// Whether it drops everything (the job need not format lines for it).
     fn discards(&self) -> bool {
         false
@@ -279,9 +291,11 @@ pub fn source(uri: &str, env: &ConnectorEnv) -> Result<Arc<dyn Source>, Connecto
     source_kind(uri)?.parse(uri, env)
 }
 
-/// Checks a sink URI.
-pub fn check_sink(uri: &str, env: &ConnectorEnv) -> Result<(), ConnectorError> {
-    sink_kind(uri)?.check(uri, env)
+/// Checks a sink URI; the URI as the job remembers it.
+pub fn check_sink(uri: &str, env: &ConnectorEnv) -> Result<String, ConnectorError> {
+    let kind = sink_kind(uri)?;
+    kind.check(uri, env)?;
+    Ok(kind.canonical(uri, env))
 }
 
 /// Opens the sink of a job; a restored one continues its checkpoint's
@@ -313,5 +327,5 @@ pub fn open_sink(
 pub fn check_resume(uri: &str, env: &ConnectorEnv, resume: &Resume) -> Result<(), ConnectorError> {
     let previous = sink_kind(&resume.previous)?;
     previous.check_rewind(&resume.previous, resume.position, env)?;
-    sink_kind(uri)?.check(uri, env)
+    check_sink(uri, env).map(drop)
 }

@@ -29,6 +29,12 @@ pub(super) fn log_created(job: &str, spec: &JobSpec, prepared: &Prepared) {
     for note in &prepared.notes {
         warn!("{job}: {note}; falling back to an older checkpoint");
     }
+    if let Some(old) = &prepared.source_changed {
+        warn!(
+            "{job}: the checkpoint was of source `{old}`; reading `{}` from its beginning with the checkpoint's state (--allow-source-change)",
+            spec.source
+        );
+    }
     match &prepared.restored {
         Some(s) if s.id == 0 => info!(
             "{job}: no checkpoint of it completed: restoring from the job's start{} ({} skipped record(s))",
@@ -60,18 +66,20 @@ impl Runner<'_> {
             error!("{}: sink `{}` failed: {e}", self.job, self.spec.sink);
         }
         let job = self.job.clone();
-        let dir = self.store.path().display().to_string();
+        let dir = std::path::absolute(self.store.path())
+            .unwrap_or_else(|_| self.store.path().to_path_buf())
+            .display()
+            .to_string();
         match outcome {
             JobOutcome::Finished => {
                 self.store.remove_checkpoints();
-                // Nothing left worth keeping (no dead letters): no directory.
-                let _ = std::fs::remove_dir(self.store.path());
+                self.remove_empty_dirs();
                 info!("{job} switched from RUNNING to FINISHED");
                 self.status.set_state(JobState::Finished);
             }
             JobOutcome::Canceled if !self.spec.retain_on_cancel => {
                 self.store.remove_checkpoints();
-                let _ = std::fs::remove_dir(self.store.path());
+                self.remove_empty_dirs();
                 info!(
                     "{job} switched from RUNNING to CANCELED; checkpoints deleted (--on-cancel delete)"
                 );
@@ -101,14 +109,35 @@ impl Runner<'_> {
         }
     }
 
+    /// Removes the job's directory when nothing worth keeping is left in it
+    /// (no dead letters), and the default `sluice-checkpoints/NAME` above it
+    /// when that is empty then too; a directory the user named stays.
+    fn remove_empty_dirs(&self) {
+        let dir = self.store.path();
+        if std::fs::remove_dir(dir).is_err() || self.spec.settings.checkpoint_dir.is_some() {
+            return;
+        }
+        let mut parent = dir.parent();
+        for _ in 0..2 {
+            match parent {
+                Some(p) if !p.as_os_str().is_empty() && std::fs::remove_dir(p).is_ok() => {
+                    parent = p.parent();
+                }
+                _ => return,
+            }
+        }
+    }
+
     /// How to resume this job: from its own directory, which is where its
     /// checkpoints went (after a `--restore`, the restored job's), and which
     /// `--restore latest` might not pick when other jobs share the parent.
     fn resume_hint(&self) -> String {
+        let absolute =
+            |p: &std::path::Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
         format!(
             "host run --module {} --restore {}",
-            self.spec.module_path.display(),
-            self.store.path().display()
+            absolute(&self.spec.module_path).display(),
+            absolute(self.store.path()).display()
         )
     }
 }

@@ -27,6 +27,8 @@ pub struct Prepared {
     /// Where a restored job's output continues.
     pub(crate) resume: Option<Resume>,
     pub(crate) notes: Vec<String>,
+    /// The checkpoint's own source, when the job is restored onto another.
+    pub(crate) source_changed: Option<String>,
     pub(crate) skipped: BTreeSet<u64>,
     pub(crate) live_start: SourcePosition,
     pub(crate) replay: Option<(SourcePosition, u64)>,
@@ -45,10 +47,20 @@ impl Prepared {
     }
 }
 
+/// `path`, absolute (the working directory's), when it names a file.
+fn absolute(path: &std::path::Path) -> Option<PathBuf> {
+    if path.as_os_str().is_empty() {
+        return None;
+    }
+    std::path::absolute(path).ok()
+}
+
 /// The job's source, wrapped in the journal when it cannot replay, and the
-/// journal's directory then.
+/// journal's directory then. It is checked (a file that is there) before
+/// anything of the job is created.
 fn open_source(spec: &JobSpec, store: &Store) -> Result<(Arc<dyn Source>, Option<PathBuf>), Error> {
     let source = connector::source(&spec.source, &spec.env)?;
+    source.check()?;
     if source.replayable() {
         return Ok((source, None));
     }
@@ -71,7 +83,18 @@ pub fn prepare(module: &Module, spec: &JobSpec) -> Result<Prepared, Error> {
     let snapshot = point.snapshot;
     let mut skipped: BTreeSet<u64> = snapshot.skipped.iter().copied().collect();
     skipped.extend(store.skipped());
-    let resumption = source.resume(snapshot.source)?;
+    let source_changed = (point.source != spec.source).then(|| point.source.clone());
+    let resumption = if source_changed.is_none() {
+        source.resume(snapshot.source)?
+    } else {
+        // `--allow-source-change` (check_restore refuses it otherwise): the
+        // new source from its beginning, record numbers going on.
+        let live = SourcePosition {
+            seq: snapshot.source.seq,
+            offset: 0,
+        };
+        connector::Resumption { live, replay: None }
+    };
     let next_checkpoint = store
         .ids()
         .last()
@@ -92,6 +115,7 @@ pub fn prepare(module: &Module, spec: &JobSpec) -> Result<Prepared, Error> {
         resume: Some(resume),
         restored: Some(snapshot),
         notes,
+        source_changed,
         skipped,
         live_start: resumption.live,
         replay: resumption.replay,
@@ -100,6 +124,7 @@ pub fn prepare(module: &Module, spec: &JobSpec) -> Result<Prepared, Error> {
 }
 
 fn prepare_new(module: &Module, spec: &JobSpec) -> Result<Prepared, Error> {
+    connector::source(&spec.source, &spec.env)?.check()?;
     let id = uuid::Uuid::new_v4().simple().to_string();
     let store = Store::open(&spec.checkpoint_dir.join(&id))?;
     store.write_job(&JobRecord {
@@ -112,6 +137,11 @@ fn prepare_new(module: &Module, spec: &JobSpec) -> Result<Prepared, Error> {
         max_parallelism: spec.max_parallelism,
         source: spec.source.clone(),
         sink: spec.sink.clone(),
+        module: absolute(&spec.module_path),
+        settings: match std::env::current_dir() {
+            Ok(cwd) if spec.env.root.is_none() => spec.settings.clone().rebased(&cwd),
+            _ => spec.settings.clone(),
+        },
     })?;
     let (source, journal) = open_source(spec, &store)?;
     Ok(Prepared {
@@ -122,6 +152,7 @@ fn prepare_new(module: &Module, spec: &JobSpec) -> Result<Prepared, Error> {
         restored: None,
         resume: None,
         notes: Vec::new(),
+        source_changed: None,
         skipped: BTreeSet::new(),
         live_start: SourcePosition::default(),
         replay: None,
@@ -136,6 +167,8 @@ struct RestorePoint {
     checkpoint_id: u64,
     module_digest: String,
     max_parallelism: u32,
+    aggregation: Option<String>,
+    source: String,
     sink: String,
     snapshot: Snapshot,
 }
@@ -165,6 +198,8 @@ fn restore_point(
             checkpoint_id: m.checkpoint_id,
             module_digest: m.module_digest,
             max_parallelism: m.max_parallelism,
+            aggregation: Some(m.aggregation),
+            source: m.source.uri,
             sink: m.sink.uri,
             snapshot,
         };
@@ -188,6 +223,8 @@ fn restore_point(
         checkpoint_id: 0,
         module_digest: record.module_digest,
         max_parallelism: record.max_parallelism,
+        aggregation: None,
+        source: record.source,
         sink: record.sink,
         snapshot: Snapshot::default(),
     };
@@ -217,6 +254,25 @@ fn check_restore(
         return refuse(format!(
             "{what} has {} key groups; pass --max-parallelism {}",
             point.max_parallelism, point.max_parallelism
+        ));
+    }
+    if point.source != spec.source && !spec.allow_source_change {
+        return refuse(format!(
+            "{what} is of source `{}`, not `{}`: restore it with `--source {}`, \
+             or pass --allow-source-change to read `{}` from its beginning with the checkpoint's state",
+            point.source, spec.source, point.source, spec.source
+        ));
+    }
+    let aggregation = spec
+        .aggregation
+        .map_or_else(|| "none".to_string(), |a| a.to_string());
+    if let Some(kept) = &point.aggregation
+        && *kept != aggregation
+        && !spec.allow_module_change
+    {
+        return refuse(format!(
+            "{what} holds the state of aggregation `{kept}`, not `{aggregation}`; \
+             restore it with `--aggregate {kept}`"
         ));
     }
     if spec.parallelism > point.max_parallelism {

@@ -39,6 +39,19 @@ impl SinkKind for FileKind {
         Ok(())
     }
 
+    fn canonical(&self, uri: &str, env: &ConnectorEnv) -> String {
+        match (
+            &env.root,
+            resolve(uri, env, "sink"),
+            std::env::current_dir(),
+        ) {
+            (None, Ok(path), Ok(cwd)) if path.is_relative() => {
+                format!("file://{}", cwd.join(path).display())
+            }
+            _ => uri.to_string(),
+        }
+    }
+
     fn same(&self, a: &str, b: &str, env: &ConnectorEnv) -> bool {
         let (Ok(a), Ok(b)) = (resolve(a, env, "sink"), resolve(b, env, "sink")) else {
             return false;

@@ -28,10 +28,16 @@ impl SourceKind for FileKind {
 
     fn parse(&self, uri: &str, env: &ConnectorEnv) -> Result<Arc<dyn Source>, ConnectorError> {
         let path = resolve(uri, env, "source")?;
-        Ok(Arc::new(FileSource {
-            uri: uri.to_string(),
-            path,
-        }))
+        // A job remembers its source by an absolute path, so that it is the
+        // same source wherever the job is restored from; a server's tenant
+        // sees its own relative paths.
+        let uri = match (&env.root, std::env::current_dir()) {
+            (None, Ok(cwd)) if path.is_relative() => {
+                format!("file://{}", cwd.join(&path).display())
+            }
+            _ => uri.to_string(),
+        };
+        Ok(Arc::new(FileSource { uri, path }))
     }
 }
 
@@ -92,6 +98,15 @@ fn open_at(path: &Path, offset: u64) -> io::Result<std::fs::File> {
 impl Source for FileSource {
     fn uri(&self) -> String {
         self.uri.clone()
+    }
+
+    fn check(&self) -> Result<(), ConnectorError> {
+        std::fs::File::open(&self.path).map(|_| ()).map_err(|e| {
+            ConnectorError::Input(format!(
+                "cannot open source `{}`: {e}; check the path and its permissions",
+                self.uri
+            ))
+        })
     }
 
     fn replayable(&self) -> bool {
