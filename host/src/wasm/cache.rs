@@ -10,7 +10,7 @@ use crate::wasm::engine::Runtime;
 
 impl Runtime {
     /// Compiles a component, or loads it from the compile cache.
-    pub(crate) fn compile(&self, bytes: &[u8]) -> wasmtime::Result<Component> {
+    pub(crate) fn compile(&self, shown: &str, bytes: &[u8]) -> wasmtime::Result<Component> {
         let Some(dir) = &self.cache else {
             return Component::new(&self.engine, bytes);
         };
@@ -26,7 +26,7 @@ impl Runtime {
         if path.exists() {
             if let Err(e) = private_dir(dir) {
                 tracing::warn!(
-                    "not using the compile cache `{}`: {e}; make it private with `chmod 700`",
+                    "module `{shown}`: not using the compile cache `{}`: {e}; make it private with `chmod 700`",
                     dir.display()
                 );
                 return Component::new(&self.engine, bytes);
@@ -36,12 +36,18 @@ impl Runtime {
             // directory only this user may write (see `with_compile_cache`).
             match unsafe { Component::deserialize_file(&self.engine, &path) } {
                 Ok(component) => return Ok(component),
-                Err(e) => tracing::debug!("compile cache: ignoring {}: {e}", path.display()),
+                Err(e) => tracing::debug!(
+                    "module `{shown}`: compile cache: ignoring {}: {e}",
+                    path.display()
+                ),
             }
         }
         let component = Component::new(&self.engine, bytes)?;
         if let Err(e) = store_compiled(dir, &path, &component) {
-            tracing::debug!("compile cache: cannot write {}: {e}", path.display());
+            tracing::debug!(
+                "module `{shown}`: compile cache: cannot write {}: {e}",
+                path.display()
+            );
         }
         Ok(component)
     }

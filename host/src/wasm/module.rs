@@ -75,7 +75,7 @@ impl Runtime {
                  `wasm32-wasip2` or wrap it with `wasm-tools component new`"
             )));
         }
-        let component = self.compile(bytes).map_err(|e| {
+        let component = self.compile(shown, bytes).map_err(|e| {
             ModuleError::Invalid(format!(
                 "`{shown}` is not a valid WebAssembly component ({}); {rebuild}",
                 first_line(&format!("{e:#}"))
