@@ -203,6 +203,12 @@ impl HostCommand {
         self
     }
 
+    /// Runs the host in `dir`, as a user who `cd`s there first.
+    pub fn current_dir(mut self, dir: impl AsRef<std::path::Path>) -> Self {
+        self.cmd.current_dir(dir);
+        self
+    }
+
     /// Feeds `bytes` on stdin, then closes it.
     pub fn stdin(mut self, bytes: impl Into<Vec<u8>>) -> Self {
         self.stdin = Some(bytes.into());

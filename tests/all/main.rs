@@ -4,6 +4,7 @@
 mod bad_input;
 mod inspect;
 mod languages;
+mod new_guest;
 mod poison;
 mod recovery;
 mod sandbox;
