@@ -100,7 +100,7 @@ pub use value::{IntoValue, Row, RowIter, Value};
 pub mod wit {
     //! Generated bindings; not part of the SDK's API.
     wit_bindgen::generate!({
-        path: "../wit",
+        path: "../wit/sluice-stream@0.1.0",
         world: "stream-job",
         pub_export_macro: true,
         export_macro_name: "__export_stream_job",

@@ -78,7 +78,7 @@ pub(crate) fn failure_at(
 impl Operator for FlatMap {
     fn process(&mut self, input: Input<'_>) -> Result<Output, TaskFailure> {
         match input {
-            Input::Records { batch, range } => self.map(batch, range),
+            Input::Records { batch, range, .. } => self.map(batch, range),
             Input::Rows { batch, .. } => Err(self.failure(
                 batch,
                 None,
