@@ -8,6 +8,8 @@
 
 use std::io::Write;
 
+pub mod pipeline;
+
 pub(crate) const NULL: u8 = 0;
 pub(crate) const BOOL: u8 = 1;
 pub(crate) const INT: u8 = 2;
