@@ -17,7 +17,7 @@ use crate::dataflow::message::SourceBatch;
 use crate::dataflow::operator::{Input, Lines, Operator, Output};
 use crate::encoding;
 use crate::fault::{Fault, TaskFailure};
-use crate::operators::guest::Guest;
+use crate::operators::guest::{Guest, Isolation};
 use crate::wasm::Module;
 
 /// What a stage's operators know of the job they run in.
@@ -183,21 +183,6 @@ impl FlatMap {
         .map_err(malformed)
     }
 
-    /// One guest call on records `range`, its output checked: the output,
-    /// or the fault worded for the user.
-    fn run(
-        &mut self,
-        batch: &SourceBatch,
-        range: Range<usize>,
-        keyed: bool,
-    ) -> Result<Vec<u8>, String> {
-        let records = range.len();
-        let out = self.call(batch, range, keyed)?;
-        encoding::read_output(&out, records, keyed, self.output_limits(), |_| {})
-            .map_err(malformed)?;
-        Ok(out)
-    }
-
     /// Runs the records of a batch that faulted one at a time, to pin the
     /// fault to its record. A record that fails on an instance that ran
     /// others before it is run again alone in a fresh instance: only if it
@@ -211,35 +196,26 @@ impl FlatMap {
         keyed: bool,
         first: String,
     ) -> Result<(Vec<u8>, Vec<TaskFailure>), TaskFailure> {
-        self.guest.reset();
-        let mut out = Vec::new();
-        let mut unreproduced = Vec::new();
-        for i in range.clone() {
-            let fresh = self.guest.is_fresh();
-            self.start_instance(batch)?;
-            let cause = match self.run(batch, i..i + 1, keyed) {
-                Ok(one) => {
-                    out.extend_from_slice(&one);
-                    continue;
-                }
-                Err(cause) => cause,
-            };
-            self.guest.reset();
-            if fresh {
+        let limits = self.output_limits();
+        let isolated = self.guest.isolate(range.clone(), |guest, i| {
+            let out = guest.flat_map(batch.records.slice(i..i + 1), keyed, 1)?;
+            encoding::read_output(&out, 1, keyed, limits, |_| {}).map_err(malformed)?;
+            Ok(out)
+        });
+        let found = match isolated {
+            Ok(found) => found,
+            Err(Isolation::Poison(i, cause)) => {
                 return Err(self.failure(batch, Some(i), cause, Fault::Guest));
             }
-            self.start_instance(batch)?;
-            match self.run(batch, i..i + 1, keyed) {
-                Ok(one) => {
-                    out.extend_from_slice(&one);
-                    unreproduced.push(self.failure(batch, Some(i), cause, Fault::Guest));
-                }
-                Err(again) => {
-                    self.guest.reset();
-                    return Err(self.failure(batch, Some(i), again, Fault::Guest));
-                }
+            Err(Isolation::Start(cause)) => {
+                return Err(self.failure(batch, None, cause, Fault::Environment));
             }
-        }
+        };
+        let mut unreproduced: Vec<TaskFailure> = found
+            .unreproduced
+            .into_iter()
+            .map(|(i, cause)| self.failure(batch, Some(i), cause, Fault::Guest))
+            .collect();
         if unreproduced.is_empty() {
             // Every record ran alone without a fault: the batch's fault is
             // not any one record's (a deadline for the whole batch, say).
@@ -251,7 +227,7 @@ impl FlatMap {
             );
             unreproduced.push(self.failure(batch, None, cause, Fault::Guest));
         }
-        Ok((out, unreproduced))
+        Ok((found.results.concat(), unreproduced))
     }
 
     /// Makes sure there is a guest instance. Failing to create one is not

@@ -165,3 +165,66 @@ impl Guest {
         }
     }
 }
+
+/// How running a faulted call's entries one at a time ended badly.
+pub enum Isolation {
+    /// Entry `index` failed alone in a fresh instance: the poison one.
+    Poison(usize, String),
+    /// A fresh instance could not be created (not any entry's fault).
+    Start(String),
+}
+
+/// What running a faulted call's entries one at a time found: each entry's
+/// result, and the entries whose fault did not reproduce alone in a fresh
+/// instance (with the fault).
+pub struct Isolated<T> {
+    /// Each entry's result, in order.
+    pub results: Vec<T>,
+    /// Faults that did not reproduce.
+    pub unreproduced: Vec<(usize, String)>,
+}
+
+impl Guest {
+    /// Runs `entries` one at a time (`run(guest, i)`) to pin a fault to its
+    /// entry: an entry that fails on an instance that ran others before it
+    /// runs again alone in a fresh instance, and only if it fails there too
+    /// is it the poison one.
+    pub fn isolate<T>(
+        &mut self,
+        entries: std::ops::Range<usize>,
+        mut run: impl FnMut(&mut Guest, usize) -> Result<T, String>,
+    ) -> Result<Isolated<T>, Isolation> {
+        self.reset();
+        let mut found = Isolated {
+            results: Vec::new(),
+            unreproduced: Vec::new(),
+        };
+        for i in entries {
+            let fresh = self.is_fresh();
+            self.instance().map_err(|f| Isolation::Start(f.message))?;
+            let cause = match run(self, i) {
+                Ok(one) => {
+                    found.results.push(one);
+                    continue;
+                }
+                Err(cause) => cause,
+            };
+            self.reset();
+            if fresh {
+                return Err(Isolation::Poison(i, cause));
+            }
+            self.instance().map_err(|f| Isolation::Start(f.message))?;
+            match run(self, i) {
+                Ok(one) => {
+                    found.results.push(one);
+                    found.unreproduced.push((i, cause));
+                }
+                Err(again) => {
+                    self.reset();
+                    return Err(Isolation::Poison(i, again));
+                }
+            }
+        }
+        Ok(found)
+    }
+}
