@@ -487,7 +487,9 @@ mod tests {
         };
         let spec = JobSpec::resolve(&description, &file, &flags).expect("valid");
         assert_eq!(spec.name, "wordcount");
-        assert_eq!(spec.source, "file://in.txt");
+        // A file source is remembered by its absolute path.
+        let cwd = std::env::current_dir().expect("a working directory");
+        assert_eq!(spec.source, format!("file://{}", cwd.join("in.txt").display()));
         assert_eq!(spec.parallelism, 2);
         assert_eq!(spec.sink, "print");
     }

@@ -187,7 +187,7 @@ impl Pipeline {
             );
         }
         for (i, s) in self.stages.iter().enumerate() {
-            self.check_stage(i, s).or_else(|m| bad(m))?;
+            self.check_stage(i, s).or_else(&bad)?;
         }
         Ok(())
     }
@@ -256,6 +256,13 @@ impl Pipeline {
             ));
         }
         Ok(())
+    }
+
+    /// The tag of the side output a window stage sends late rows to.
+    pub fn side_tag_of(&self, w: &WindowSpec) -> Option<u8> {
+        w.late_output
+            .as_deref()
+            .and_then(|name| self.side_tag(name))
     }
 
     /// The tag (1-based) of the side output named `name`.

@@ -49,15 +49,16 @@ fn i64_at(buf: &[u8], pos: usize) -> Result<i64, Malformed> {
     buf.get(pos..pos + 8)
         .and_then(|b| b.try_into().ok())
         .map(i64::from_le_bytes)
-        .ok_or_else(|| Malformed(format!("output ends inside a timestamp at byte {pos}"), None))
+        .ok_or_else(|| {
+            Malformed(
+                format!("output ends inside a timestamp at byte {pos}"),
+                None,
+            )
+        })
 }
 
 /// Walks a 0.2.0 `output` and calls `f` for every emitted row.
-pub fn read_emitted(
-    buf: &[u8],
-    shape: Shape,
-    mut f: impl FnMut(Emitted),
-) -> Result<(), Malformed> {
+pub fn read_emitted(buf: &[u8], shape: Shape, mut f: impl FnMut(Emitted)) -> Result<(), Malformed> {
     let mut pos = 0usize;
     for entry in 0..shape.entries {
         let start = pos;
@@ -74,12 +75,18 @@ pub fn read_emitted(
             ));
         }
         for ordinal in 0..rows {
-            let tag = *buf
-                .get(pos)
-                .ok_or_else(|| Malformed(format!("output ends where a row should start at byte {pos}"), Some(entry as u32)))?;
+            let tag = *buf.get(pos).ok_or_else(|| {
+                Malformed(
+                    format!("output ends where a row should start at byte {pos}"),
+                    Some(entry as u32),
+                )
+            })?;
             if tag > shape.sides {
                 return Err(Malformed(
-                    format!("a row at byte {pos} goes to output {tag}, but the job has {} side output(s)", shape.sides),
+                    format!(
+                        "a row at byte {pos} goes to output {tag}, but the job has {} side output(s)",
+                        shape.sides
+                    ),
                     Some(entry as u32),
                 ));
             }
@@ -133,7 +140,11 @@ pub fn read_emitted(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change<'a> {
     /// Set state `state` of key `key` to these bytes.
-    Set { key: u32, state: u32, bytes: &'a [u8] },
+    Set {
+        key: u32,
+        state: u32,
+        bytes: &'a [u8],
+    },
     /// Clear state `state` of key `key`.
     Clear { key: u32, state: u32 },
     /// Set a timer.
@@ -144,14 +155,21 @@ pub enum Change<'a> {
 
 /// Reads a process call's `changes`; `keys` and `states` bound the indexes.
 pub fn read_changes(buf: &[u8], keys: u32, states: u32) -> Result<Vec<Change<'_>>, Malformed> {
-    let bad = |m: String| Malformed(format!("the guest's state changes are malformed: {m}"), None);
+    let bad = |m: String| {
+        Malformed(
+            format!("the guest's state changes are malformed: {m}"),
+            None,
+        )
+    };
     let mut out = Vec::new();
     let mut pos = 0;
     while pos < buf.len() {
         let op = buf[pos];
         let key = u32_at(buf, pos + 1).map_err(|e| bad(e.0))?;
         if key >= keys {
-            return Err(bad(format!("a change at byte {pos} names key {key} of {keys}")));
+            return Err(bad(format!(
+                "a change at byte {pos} names key {key} of {keys}"
+            )));
         }
         pos += 5;
         let change = match op {
@@ -165,17 +183,21 @@ pub fn read_changes(buf: &[u8], keys: u32, states: u32) -> Result<Vec<Change<'_>
                     Change::Clear { key, state }
                 } else {
                     let len = u32_at(buf, pos).map_err(|e| bad(e.0))? as usize;
-                    let bytes = buf
-                        .get(pos + 4..pos + 4 + len)
-                        .ok_or_else(|| bad(format!("a state at byte {pos} runs past the changes")))?;
+                    let bytes = buf.get(pos + 4..pos + 4 + len).ok_or_else(|| {
+                        bad(format!("a state at byte {pos} runs past the changes"))
+                    })?;
                     pos += 4 + len;
                     Change::Set { key, state, bytes }
                 }
             }
             2 | 3 => {
-                let domain = *buf.get(pos).ok_or_else(|| bad("ends inside a timer".into()))?;
+                let domain = *buf
+                    .get(pos)
+                    .ok_or_else(|| bad("ends inside a timer".into()))?;
                 if domain > 1 {
-                    return Err(bad(format!("a timer at byte {pos} has time domain {domain}")));
+                    return Err(bad(format!(
+                        "a timer at byte {pos} has time domain {domain}"
+                    )));
                 }
                 let at = i64_at(buf, pos + 1).map_err(|e| bad(e.0))?;
                 pos += 9;
@@ -201,7 +223,9 @@ pub fn read_slot_changes(buf: &[u8], slots: u32) -> Result<Vec<(u32, &[u8])>, Ma
     while pos < buf.len() {
         let slot = u32_at(buf, pos).map_err(|e| bad(e.0))?;
         if slot >= slots {
-            return Err(bad(format!("a change at byte {pos} names slot {slot} of {slots}")));
+            return Err(bad(format!(
+                "a change at byte {pos} names slot {slot} of {slots}"
+            )));
         }
         let len = u32_at(buf, pos + 4).map_err(|e| bad(e.0))? as usize;
         let bytes = buf
@@ -215,7 +239,10 @@ pub fn read_slot_changes(buf: &[u8], slots: u32) -> Result<Vec<(u32, &[u8])>, Ma
 
 /// Checks that `bytes` is a state of `kind` (a row; a list of rows; a map
 /// of values to rows), so that the host keeps nothing it cannot ship back.
-pub fn check_state(bytes: &[u8], kind: crate::config::pipeline::StateKind) -> Result<(), Malformed> {
+pub fn check_state(
+    bytes: &[u8],
+    kind: crate::config::pipeline::StateKind,
+) -> Result<(), Malformed> {
     use crate::config::pipeline::StateKind;
     let bad = |m: &str| Malformed(format!("a state the guest set is malformed: {m}"), None);
     let end = match kind {
@@ -263,8 +290,14 @@ mod tests {
         buf.push(9);
         assert!(read_changes(&buf, 2, 1).is_err(), "key 7 of 2");
         assert!(read_changes(&buf, 8, 1).is_ok());
-        assert!(read_changes(&buf[..buf.len() - 1], 8, 1).is_err(), "truncated");
+        assert!(
+            read_changes(&buf[..buf.len() - 1], 8, 1).is_err(),
+            "truncated"
+        );
         assert!(read_changes(&[4, 0, 0, 0, 0], 1, 1).is_err(), "unknown op");
-        assert!(read_slot_changes(&[1, 0, 0, 0, 9, 0, 0, 0], 5).is_err(), "runs past");
+        assert!(
+            read_slot_changes(&[1, 0, 0, 0, 9, 0, 0, 0], 5).is_err(),
+            "runs past"
+        );
     }
 }

@@ -22,6 +22,7 @@ use tracing::warn;
 use crate::checkpoint::coordinator::{CheckpointSettings, Coordinator};
 use crate::checkpoint::{JobInfo, SinkPosition, Snapshot, SourcePosition, Store};
 use crate::config::JobSpec;
+use crate::config::pipeline::{Pipeline, StageKind};
 use crate::connector::{self, Sink, Source, SourceEvent, SourceOptions};
 use crate::dataflow::exchange;
 use crate::dataflow::message::{Barrier, Clock, SourceBatch};
@@ -34,6 +35,10 @@ use crate::job::time::{self, EventTime};
 use crate::job::{CancelToken, JobOutcome};
 use crate::operators::aggregate::Aggregate;
 use crate::operators::flat_map::{FlatMap, StageContext};
+use crate::operators::guest::Guest;
+use crate::operators::guest_map::{Downstream, GuestMap};
+use crate::operators::process::Process;
+use crate::operators::window::Window;
 use crate::restart::RestartTracker;
 use crate::wasm::Module;
 
@@ -121,26 +126,65 @@ pub(super) struct Runner<'a> {
     /// empty ones still go through the stages: they advance it).
     pub(super) timed: bool,
     /// The side outputs' sinks, by tag - 1, and their lines so far.
-    pub(super) side_sinks: Vec<(Box<dyn Sink>, u64)>,
+    pub(super) side_sinks: SideSinks,
 }
 
-/// The stages of a job: the guest's flat-map, then, when the job
-/// aggregates, the keyed aggregation; each restored from `restore`.
+/// The stages of a job: for a 0.1.0 guest, its flat-map, then, when the
+/// job aggregates, the keyed aggregation; for a 0.2.0 guest, its
+/// pipeline's stages. Each is restored from `restore`.
 pub(super) fn operators(
     module: &Module,
     spec: &JobSpec,
     job: &Arc<str>,
     restore: Option<&Snapshot>,
 ) -> Result<Vec<Vec<Box<dyn Operator>>>, TaskFailure> {
-    let p = spec.parallelism;
     let discard = connector::sink_kind(&spec.sink).is_ok_and(|k| k.discards());
     let cx = |subtask| StageContext {
         job: job.clone(),
         subtask,
-        downstream: p,
+        downstream: spec.parallelism,
         max_parallelism: spec.max_parallelism,
         discard,
     };
+    let mut stages = match &spec.pipeline {
+        Some(pipeline) => pipeline_stages(module, spec, pipeline, &cx)?,
+        None => v1_stages(module, spec, &cx)?,
+    };
+    if let Some(snapshot) = restore {
+        let stateful = stages
+            .iter()
+            .filter(|ops| ops.iter().any(|o| o.stateful()))
+            .count();
+        for (s, ops) in stages.iter_mut().enumerate() {
+            if !ops.iter().any(|o| o.stateful()) {
+                continue;
+            }
+            let groups = snapshot.groups_of(s as u32, stateful == 1);
+            for (i, op) in ops.iter_mut().enumerate() {
+                op.restore(&groups).map_err(|cause| {
+                    TaskFailure::of_subtask(
+                        i as u32,
+                        format!("cannot restore checkpoint `chk-{}`: {cause}", snapshot.id),
+                        Fault::Environment,
+                    )
+                })?;
+            }
+        }
+    }
+    Ok(stages)
+}
+
+type Stages = Vec<Vec<Box<dyn Operator>>>;
+
+/// The side outputs' sinks, each with the lines it has taken.
+pub(super) type SideSinks = Vec<(Box<dyn Sink>, u64)>;
+
+fn v1_stages(
+    module: &Module,
+    spec: &JobSpec,
+    cx: &dyn Fn(u32) -> StageContext,
+) -> Result<Stages, TaskFailure> {
+    let p = spec.parallelism;
     let keyed = spec.aggregation.is_some();
     let mut guests: Vec<Box<dyn Operator>> = Vec::new();
     for i in 0..p {
@@ -149,22 +193,54 @@ pub(super) fn operators(
     }
     let mut stages = vec![guests];
     if let Some(aggregation) = spec.aggregation {
-        let mut aggregates: Vec<Box<dyn Operator>> = Vec::new();
-        for i in 0..p {
-            let mut op = Aggregate::new(cx(i), aggregation, p);
-            if let Some(snapshot) = restore {
-                let groups: Vec<_> = snapshot.subtasks.iter().flatten().cloned().collect();
-                op.restore(&groups).map_err(|cause| {
-                    TaskFailure::of_subtask(
-                        i,
-                        format!("cannot restore checkpoint `chk-{}`: {cause}", snapshot.id),
-                        Fault::Environment,
-                    )
-                })?;
-            }
-            aggregates.push(Box::new(op));
-        }
+        let aggregates = (0..p)
+            .map(|i| Box::new(Aggregate::new(cx(i), aggregation, p)) as Box<dyn Operator>)
+            .collect();
         stages.push(aggregates);
+    }
+    Ok(stages)
+}
+
+fn pipeline_stages(
+    module: &Module,
+    spec: &JobSpec,
+    pipeline: &Pipeline,
+    cx: &dyn Fn(u32) -> StageContext,
+) -> Result<Stages, TaskFailure> {
+    let n = pipeline.stages.len();
+    let sides = pipeline.side_outputs.len() as u8;
+    let mut stages = Vec::new();
+    for (s, stage) in pipeline.stages.iter().enumerate() {
+        let down = Downstream {
+            stage: s as u32,
+            keyed: pipeline.stages.get(s + 1).is_some_and(|next| next.keyed),
+            last: s + 1 == n,
+            sides,
+        };
+        let mut ops: Vec<Box<dyn Operator>> = Vec::new();
+        for i in 0..spec.parallelism {
+            let c = cx(i);
+            let guest = Guest::new(c.job.clone(), i, module, &spec.params, &spec.sandbox);
+            ops.push(match &stage.kind {
+                StageKind::Map => Box::new(GuestMap::start(c, guest, down)?),
+                StageKind::Process(decls) => Box::new(Process::start(
+                    c,
+                    guest,
+                    down,
+                    decls.clone(),
+                    spec.parallelism,
+                )?),
+                StageKind::Window(w) => Box::new(Window::start(
+                    c,
+                    guest,
+                    down,
+                    w.clone(),
+                    pipeline.side_tag_of(w),
+                    spec.parallelism,
+                )?),
+            });
+        }
+        stages.push(ops);
     }
     Ok(stages)
 }
@@ -195,10 +271,7 @@ fn start_source(
 /// Opens the side outputs' sinks, each after its checkpoint's position
 /// when the job is restored; each keeps what it needs in a directory of its
 /// own in the job's.
-fn open_side_sinks(
-    spec: &JobSpec,
-    prepared: &Prepared,
-) -> Result<Vec<(Box<dyn Sink>, u64)>, String> {
+fn open_side_sinks(spec: &JobSpec, prepared: &Prepared) -> Result<SideSinks, String> {
     let mut sinks = Vec::new();
     for (tag, (name, uri)) in spec.side_sinks.iter().enumerate() {
         let dir = prepared.store.path().join(format!("side-{name}"));
@@ -581,6 +654,11 @@ impl<'a> Runner<'a> {
         {
             if give_up.is_none() {
                 give_up = self.unreproduced(fault);
+            }
+        }
+        for dead in outputs.iter_mut().flat_map(|o| std::mem::take(&mut o.dead)) {
+            if give_up.is_none() {
+                give_up = self.dropped(dead);
             }
         }
         if stage == 0 && self.timed {

@@ -84,7 +84,12 @@ impl Guest {
     /// A 0.1.0 batch: flat-map, chained with the key-selector when `keyed`;
     /// the output, or the fault worded for the user. `entries` is how many
     /// records the call holds.
-    pub fn flat_map(&mut self, records: &[u8], keyed: bool, entries: usize) -> Result<Vec<u8>, String> {
+    pub fn flat_map(
+        &mut self,
+        records: &[u8],
+        keyed: bool,
+        entries: usize,
+    ) -> Result<Vec<u8>, String> {
         let result = self.instance().and_then(|i| i.flat_map(records, keyed));
         self.checked(result, entries).map(|c| c.output)
     }
