@@ -489,7 +489,10 @@ mod tests {
         assert_eq!(spec.name, "wordcount");
         // A file source is remembered by its absolute path.
         let cwd = std::env::current_dir().expect("a working directory");
-        assert_eq!(spec.source, format!("file://{}", cwd.join("in.txt").display()));
+        assert_eq!(
+            spec.source,
+            format!("file://{}", cwd.join("in.txt").display())
+        );
         assert_eq!(spec.parallelism, 2);
         assert_eq!(spec.sink, "print");
     }

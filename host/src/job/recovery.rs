@@ -227,6 +227,7 @@ impl Runner<'_> {
     /// checkpoint, and replays the input from its position.
     pub(super) fn restore(&mut self) -> Result<(), String> {
         self.restarted = true;
+        self.final_tick = false;
         self.queue.iter_mut().for_each(|q| q.clear());
         self.requeue.clear();
         let snapshot = self.last.clone().unwrap_or_else(|| self.origin.clone());

@@ -14,7 +14,7 @@ use std::collections::{BTreeSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 use tracing::warn;
@@ -23,6 +23,7 @@ use crate::checkpoint::coordinator::{CheckpointSettings, Coordinator};
 use crate::checkpoint::{JobInfo, SinkPosition, Snapshot, SourcePosition, Store};
 use crate::config::JobSpec;
 use crate::config::pipeline::{Pipeline, StageKind};
+use crate::connector::sink::labelled::Labelled;
 use crate::connector::{self, Sink, Source, SourceEvent, SourceOptions};
 use crate::dataflow::exchange;
 use crate::dataflow::message::{Barrier, Clock, SourceBatch};
@@ -41,6 +42,9 @@ use crate::operators::process::Process;
 use crate::operators::window::Window;
 use crate::restart::RestartTracker;
 use crate::wasm::Module;
+
+/// How often a timed job's stages get a tick while its source is idle.
+const IDLE_TICK: Duration = Duration::from_millis(200);
 
 /// What taking a stage's result in did.
 pub(super) enum Advance {
@@ -120,6 +124,11 @@ pub(super) struct Runner<'a> {
     pub(super) restarted: bool,
     /// The live source ended while a restart's replay was still to come.
     pub(super) live_ended: bool,
+    /// The end of the input's watermark (every event-time window and timer
+    /// fires) went in (a timed job).
+    pub(super) final_tick: bool,
+    /// When the last idle tick went in (a timed job).
+    pub(super) last_tick: Instant,
     /// Event time (0.2.0 pipelines).
     pub(super) time: EventTime,
     /// Whether the job is a 0.2.0 pipeline (its batches carry time, and
@@ -278,7 +287,11 @@ fn open_side_sinks(spec: &JobSpec, prepared: &Prepared) -> Result<SideSinks, Str
         std::fs::create_dir_all(&dir)
             .map_err(|e| format!("cannot create `{}`: {e}", dir.display()))?;
         let resume = prepared.side_resume.get(tag);
-        let sink = connector::open_sink(uri, &spec.env, dir, resume).map_err(|e| e.to_string())?;
+        let mut sink =
+            connector::open_sink(uri, &spec.env, dir, resume).map_err(|e| e.to_string())?;
+        if uri == "print" {
+            sink = Box::new(Labelled::new(sink, name));
+        }
         let lines = prepared
             .restored
             .as_ref()
@@ -393,6 +406,8 @@ impl<'a> Runner<'a> {
             queue: (0..stages).map(|_| VecDeque::new()).collect(),
             restarted: false,
             live_ended: false,
+            final_tick: false,
+            last_tick: Instant::now(),
         })
     }
 
@@ -438,7 +453,12 @@ impl<'a> Runner<'a> {
             }
             let event = match self.next_event(from_replay) {
                 Ok(Some(event)) => event,
-                Ok(None) => continue,
+                Ok(None) => {
+                    if let Some(outcome) = self.idle_tick(from_replay) {
+                        return outcome;
+                    }
+                    continue;
+                }
                 Err(outcome) => return outcome,
             };
             if let Some(outcome) = self.on_event(event, from_replay) {
@@ -450,11 +470,41 @@ impl<'a> Runner<'a> {
     /// The source (or the replay) ended: finishes once the output is
     /// written, unless that restarted the job.
     fn end_of_input(&mut self) -> Option<JobOutcome> {
+        if self.timed && !self.final_tick {
+            // Flink's end of input: the watermark goes to the end of time.
+            self.final_tick = true;
+            if let Some(outcome) = self.process(self.tick(Some(i64::MAX))) {
+                return Some(outcome);
+            }
+        }
         self.restarted = false;
         if let Some(outcome) = self.drain() {
             return Some(outcome);
         }
         (!self.restarted).then_some(JobOutcome::Finished)
+    }
+
+    /// An empty batch where the source is: processing time moves on for
+    /// the stages' timers and windows, and the watermark to `watermark`.
+    fn tick(&self, watermark: Option<i64>) -> SourceBatch {
+        SourceBatch {
+            end_seq: self.submitted.seq,
+            end_offset: self.submitted.offset,
+            idle_watermark: watermark,
+            ..SourceBatch::default()
+        }
+    }
+
+    /// Nothing came from the live source a while: a timed job's stages get
+    /// a tick (at most every [`IDLE_TICK`]), with the watermark the idle
+    /// timeout allows.
+    fn idle_tick(&mut self, from_replay: bool) -> Option<JobOutcome> {
+        if !self.timed || from_replay || self.last_tick.elapsed() < IDLE_TICK {
+            return None;
+        }
+        self.last_tick = Instant::now();
+        let tick = self.tick(self.time.idle_advance());
+        self.process(tick)
     }
 
     /// The next event from the replay or the live source; `Ok(None)` when
