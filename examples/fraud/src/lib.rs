@@ -8,6 +8,9 @@
 //! Lines that do not parse go to the side output `malformed`; the account
 //! `POISON` panics, to show a poison record being dead-lettered while every
 //! other account's state carries on.
+//!
+//! Parameter: `ttl=MS` forgets an account's small transaction after MS of
+//! processing time without a write (a state TTL), whatever the timestamps.
 
 use sluice_guest::pipeline::{Ctx, Event, Job, Out, Record, State, Time};
 use sluice_guest::{Params, Restart, Row, Value};
@@ -73,7 +76,15 @@ fn account(row: &Row) -> Value<'_> {
     row.field(0)
 }
 
-fn job(_params: &Params) -> Job {
+fn job(params: &Params) -> Job {
+    let ttl = params
+        .get("ttl")
+        .and_then(|t| t.parse().ok())
+        .map(Duration::from_millis);
+    let state = |name| match ttl {
+        Some(ttl) => State::value(name).ttl(ttl),
+        None => State::value(name),
+    };
     Job::new("fraud-detector")
         .source("socket://localhost:9100")
         .checkpoint_every(Duration::from_secs(1))
@@ -82,11 +93,7 @@ fn job(_params: &Params) -> Job {
         .side_output("malformed")
         .map("parse", parse)
         .key_by(account)
-        .process(
-            "detect",
-            [State::value("small"), State::value("deadline")],
-            detect,
-        )
+        .process("detect", [state("small"), state("deadline")], detect)
 }
 
 sluice_guest::pipeline!(job);
