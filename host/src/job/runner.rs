@@ -74,6 +74,11 @@ pub(super) struct InFlight {
     pub(super) batch: Arc<SourceBatch>,
     pub(super) end: SourcePosition,
     pub(super) clock: Clock,
+    /// What the stages so far sent to each side output: written with the
+    /// main output once the batch is through, so that a batch run again
+    /// after a failure does not write it twice and a checkpoint holds the
+    /// side outputs as far as the main one.
+    pub(super) side: Vec<exchange::Block>,
 }
 
 /// The running job: the coordinator of its stages, source, sink,
@@ -602,7 +607,12 @@ impl<'a> Runner<'a> {
             return Some(JobOutcome::Failed(failure.to_string()));
         }
         self.submitted = end;
-        self.queue[0].push_back(Entry::Batch(InFlight { batch, end, clock }));
+        self.queue[0].push_back(Entry::Batch(InFlight {
+            batch,
+            end,
+            clock,
+            side: Vec::new(),
+        }));
         // A restart meanwhile abandons this batch too: it is replayed.
         while self.queue[0].len() > MAP_AHEAD && !self.restarted {
             if let Advance::Ended(outcome) = self.advance(true) {
@@ -715,13 +725,11 @@ impl<'a> Runner<'a> {
             let max_ts = outputs.iter().filter_map(|o| o.max_timestamp).max();
             b.clock = self.time.passed(b.clock, max_ts, b.batch.idle_watermark);
         }
-        if let Err(e) = self.emit_side(&mut outputs) {
-            return Some(JobOutcome::Failed(e));
-        }
+        keep_side(&mut b.side, &mut outputs);
         let next = stage + 1;
         let ended = if next == self.workers.stages() {
             let block = exchange::merge(outputs.into_iter().map(|o| o.lines).collect());
-            match self.emit(&block) {
+            match self.emit_side(&b.side).and_then(|()| self.emit(&block)) {
                 Ok(()) => {
                     self.processed = b.end;
                     None
@@ -785,15 +793,9 @@ impl<'a> Runner<'a> {
         None
     }
 
-    /// Writes what a stage sent to the side outputs, each to its sink.
-    fn emit_side(&mut self, outputs: &mut [Output]) -> Result<(), String> {
-        let tags = outputs.iter().map(|o| o.side.len()).max().unwrap_or(0);
-        for tag in 0..tags {
-            let parts = outputs
-                .iter_mut()
-                .map(|o| o.side.get_mut(tag).map(std::mem::take).unwrap_or_default())
-                .collect();
-            let block = exchange::merge(parts);
+    /// Writes what a batch sent to the side outputs, each to its sink.
+    fn emit_side(&mut self, side: &[exchange::Block]) -> Result<(), String> {
+        for (tag, block) in side.iter().enumerate() {
             if block.lines == 0 {
                 continue;
             }
@@ -803,7 +805,7 @@ impl<'a> Runner<'a> {
                     tag + 1
                 ));
             };
-            sink.write(*lines, &block).map_err(|e| e.to_string())?;
+            sink.write(*lines, block).map_err(|e| e.to_string())?;
             *lines += block.lines;
         }
         Ok(())
@@ -817,5 +819,23 @@ impl<'a> Runner<'a> {
         self.out.lines += block.lines;
         self.status.add_output(block.lines);
         Ok(())
+    }
+}
+
+/// Adds what a stage's subtasks sent to the side outputs, merged in stream
+/// order, to what the batch's earlier stages sent.
+fn keep_side(side: &mut Vec<exchange::Block>, outputs: &mut [Output]) {
+    let tags = outputs.iter().map(|o| o.side.len()).max().unwrap_or(0);
+    if side.len() < tags {
+        side.resize_with(tags, exchange::Block::default);
+    }
+    for (tag, kept) in side.iter_mut().enumerate().take(tags) {
+        let parts = outputs
+            .iter_mut()
+            .map(|o| o.side.get_mut(tag).map(std::mem::take).unwrap_or_default())
+            .collect();
+        let block = exchange::merge(parts);
+        kept.bytes.extend_from_slice(&block.bytes);
+        kept.lines += block.lines;
     }
 }
