@@ -56,10 +56,43 @@ pub fn inspect(args: InspectArgs, cache: Option<PathBuf>) -> anyhow::Result<Exit
     out!("  name:        {}", show(d.name.clone()));
     out!("  source:      {}", show(d.source.clone()));
     out!("  sink:        {}", show(d.sink.clone()));
-    out!(
-        "  aggregation: {}",
-        show(d.aggregation.map(|a| a.to_string()))
-    );
+    match &d.pipeline {
+        None => out!(
+            "  aggregation: {}",
+            show(d.aggregation.map(|a| a.to_string()))
+        ),
+        Some(p) => {
+            out!("  stages:");
+            for (i, stage) in p.stages.iter().enumerate() {
+                out!("    {i} {stage}");
+            }
+            let sides: Vec<String> = p
+                .side_outputs
+                .iter()
+                .map(|o| format!("{} ({})", o.name, o.sink.as_deref().unwrap_or("print")))
+                .collect();
+            out!(
+                "  side outputs: {}",
+                if sides.is_empty() {
+                    "none".into()
+                } else {
+                    sides.join(", ")
+                }
+            );
+            out!(
+                "  watermarks:  {}",
+                match p.watermarks {
+                    None => "none (no event time)".to_string(),
+                    Some(w) => format!(
+                        "{} ms out of order{}",
+                        w.out_of_orderness_ms,
+                        w.idle_timeout_ms
+                            .map_or(String::new(), |t| format!(", idle after {t} ms"))
+                    ),
+                }
+            );
+        }
+    }
     out!(
         "  checkpoint:  {}",
         show(d.checkpoint_interval_ms.map(|ms| if ms == 0 {
