@@ -310,6 +310,21 @@ fn open_side_sinks(spec: &JobSpec, prepared: &Prepared) -> Result<SideSinks, Str
     Ok(sinks)
 }
 
+/// A timed job's timeline: a restored one runs the batches recorded after
+/// its checkpoint again.
+fn open_timeline(
+    spec: &JobSpec,
+    prepared: &Prepared,
+    restored: Option<&Snapshot>,
+) -> Result<Option<Timeline>, String> {
+    if spec.pipeline.is_none() {
+        return Ok(None);
+    }
+    let from = restored.map(|s| s.id).filter(|id| *id > 0);
+    let at = restored.map(|s| s.source).unwrap_or_default();
+    Timeline::open(prepared.store.path(), restored.is_some(), from, at).map(Some)
+}
+
 /// What the checkpoints record of the job.
 fn job_info(module: &Module, spec: &JobSpec, id: &str) -> JobInfo {
     JobInfo {
