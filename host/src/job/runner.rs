@@ -376,19 +376,7 @@ impl<'a> Runner<'a> {
         let source_cancel = Arc::new(AtomicBool::new(false));
         let (live, replay) = start_source(&prepared, &options, &source_cancel)?;
         let origin = restored.clone().unwrap_or_default();
-        let timeline = match spec.pipeline {
-            Some(_) => {
-                let from = restored.as_ref().map(|s| s.id).filter(|id| *id > 0);
-                let at = origin.source;
-                Some(Timeline::open(
-                    prepared.store.path(),
-                    restored.is_some(),
-                    from,
-                    at,
-                )?)
-            }
-            None => None,
-        };
+        let timeline = open_timeline(spec, &prepared, restored.as_deref())?;
         let info = job_info(module, spec, &prepared.id);
         let dead_letter = spec
             .dead_letter
