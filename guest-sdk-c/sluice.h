@@ -33,6 +33,12 @@
  * Guests must be deterministic: the host replays records after a failure and
  * finds a record that traps (abort(), a bad pointer) by running it again in a
  * fresh instance. Return sluice_fail(...) to fail one record without a trap.
+ *
+ * This header is the 0.1.0 guest (world `stream-job`) and the part every
+ * guest shares: strings, values and rows, failing, parameters and the job's
+ * defaults. A sluice:stream@0.2.0 guest (world `pipeline-job`: stages, keyed
+ * state, timers, windows) includes sluice_pipeline.h instead, which includes
+ * this one without its 0.1.0-only part (marked below).
  */
 #ifndef SLUICE_H
 #define SLUICE_H
@@ -155,10 +161,11 @@ sluice_value sluice_field(const sluice_row *row, size_t index);
 
 /* ---- The flat-map's output ---------------------------------------------- */
 
-/* Where a flat-map sends its rows. */
+/* Where a flat-map (or, in 0.2.0, any stage function) sends its rows. */
 typedef struct sluice_out sluice_out;
 
-/* Emits one row of `count` values. */
+/* Emits one row of `count` values (in 0.2.0: to the main output, with the
+ * input's timestamp). */
 void sluice_emit_row(sluice_out *out, size_t count, const sluice_value *values);
 
 /* Emits one row of the values given: sluice_emit(out, sluice_text(w), sluice_int(1)). */
@@ -199,6 +206,7 @@ bool sluice_param(const sluice_params *params, const char *key, sluice_str *valu
  * Everything not set stays unset (the host's default). Strings are copied. */
 typedef struct sluice_job sluice_job;
 
+#ifndef SLUICE_PIPELINE_H /* 0.1.0 only: 0.2.0 aggregates in its stages */
 typedef enum sluice_aggregate {
     SLUICE_SUM = 0,   /* running sum of a numeric field */
     SLUICE_COUNT = 1, /* running count, written into the field */
@@ -206,16 +214,18 @@ typedef enum sluice_aggregate {
     SLUICE_MAX = 3,   /* running maximum of the field */
 } sluice_aggregate;
 
-/* The job's name, shown in logs. */
-void sluice_job_name(sluice_job *job, const char *name);
-/* The default source: `socket://HOST:PORT`, `file://PATH` or `-`. */
-void sluice_job_source(sluice_job *job, const char *uri);
-/* The default sink: `print`, `file://PATH` or `discard`. */
-void sluice_job_sink(sluice_job *job, const char *uri);
 /* The keyed aggregation the host runs on the rows, on field `field`. */
 void sluice_job_aggregate(sluice_job *job, sluice_aggregate kind, uint32_t field);
 /* Shorthand for sluice_job_aggregate(job, SLUICE_SUM, field). */
 void sluice_job_sum(sluice_job *job, uint32_t field);
+#endif
+
+/* The job's name, shown in logs. */
+void sluice_job_name(sluice_job *job, const char *name);
+/* The default source: `socket://HOST:PORT`, `file://PATH` or `-`. */
+void sluice_job_source(sluice_job *job, const char *uri);
+/* The default sink (of the main output): `print`, `file://PATH` or `discard`. */
+void sluice_job_sink(sluice_job *job, const char *uri);
 /* Checkpoint every `interval_ms` milliseconds; 0 turns checkpoints off. */
 void sluice_job_checkpoint_ms(sluice_job *job, uint64_t interval_ms);
 /* Restarts: none (fail on the first task failure). */
@@ -239,11 +249,14 @@ void sluice_job_max_bytes_per_record(sluice_job *job, uint64_t bytes);
 
 /* ---- Exporting ---------------------------------------------------------- */
 
+/* The key-selector: the key of a row (usually one of its fields, whose
+ * text or bytes it may borrow). */
+typedef sluice_value (*sluice_key_fn)(const sluice_row *row);
+
+#ifndef SLUICE_PIPELINE_H /* 0.1.0 only: 0.2.0 exports with SLUICE_PIPELINE */
 /* The flat-map: emit rows into `out`; return 0, or sluice_fail(...) to fail
  * the record (the host reports it as a record error). */
 typedef int (*sluice_flat_map_fn)(sluice_str line, sluice_out *out);
-/* The key-selector: the key of a row (usually one of its fields). */
-typedef sluice_value (*sluice_key_fn)(const sluice_row *row);
 /* Optional: the job's defaults, like a Flink main(). */
 typedef void (*sluice_describe_fn)(const sluice_params *params, sluice_job *job);
 /* Optional: called once on every fresh instance, before any record; return
@@ -271,6 +284,7 @@ extern const sluice_guest sluice_guest_functions;
     _Pragma("GCC diagnostic ignored \"-Wmissing-field-initializers\"")       \
     const sluice_guest sluice_guest_functions = {__VA_ARGS__};                 \
     _Pragma("GCC diagnostic pop")
+#endif /* 0.1.0 only */
 
 #ifdef __cplusplus
 }
