@@ -84,6 +84,39 @@ sluice_words sluice_split_whitespace(sluice_str s);
  * end. The word is a slice of the split string. */
 bool sluice_next_word(sluice_words *words, sluice_str *word);
 
+/* `s` without its leading and trailing White_Space (as Rust's str::trim). */
+sluice_str sluice_str_trim(sluice_str s);
+
+/* The parts of a string between the bytes `sep`, like Rust's
+ * str::split(char): "a,,b" gives "a", "" and "b"; "" gives one empty part. */
+typedef struct sluice_parts {
+    const char *at;
+    const char *end;
+    char sep;
+    bool done;
+} sluice_parts;
+
+/* Starts splitting `s` on the byte `sep` (ASCII, so never inside a UTF-8
+ * sequence). */
+sluice_parts sluice_split(sluice_str s, char sep);
+
+/* Stores the next part in `*part` and returns true, or returns false at the
+ * end. The part is a slice of the split string. */
+bool sluice_next_part(sluice_parts *parts, sluice_str *part);
+
+/* Numbers parsed exactly as Rust's str::parse does, so that guests in every
+ * language accept the same input: nothing but the number (no whitespace, no
+ * hex, no `_`); true and `*out`, or false. */
+/* i64: an optional `+` or `-`, then ASCII digits, within i64's range. */
+bool sluice_parse_int(sluice_str s, int64_t *out);
+/* u64: an optional `+`, then ASCII digits, within u64's range. */
+bool sluice_parse_uint(sluice_str s, uint64_t *out);
+/* f64, correctly rounded: an optional sign, then `inf`, `infinity`, `nan`
+ * (any case) or digits with at most one `.` (a digit on one side at least)
+ * and an optional exponent (`e` or `E`, an optional sign, digits); too large
+ * is an infinity. Uses strtod, whose code it pulls into the module. */
+bool sluice_parse_float(sluice_str s, double *out);
+
 /* ---- Values and rows ---------------------------------------------------- */
 
 /* The kind of a value, numbered as in the WIT `value` variant. */

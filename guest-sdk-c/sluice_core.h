@@ -20,6 +20,7 @@
 #error "sluice_core.h is included by sluice.c or sluice_pipeline.c only"
 #endif
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -88,6 +89,154 @@ bool sluice_next_word(sluice_words *words, sluice_str *word) {
     word->ptr = (const char *)start;
     word->len = (size_t)(p - start);
     words->at = (const char *)p;
+    return true;
+}
+
+/* The length in bytes of the White_Space character that ends at `end`, or 0
+ * (`s` is valid UTF-8, so a lead byte is never a continuation byte). */
+static inline size_t whitespace_before(const unsigned char *start, const unsigned char *end) {
+    size_t left = (size_t)(end - start);
+    if (left >= 1 && end[-1] < 0x80)
+        return whitespace_at(end - 1, end);
+    if (left >= 2 && whitespace_at(end - 2, end) == 2)
+        return 2;
+    if (left >= 3 && whitespace_at(end - 3, end) == 3)
+        return 3;
+    return 0;
+}
+
+sluice_str sluice_str_trim(sluice_str s) {
+    const unsigned char *p = (const unsigned char *)s.ptr;
+    const unsigned char *end = p + s.len;
+    size_t n;
+    while (p < end && (n = whitespace_at(p, end)) != 0)
+        p += n;
+    while (end > p && (n = whitespace_before(p, end)) != 0)
+        end -= n;
+    sluice_str t = {(const char *)p, (size_t)(end - p)};
+    return t;
+}
+
+sluice_parts sluice_split(sluice_str s, char sep) {
+    sluice_parts parts = {s.ptr, s.ptr + s.len, sep, false};
+    return parts;
+}
+
+bool sluice_next_part(sluice_parts *parts, sluice_str *part) {
+    if (parts->done)
+        return false;
+    const char *at = parts->at;
+    const char *cut = at < parts->end ? memchr(at, parts->sep, (size_t)(parts->end - at)) : NULL;
+    if (!cut) {
+        cut = parts->end;
+        parts->done = true;
+    }
+    part->ptr = at;
+    part->len = (size_t)(cut - at);
+    parts->at = cut < parts->end ? cut + 1 : cut;
+    return true;
+}
+
+/* Digits into a u64: false when there are none, a non-digit, or overflow. */
+static bool parse_digits(const char *p, size_t n, uint64_t *out) {
+    if (n == 0)
+        return false;
+    uint64_t v = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned d = (unsigned char)p[i] - '0';
+        if (d > 9 || v > (UINT64_MAX - d) / 10)
+            return false;
+        v = v * 10 + d;
+    }
+    *out = v;
+    return true;
+}
+
+bool sluice_parse_uint(sluice_str s, uint64_t *out) {
+    size_t sign = s.len > 0 && s.ptr[0] == '+' ? 1 : 0;
+    return parse_digits(s.ptr + sign, s.len - sign, out);
+}
+
+bool sluice_parse_int(sluice_str s, int64_t *out) {
+    bool negative = s.len > 0 && s.ptr[0] == '-';
+    size_t sign = s.len > 0 && (s.ptr[0] == '-' || s.ptr[0] == '+') ? 1 : 0;
+    uint64_t v;
+    if (!parse_digits(s.ptr + sign, s.len - sign, &v))
+        return false;
+    if (negative) {
+        if (v > (uint64_t)INT64_MAX + 1)
+            return false;
+        *out = v == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)v;
+    } else {
+        if (v > (uint64_t)INT64_MAX)
+            return false;
+        *out = (int64_t)v;
+    }
+    return true;
+}
+
+/* Whether `s` is `word`, ignoring ASCII case. */
+static bool ascii_caseless_eq(const char *s, size_t n, const char *word) {
+    size_t i = 0;
+    for (; i < n && word[i]; i++) {
+        char c = s[i];
+        if (c >= 'A' && c <= 'Z')
+            c = (char)(c - 'A' + 'a');
+        if (c != word[i])
+            return false;
+    }
+    return i == n && word[i] == 0;
+}
+
+bool sluice_parse_float(sluice_str s, double *out) {
+    const char *p = s.ptr;
+    size_t n = s.len, i = 0;
+    bool negative = false;
+    if (n > 0 && (p[0] == '+' || p[0] == '-')) {
+        negative = p[0] == '-';
+        i = 1;
+    }
+    if (ascii_caseless_eq(p + i, n - i, "inf") || ascii_caseless_eq(p + i, n - i, "infinity")) {
+        *out = negative ? -(double)INFINITY : (double)INFINITY;
+        return true;
+    }
+    if (ascii_caseless_eq(p + i, n - i, "nan")) {
+        *out = negative ? -(double)NAN : (double)NAN;
+        return true;
+    }
+    /* Number ::= (Digit+ | Digit+ '.' Digit* | Digit* '.' Digit+) Exp? */
+    size_t digits = 0;
+    while (i < n && p[i] >= '0' && p[i] <= '9')
+        i++, digits++;
+    if (i < n && p[i] == '.') {
+        i++;
+        while (i < n && p[i] >= '0' && p[i] <= '9')
+            i++, digits++;
+    }
+    if (digits == 0)
+        return false;
+    if (i < n && (p[i] == 'e' || p[i] == 'E')) {
+        i++;
+        if (i < n && (p[i] == '+' || p[i] == '-'))
+            i++;
+        size_t exp = 0;
+        while (i < n && p[i] >= '0' && p[i] <= '9')
+            i++, exp++;
+        if (exp == 0)
+            return false;
+    }
+    if (i != n)
+        return false;
+    /* The grammar is a subset of strtod's, which rounds correctly. */
+    char small[64];
+    char *text = n < sizeof small ? small : malloc(n + 1);
+    if (!text)
+        abort();
+    memcpy(text, p, n);
+    text[n] = 0;
+    *out = strtod(text, NULL);
+    if (text != small)
+        free(text);
     return true;
 }
 
