@@ -195,10 +195,12 @@ static void free_job(sluice_job *job) {
     free(job);
 }
 
-/* The instance's job, built by `open` with its parameters (kept, since the
- * job function may keep slices of them). */
+/* The instance's job, built by `open` with its parameters. The parameters
+ * of `open` and of the last `describe` are kept for the instance's life,
+ * since a job function may keep slices of them in statics. */
 static sluice_job *instance_job;
 static pipeline_job_list_tuple2_string_string_t instance_params;
+static pipeline_job_list_tuple2_string_string_t describe_params;
 
 static const sluice_job *the_job(void) {
     if (!instance_job) { /* no open: the parameters are unknown */
@@ -1480,5 +1482,6 @@ void exports_sluice_stream_job_describe(pipeline_job_list_tuple2_string_string_t
     ret->watermarks.val.idle_timeout_ms.is_some = job->idle;
     ret->watermarks.val.idle_timeout_ms.val = job->idle_timeout_ms;
     free_job(job);
-    pipeline_job_list_tuple2_string_string_free(params);
+    pipeline_job_list_tuple2_string_string_free(&describe_params);
+    describe_params = *params;
 }

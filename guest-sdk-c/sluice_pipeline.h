@@ -76,10 +76,10 @@
  * text, a key, a state's rows, a window's contents) lives until the
  * function returns; rows read from a state live until that state is next
  * written. Values given to the helper (to emit, to set) are copied before
- * the call returns. Parameters given to the job function on `open` live as
- * long as the instance. The job function runs once per instance (at open,
- * and once more to describe the job), so it may also set static
- * configuration that the stage functions read.
+ * the call returns. The parameters the job function gets live as long as
+ * the instance. The job function runs at `open` (once per instance) and to
+ * describe the job, always with the job's parameters, so it may also set
+ * static configuration that the stage functions read.
  *
  * Everything in sluice.h is here too — strings, values, rows, failing,
  * parameters and the job's defaults (name, source, sink, checkpoints,
