@@ -78,7 +78,7 @@ import {
 
 export { Float, float, asInt, asFloat, Params, Restart, splitWhitespace, trimWhitespace, parseInt64, parseUint64, parseFloat64 };
 
-const { Reader, encodeUtf8, messageOf, u32 } = __internal;
+const { decodeUtf8, encodeUtf8, messageOf } = __internal;
 
 const NULL = 0;
 const BOOL = 1;
@@ -166,151 +166,194 @@ function stageName(name) {
 
 // ---------------------------------------------------------------- writing
 
-/** A growing little-endian buffer. */
-class Writer {
-  constructor(size = 1 << 14) {
-    this.buf = new Uint8Array(size);
-    this.view = new DataView(this.buf.buffer);
-    this.pos = 0;
-  }
+// The buffer being written, in module variables (the cheapest access an
+// interpreter has): the call's output, or for a moment a state's bytes or
+// the call's changes (`writeApart`). Reused across calls: one instance runs
+// one call at a time.
+let buf = new Uint8Array(1 << 16);
+let view = new DataView(buf.buffer);
+let pos = 0;
 
-  reserve(n) {
-    if (this.pos + n <= this.buf.length) return;
-    let cap = this.buf.length * 2;
-    while (cap < this.pos + n) cap *= 2;
-    const next = new Uint8Array(cap);
-    next.set(this.buf.subarray(0, this.pos));
-    this.buf = next;
-    this.view = new DataView(next.buffer);
-  }
+// The first stage's current line, while its function runs: a text value
+// that is a substring of an ASCII line is copied from the input's bytes
+// instead of being encoded char by char (what costs most in QuickJS).
+let line = "";
+let lineBytes = EMPTY;
+let lineAt = 0;
+let lineAscii = false;
+let cursor = 0;
 
-  u8(v) {
-    if (this.pos + 1 > this.buf.length) this.reserve(1);
-    this.buf[this.pos++] = v;
-  }
+function reserve(n) {
+  if (pos + n <= buf.length) return;
+  let cap = buf.length * 2;
+  while (cap < pos + n) cap *= 2;
+  const next = new Uint8Array(cap);
+  next.set(buf.subarray(0, pos));
+  buf = next;
+  view = new DataView(buf.buffer);
+}
 
-  u32(v) {
-    if (this.pos + 4 > this.buf.length) this.reserve(4);
-    this.view.setUint32(this.pos, v, true);
-    this.pos += 4;
-  }
+function putU8(v) {
+  if (pos + 1 > buf.length) reserve(1);
+  buf[pos++] = v;
+}
 
-  /** An `s64`, from a safe integer, or anything else `timestamp` takes. */
-  i64(v) {
-    if (this.pos + 8 > this.buf.length) this.reserve(8);
-    if (typeof v === "number" && !Number.isSafeInteger(v)) v = timestamp(v);
-    if (typeof v === "number") {
-      const hi = Math.floor(v / TWO_32);
-      this.view.setUint32(this.pos, v - hi * TWO_32, true);
-      this.view.setInt32(this.pos + 4, hi, true);
-    } else {
-      this.view.setBigInt64(this.pos, v, true);
+function putU32(v) {
+  if (pos + 4 > buf.length) reserve(4);
+  view.setUint32(pos, v, true);
+  pos += 4;
+}
+
+/** An `s64`: a safe integer, or anything else `timestamp` takes. */
+function putI64(v) {
+  if (pos + 8 > buf.length) reserve(8);
+  if (typeof v === "number" && (v | 0) === v) {
+    view.setInt32(pos, v, true);
+    view.setInt32(pos + 4, v >> 31, true);
+  } else if (Number.isSafeInteger(v)) {
+    const hi = Math.floor(v / TWO_32);
+    view.setUint32(pos, v - hi * TWO_32, true);
+    view.setInt32(pos + 4, hi, true);
+  } else {
+    view.setBigInt64(pos, BigInt(timestamp(v)), true);
+  }
+  pos += 8;
+}
+
+function putRaw(bytes) {
+  if (pos + bytes.length > buf.length) reserve(bytes.length);
+  buf.set(bytes, pos);
+  pos += bytes.length;
+}
+
+/** `u32 len, bytes`. */
+function putSized(bytes) {
+  putU32(bytes.length);
+  putRaw(bytes);
+}
+
+function putText(s) {
+  const n = s.length;
+  if (pos + 5 + 3 * n > buf.length) reserve(5 + 3 * n);
+  const at = pos;
+  buf[at] = TEXT;
+  if (lineAscii) {
+    const i = line.indexOf(s, cursor);
+    if (i >= 0) {
+      buf.set(lineBytes.subarray(lineAt + i, lineAt + i + n), at + 5);
+      cursor = i + n;
+      view.setUint32(at + 1, n, true);
+      pos = at + 5 + n;
+      return;
     }
-    this.pos += 8;
+    lineAscii = false; // not a substring: stop looking in this line
   }
+  const len = n === 0 ? 0 : encodeUtf8(s, buf, at + 5);
+  view.setUint32(at + 1, len, true);
+  pos = at + 5 + len;
+}
 
-  raw(bytes) {
-    this.reserve(bytes.length);
-    this.buf.set(bytes, this.pos);
-    this.pos += bytes.length;
-  }
+function putFloat(v) {
+  if (pos + 9 > buf.length) reserve(9);
+  buf[pos] = FLOAT;
+  view.setFloat64(pos + 1, v, true);
+  pos += 9;
+}
 
-  /** `u32 len, bytes`. */
-  sized(bytes) {
-    this.u32(bytes.length);
-    this.raw(bytes);
-  }
-
-  /** One value, mapped as `sluice.js` maps it. */
-  value(v) {
-    switch (typeof v) {
-      case "string": {
-        const n = v.length;
-        this.reserve(5 + 3 * n);
-        const at = this.pos;
-        this.buf[at] = TEXT;
-        const len = n === 0 ? 0 : encodeUtf8(v, this.buf, at + 5);
-        this.view.setUint32(at + 1, len, true);
-        this.pos = at + 5 + len;
+/** One value, mapped as `sluice.js` maps it. */
+function putValue(v) {
+  switch (typeof v) {
+    case "string":
+      putText(v);
+      return;
+    case "number":
+      if (Number.isSafeInteger(v)) {
+        putU8(INT);
+        putI64(v);
+      } else {
+        putFloat(v);
+      }
+      return;
+    case "boolean":
+      putU8(BOOL);
+      putU8(v ? 1 : 0);
+      return;
+    case "bigint":
+      if (v < I64_MIN || v > I64_MAX) throw new RangeError(`the int ${v} does not fit in 64 bits`);
+      putU8(INT);
+      putI64(v);
+      return;
+    case "undefined":
+      putU8(NULL);
+      return;
+    case "object":
+      if (v === null) {
+        putU8(NULL);
         return;
       }
-      case "number":
-        if (Number.isSafeInteger(v)) {
-          this.u8(INT);
-          this.i64(v);
-        } else {
-          this.float(v);
-        }
+      if (v instanceof Float) {
+        putFloat(v.value);
         return;
-      case "boolean":
-        this.u8(BOOL);
-        this.u8(v ? 1 : 0);
+      }
+      if (v instanceof Uint8Array) {
+        putU8(BYTES);
+        putSized(v);
         return;
-      case "bigint":
-        if (v < I64_MIN || v > I64_MAX) throw new RangeError(`the int ${v} does not fit in 64 bits`);
-        this.u8(INT);
-        this.i64(v);
+      }
+      if (ArrayBuffer.isView(v)) {
+        putU8(BYTES);
+        putSized(new Uint8Array(v.buffer, v.byteOffset, v.byteLength));
         return;
-      case "undefined":
-        this.u8(NULL);
+      }
+      if (v instanceof ArrayBuffer) {
+        putU8(BYTES);
+        putSized(new Uint8Array(v));
         return;
-      case "object":
-        if (v === null) {
-          this.u8(NULL);
-          return;
-        }
-        if (v instanceof Float) {
-          this.float(v.value);
-          return;
-        }
-        if (v instanceof Uint8Array) {
-          this.u8(BYTES);
-          this.sized(v);
-          return;
-        }
-        if (ArrayBuffer.isView(v)) {
-          this.u8(BYTES);
-          this.sized(new Uint8Array(v.buffer, v.byteOffset, v.byteLength));
-          return;
-        }
-        if (v instanceof ArrayBuffer) {
-          this.u8(BYTES);
-          this.sized(new Uint8Array(v));
-          return;
-        }
-    }
-    throw new TypeError(`cannot send ${show(v)} as a Sluice value`);
+      }
   }
+  throw new TypeError(`cannot send ${show(v)} as a Sluice value`);
+}
 
-  float(v) {
-    this.reserve(9);
-    this.buf[this.pos] = FLOAT;
-    this.view.setFloat64(this.pos + 1, v, true);
-    this.pos += 9;
-  }
+/** A row: `u32 count, value{count}`. */
+function putRow(row) {
+  const n = row.length;
+  putU32(n);
+  for (let i = 0; i < n; i++) putValue(row[i]);
+}
 
-  /** A row: `u32 count, value{count}`. */
-  row(row) {
-    const n = row.length;
-    this.u32(n);
-    for (let i = 0; i < n; i++) this.value(row[i]);
-  }
-
-  /** What was written, as a copy. */
-  copy() {
-    return this.buf.slice(0, this.pos);
-  }
-
-  /** What was written, as a view (valid until the next write). */
-  written() {
-    return this.buf.subarray(0, this.pos);
+/** A buffer besides the output: a state's bytes, a call's changes. */
+class Apart {
+  constructor(size) {
+    this.buf = new Uint8Array(size);
+    this.view = new DataView(this.buf.buffer);
   }
 }
 
-// One instance runs one call at a time: the buffers are reused.
-const output = new Writer(1 << 16);
-const changes = new Writer(1 << 12);
-const scratch = new Writer(1 << 12);
+const changesApart = new Apart(1 << 12);
+const scratchApart = new Apart(1 << 12);
+
+/**
+ * Runs `write` with `apart` as the buffer being written, from its start;
+ * returns what it wrote as a view (valid until `apart` is written again).
+ */
+function writeApart(apart, write) {
+  const b = buf;
+  const v = view;
+  const p = pos;
+  buf = apart.buf;
+  view = apart.view;
+  pos = 0;
+  try {
+    write();
+    return buf.subarray(0, pos);
+  } finally {
+    apart.buf = buf;
+    apart.view = view;
+    buf = b;
+    view = v;
+    pos = p;
+  }
+}
 
 /** `row`, which `what` names in the error when it is not an array. */
 function isRow(row, what) {
@@ -318,41 +361,129 @@ function isRow(row, what) {
   return row;
 }
 
-/** `row` encoded on its own. */
+/** `row` encoded on its own, as a copy (`writeApart` without a closure: states are set often). */
 function encodeRow(row, what) {
   isRow(row, what);
-  scratch.pos = 0;
-  scratch.row(row);
-  return scratch.copy();
+  const b = buf;
+  const v = view;
+  const p = pos;
+  buf = scratchApart.buf;
+  view = scratchApart.view;
+  pos = 0;
+  try {
+    putRow(row);
+    return buf.slice(0, pos);
+  } finally {
+    scratchApart.buf = buf;
+    scratchApart.view = view;
+    buf = b;
+    view = v;
+    pos = p;
+  }
 }
 
-/** `v` encoded on its own. */
+/** `v` encoded on its own, as a copy. */
 function encodeValue(v) {
-  scratch.pos = 0;
-  scratch.value(v);
-  return scratch.copy();
+  return writeApart(scratchApart, () => putValue(v)).slice();
 }
 
 // ---------------------------------------------------------------- reading
 
-/** Reads the host's buffers, every bound checked (see `Reader` in sluice.js). */
-class Input extends Reader {
+/**
+ * Reads the host's buffers, every bound checked; values decode as in
+ * sluice.js (int: a number, a BigInt past 2^53; float: a number, a `Float`
+ * when whole; text: a string; bytes: a Uint8Array copy). The checks are
+ * written out in each method: calls are what costs in an interpreter.
+ */
+class Input {
+  constructor(bytes, start = 0, end = bytes.length) {
+    this.bytes = bytes;
+    this.view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    this.pos = start;
+    this.end = end;
+  }
+
   get atEnd() {
     return this.pos >= this.end;
   }
 
+  truncated(at) {
+    return hostError(`truncated batch at byte ${at}`);
+  }
+
   u8() {
-    this.need(1);
-    return this.bytes[this.pos++];
+    const p = this.pos;
+    if (p + 1 > this.end) throw this.truncated(p);
+    this.pos = p + 1;
+    return this.bytes[p];
+  }
+
+  u32() {
+    const p = this.pos;
+    if (p + 4 > this.end) throw this.truncated(p);
+    this.pos = p + 4;
+    return this.view.getUint32(p, true);
   }
 
   /** An `s64` as a number (rounded past 2^53). */
   i64() {
-    this.need(8);
-    const lo = this.view.getUint32(this.pos, true);
-    const hi = this.view.getInt32(this.pos + 4, true);
-    this.pos += 8;
-    return hi * TWO_32 + lo;
+    const p = this.pos;
+    if (p + 8 > this.end) throw this.truncated(p);
+    this.pos = p + 8;
+    return this.view.getInt32(p + 4, true) * TWO_32 + this.view.getUint32(p, true);
+  }
+
+  /** One row as an array of values. */
+  row() {
+    const n = this.u32();
+    const row = [];
+    for (let i = 0; i < n; i++) row.push(this.value());
+    return row;
+  }
+
+  value() {
+    const at = this.pos;
+    const end = this.end;
+    if (at + 1 > end) throw this.truncated(at);
+    const tag = this.bytes[at];
+    const p = at + 1;
+    switch (tag) {
+      case NULL:
+        this.pos = p;
+        return null;
+      case BOOL:
+        if (p + 1 > end) throw this.truncated(p);
+        this.pos = p + 1;
+        return this.bytes[p] !== 0;
+      case INT: {
+        if (p + 8 > end) throw this.truncated(p);
+        this.pos = p + 8;
+        const v = this.view.getInt32(p + 4, true) * TWO_32 + this.view.getUint32(p, true);
+        return Number.isSafeInteger(v) ? v : this.view.getBigInt64(p, true);
+      }
+      case FLOAT: {
+        if (p + 8 > end) throw this.truncated(p);
+        this.pos = p + 8;
+        const v = this.view.getFloat64(p, true);
+        return Number.isSafeInteger(v) ? new Float(v) : v;
+      }
+      case TEXT:
+      case BYTES: {
+        if (p + 4 > end) throw this.truncated(p);
+        const len = this.view.getUint32(p, true);
+        const start = p + 4;
+        if (start + len > end) throw this.truncated(start);
+        this.pos = start + len;
+        if (tag === BYTES) return this.bytes.slice(start, start + len);
+        try {
+          return decodeUtf8(this.bytes, start, start + len);
+        } catch {
+          throw hostError(`text value that is not valid UTF-8 at byte ${at}`);
+        }
+      }
+      default:
+        throw hostError(`unknown value tag ${tag} at byte ${at}`);
+    }
   }
 
   /** One value, checked, as its encoded bytes. */
@@ -369,10 +500,10 @@ class Input extends Reader {
     if (tag === 0) return null;
     if (tag !== 1) throw hostError(`unknown state tag ${tag} at byte ${at}`);
     const len = this.u32();
-    this.need(len);
-    const bytes = this.bytes.subarray(this.pos, this.pos + len);
-    this.pos += len;
-    return bytes;
+    const p = this.pos;
+    if (p + len > this.end) throw this.truncated(p);
+    this.pos = p + len;
+    return this.bytes.subarray(p, p + len);
   }
 
   /** Nothing may follow the last `what`. */
@@ -484,62 +615,67 @@ export class Timer {
   get type() {
     return "timer";
   }
+
+  /** The time it was set for, as `ctx.timestamp` and a row's `timestamp`. */
+  get timestamp() {
+    return this.at;
+  }
 }
 
-const BEGIN = Symbol("begin");
-const ROWS = Symbol("rows");
+// Where the current entry's rows go (one entry runs at a time).
+let emitTimestamp = 0;
+let emitKey = null;
+let emitSides = [];
+let emitRows = 0;
+
+/** Starts an entry's list of emitted rows; returns where its count is. */
+function beginList(ts, key, sides) {
+  const at = pos;
+  putU32(0);
+  emitTimestamp = ts;
+  emitKey = key;
+  emitSides = sides;
+  emitRows = 0;
+  return at;
+}
+
+function endList(at) {
+  view.setUint32(at, emitRows, true);
+}
+
+function putEmitted(ts, row) {
+  putU8(0);
+  putI64(ts);
+  putRow(row);
+  if (emitKey !== null) putValue(emitKey(row));
+  emitRows++;
+}
 
 /** Where a stage's rows go: `out.emit(...values)` to the next stage (or the sink), `out.side(name, ...values)` to a side output. */
 export class Out {
-  #timestamp = 0;
-  #key = null;
-  #sides = [];
-  #rows = 0;
-
-  /** @internal */
-  [BEGIN](timestamp, key, sides) {
-    this.#timestamp = timestamp;
-    this.#key = key;
-    this.#sides = sides;
-    this.#rows = 0;
-  }
-
-  /** @internal */
-  get [ROWS]() {
-    return this.#rows;
-  }
-
   /** Emits a row with the input's timestamp (a fired window's: its last millisecond; a timer's: the time it was set for). */
   emit(...values) {
-    this.#put(this.#timestamp, values);
+    putEmitted(emitTimestamp, values);
   }
 
   /** Emits a row with timestamp `ts`: in the first stage, the event time the watermark follows. */
   emitAt(ts, ...values) {
-    this.#put(timestamp(ts), values);
+    putEmitted(typeof ts === "number" && (ts | 0) === ts ? ts : timestamp(ts), values);
   }
 
   /** Emits a row given as an array of values, with the input's timestamp. */
   emitRow(row) {
-    this.#put(this.#timestamp, isRow(row, "the row given to emitRow"));
+    putEmitted(emitTimestamp, isRow(row, "the row given to emitRow"));
   }
 
   /** Sends a row to the side output `name` (declared with `Job.sideOutput`), with the input's timestamp. */
   side(name, ...values) {
-    const i = this.#sides.indexOf(name);
+    const i = emitSides.indexOf(name);
     if (i < 0) throw new Error(`there is no side output named ${show(name)}; declare it with Job.sideOutput`);
-    output.u8(i + 1);
-    output.i64(this.#timestamp);
-    output.row(values);
-    this.#rows++;
-  }
-
-  #put(ts, row) {
-    output.u8(0);
-    output.i64(ts);
-    output.row(row);
-    if (this.#key !== null) output.value(this.#key(row));
-    this.#rows++;
+    putU8(i + 1);
+    putI64(emitTimestamp);
+    putRow(values);
+    emitRows++;
   }
 }
 
@@ -547,16 +683,17 @@ const ENTER = Symbol("enter");
 const UNDO = Symbol("undo");
 
 /**
- * One key of a process call as shipped: its encoded key, each declared
+ * One key of a process call as shipped: the key, each declared
  * state's bytes (null: none) and which of them the call changed.
  */
 class KeyStates {
-  constructor(bytes, slots) {
-    this.bytes = bytes;
-    this.key = undefined;
-    this.decoded = false;
+  constructor(index, key, slots) {
+    this.index = index;
+    this.key = key;
     this.slots = slots;
     this.changed = new Uint8Array(slots.length);
+    // Whether a shipped state was checked: each is, the first time it is read.
+    this.checked = new Uint8Array(slots.length);
   }
 }
 
@@ -598,22 +735,18 @@ export class Ctx {
   /** @internal: undoes the entry's state writes. */
   [UNDO]() {
     const undo = this.#undo;
-    for (let i = undo.length - 1; i >= 0; i--) {
-      const [ks, s, bytes, changed] = undo[i];
-      ks.slots[s] = bytes;
-      ks.changed[s] = changed;
+    for (let i = undo.length - 4; i >= 0; i -= 4) {
+      const ks = undo[i];
+      const s = undo[i + 1];
+      ks.slots[s] = undo[i + 2];
+      ks.changed[s] = undo[i + 3];
     }
     undo.length = 0;
   }
 
   /** The key. */
   get key() {
-    const ks = this.#current;
-    if (!ks.decoded) {
-      ks.key = new Input(ks.bytes).value();
-      ks.decoded = true;
-    }
-    return ks.key;
+    return this.#current.key;
   }
 
   /** The timestamp of the row or timer being processed. */
@@ -645,16 +778,28 @@ export class Ctx {
     return i;
   }
 
+  /** State `s`'s bytes (null: none); a shipped state is checked against its kind first. */
+  #read(s) {
+    const ks = this.#current;
+    const bytes = ks.slots[s];
+    if (bytes !== null && !ks.changed[s] && !ks.checked[s]) {
+      const decl = this.#decls[s];
+      checkState(bytes, decl.kind, `state \`${decl.name}\` of key ${ks.index}`);
+      ks.checked[s] = 1;
+    }
+    return bytes;
+  }
+
   #write(s, bytes) {
     const ks = this.#current;
-    this.#undo.push([ks, s, ks.slots[s], ks.changed[s]]);
+    this.#undo.push(ks, s, ks.slots[s], ks.changed[s]);
     ks.slots[s] = bytes;
     ks.changed[s] = 1;
   }
 
   /** A value state's row (an array of values), or undefined when it is not set. */
   value(state) {
-    const bytes = this.#current.slots[this.#state(state, VALUE)];
+    const bytes = this.#read(this.#state(state, VALUE));
     return bytes === null ? undefined : decodeRow(bytes);
   }
 
@@ -671,7 +816,7 @@ export class Ctx {
 
   /** A list state's rows (empty when it is not set). */
   list(state) {
-    const bytes = this.#current.slots[this.#state(state, LIST)];
+    const bytes = this.#read(this.#state(state, LIST));
     return bytes === null ? [] : decodeList(bytes);
   }
 
@@ -679,16 +824,17 @@ export class Ctx {
   push(state, row) {
     const s = this.#state(state, LIST);
     isRow(row, "the row given to Ctx.push");
-    const before = this.#current.slots[s];
-    scratch.pos = 0;
-    if (before === null) {
-      scratch.u32(1);
-    } else {
-      scratch.u32(new DataView(before.buffer, before.byteOffset, 4).getUint32(0, true) + 1);
-      scratch.raw(before.subarray(4));
-    }
-    scratch.row(row);
-    this.#write(s, scratch.copy());
+    const before = this.#read(s);
+    const bytes = writeApart(scratchApart, () => {
+      if (before === null) {
+        putU32(1);
+      } else {
+        putU32(new DataView(before.buffer, before.byteOffset, 4).getUint32(0, true) + 1);
+        putRaw(before.subarray(4));
+      }
+      putRow(row);
+    });
+    this.#write(s, bytes.slice());
   }
 
   /** Replaces a list state's rows with `rows` (cleared when there are none). */
@@ -696,15 +842,17 @@ export class Ctx {
     const s = this.#state(state, LIST);
     const all = [...rows];
     if (all.length === 0) return this.#write(s, null);
-    scratch.pos = 0;
-    scratch.u32(all.length);
-    for (const row of all) scratch.row(isRow(row, "a row given to Ctx.setList"));
-    this.#write(s, scratch.copy());
+    for (const row of all) isRow(row, "a row given to Ctx.setList");
+    const bytes = writeApart(scratchApart, () => {
+      putU32(all.length);
+      for (const row of all) putRow(row);
+    });
+    this.#write(s, bytes.slice());
   }
 
   /** A map state's entries as `[key, row]`, in the order they were put. */
   entries(state) {
-    const bytes = this.#current.slots[this.#state(state, MAP)];
+    const bytes = this.#read(this.#state(state, MAP));
     if (bytes === null) return [];
     const r = new Input(bytes);
     const n = r.u32();
@@ -715,7 +863,7 @@ export class Ctx {
 
   /** The row of `key` in a map state, or undefined. */
   get(state, key) {
-    const bytes = this.#current.slots[this.#state(state, MAP)];
+    const bytes = this.#read(this.#state(state, MAP));
     if (bytes === null) return undefined;
     const want = encodeValue(key);
     for (const [k, row] of mapItems(bytes)) if (sameValue(k, want)) return decodeRow(row);
@@ -735,17 +883,18 @@ export class Ctx {
   }
 
   #mapWrite(s, key, row) {
-    const before = this.#current.slots[s];
+    const before = this.#read(s);
     const items = before === null ? [] : mapItems(before).filter(([k]) => !sameValue(k, key));
     if (row !== null) items.push([key, row]);
     if (items.length === 0) return this.#write(s, null);
-    scratch.pos = 0;
-    scratch.u32(items.length);
-    for (const [k, r] of items) {
-      scratch.raw(k);
-      scratch.raw(r);
-    }
-    this.#write(s, scratch.copy());
+    const bytes = writeApart(scratchApart, () => {
+      putU32(items.length);
+      for (const [k, r] of items) {
+        putRaw(k);
+        putRaw(r);
+      }
+    });
+    this.#write(s, bytes.slice());
   }
 
   /** Sets a timer of this key: it fires once the watermark (`Time.Event`) or the processing time (`Time.Processing`) reaches `at`. Setting it twice keeps one. */
@@ -1061,28 +1210,51 @@ function stageOf(rt, stage, kinds, what) {
   return [s, rt.stages[stage + 1]?.key ?? null];
 }
 
+/** The first stage's record at `input[start, end)`: its text can be copied from there when it is ASCII. */
+function startLine(row, input, start, end) {
+  const text = row[0];
+  lineAscii = row.length === 1 && typeof text === "string" && end - start - 9 === text.length;
+  if (!lineAscii) return;
+  line = text;
+  lineBytes = input;
+  lineAt = start + 9;
+  cursor = 0;
+}
+
+function endLine() {
+  line = "";
+  lineBytes = EMPTY;
+  lineAscii = false;
+}
+
 /** `map`. */
 function runMap(rt, stage, header, input) {
   const [s, next] = stageOf(rt, stage, ["map"], "a map stage");
   const f = s.f;
   const r = new Input(input);
-  output.pos = 0;
+  const first = stage === 0;
+  pos = 0;
   let index = 0;
-  while (!r.atEnd) {
-    const at = output.pos;
-    try {
-      const ts = stage === 0 ? header.processingTime : r.i64();
-      const record = new Record(r.row(), ts);
-      output.u32(0);
-      out[BEGIN](ts, next, rt.sides);
-      f(record, out);
-      output.view.setUint32(at, out[ROWS], true);
-    } catch (e) {
-      return failed(index, e, output.buf.subarray(0, at));
+  try {
+    while (!r.atEnd) {
+      const at = pos;
+      try {
+        const ts = first ? header.processingTime : r.i64();
+        const start = r.pos;
+        const record = new Record(r.row(), ts);
+        if (first) startLine(record.row, input, start, r.pos);
+        const list = beginList(ts, next, rt.sides);
+        f(record, out);
+        endList(list);
+      } catch (e) {
+        return failed(index, e, buf.subarray(0, at));
+      }
+      index++;
     }
-    index++;
+  } finally {
+    endLine();
   }
-  return done(output.written(), EMPTY);
+  return done(buf.subarray(0, pos), EMPTY);
 }
 
 /** `keys := u32 key-count, (value key, state{declared states}){key-count}`, checked. */
@@ -1091,14 +1263,11 @@ function readKeys(bytes, decls) {
   const n = r.u32();
   const keys = [];
   for (let k = 0; k < n; k++) {
-    const key = r.valueBytes();
+    const key = r.value();
     const slots = [];
-    for (const decl of decls) {
-      const state = r.state();
-      if (state !== null) checkState(state, decl.kind, `state \`${decl.name}\` of key ${k}`);
-      slots.push(state);
-    }
-    keys.push(new KeyStates(key, slots));
+    // Each state is checked against its kind when it is first read.
+    for (let s = 0; s < decls.length; s++) slots.push(r.state());
+    keys.push(new KeyStates(k, key, slots));
   }
   r.done("key");
   return keys;
@@ -1106,25 +1275,25 @@ function readKeys(bytes, decls) {
 
 /** A process call's changes: each changed state, then the timers in the order they were set and deleted. */
 function processChanges(keys, timers) {
-  changes.pos = 0;
-  for (let k = 0; k < keys.length; k++) {
-    const ks = keys[k];
-    for (let s = 0; s < ks.slots.length; s++) {
-      if (!ks.changed[s]) continue;
-      const bytes = ks.slots[s];
-      changes.u8(bytes === null ? 1 : 0);
-      changes.u32(k);
-      changes.u32(s);
-      if (bytes !== null) changes.sized(bytes);
+  return writeApart(changesApart, () => {
+    for (let k = 0; k < keys.length; k++) {
+      const ks = keys[k];
+      for (let s = 0; s < ks.slots.length; s++) {
+        if (!ks.changed[s]) continue;
+        const bytes = ks.slots[s];
+        putU8(bytes === null ? 1 : 0);
+        putU32(k);
+        putU32(s);
+        if (bytes !== null) putSized(bytes);
+      }
     }
-  }
-  for (const [k, op, domain, at] of timers) {
-    changes.u8(op);
-    changes.u32(k);
-    changes.u8(domain);
-    changes.i64(at);
-  }
-  return changes.written();
+    for (const [k, op, domain, at] of timers) {
+      putU8(op);
+      putU32(k);
+      putU8(domain);
+      putI64(at);
+    }
+  });
 }
 
 /** `process`. */
@@ -1140,10 +1309,10 @@ function runProcess(rt, stage, header, input, keysBytes) {
   const ctx = new Ctx(s.states, s.names, keys, timers, header);
   const f = s.f;
   const r = new Input(input);
-  output.pos = 0;
+  pos = 0;
   let index = 0;
   while (!r.atEnd) {
-    const at = output.pos;
+    const at = pos;
     const timersBefore = timers.length;
     try {
       const entryAt = r.pos;
@@ -1162,18 +1331,17 @@ function runProcess(rt, stage, header, input, keysBytes) {
       }
       if (k >= keys.length) throw hostError(`the entry at byte ${entryAt} names key ${k} of ${keys.length}`);
       ctx[ENTER](k, ts);
-      output.u32(0);
-      out[BEGIN](ts, next, rt.sides);
+      const list = beginList(ts, next, rt.sides);
       f(ctx, event, out);
-      output.view.setUint32(at, out[ROWS], true);
+      endList(list);
     } catch (e) {
       ctx[UNDO]();
       timers.length = timersBefore;
-      return failed(index, e, output.buf.subarray(0, at), processChanges(keys, timers));
+      return failed(index, e, buf.subarray(0, at), processChanges(keys, timers));
     }
     index++;
   }
-  return done(output.written(), processChanges(keys, timers));
+  return done(buf.subarray(0, pos), processChanges(keys, timers));
 }
 
 /** An aggregate the host shipped, checked: null (none) or its bytes. */
@@ -1185,13 +1353,13 @@ function aggregateOf(r, what) {
 
 /** `(u32 slot, u32 len, u8{len})*` of the slots that changed. */
 function slotChanges(aggs, changed) {
-  changes.pos = 0;
-  for (let i = 0; i < aggs.length; i++) {
-    if (!changed[i]) continue;
-    changes.u32(i);
-    changes.sized(aggs[i]);
-  }
-  return changes.written();
+  return writeApart(changesApart, () => {
+    for (let i = 0; i < aggs.length; i++) {
+      if (!changed[i]) continue;
+      putU32(i);
+      putSized(aggs[i]);
+    }
+  });
 }
 
 /** `window-add`. */
@@ -1232,6 +1400,16 @@ function runWindowAdd(rt, stage, input, slotsBytes) {
   return done(EMPTY, slotChanges(aggs, changed));
 }
 
+/** `(u32 pair, u32 len, u8{len})*` of the merged pairs. */
+function mergeChanges(merged) {
+  return writeApart(changesApart, () => {
+    for (const [i, bytes] of merged) {
+      putU32(i);
+      putSized(bytes);
+    }
+  });
+}
+
 /** `window-merge`. */
 function runWindowMerge(rt, stage, input) {
   const [s] = stageOf(rt, stage, ["aggregate"], "an aggregate window stage");
@@ -1251,25 +1429,20 @@ function runWindowMerge(rt, stage, input) {
     return failed(0, e);
   }
   const merge = s.merge;
-  changes.pos = 0;
+  const merged = [];
   for (let i = 0; i < pairs.length; i++) {
     const [a, b] = pairs[i];
-    let merged;
     if (a !== null && b !== null) {
       try {
-        merged = encodeRow(merge(decodeRow(a), decodeRow(b)), "what the window's merge returned");
+        merged.push([i, encodeRow(merge(decodeRow(a), decodeRow(b)), "what the window's merge returned")]);
       } catch (e) {
-        return failed(i, e, EMPTY, changes.copy());
+        return failed(i, e, EMPTY, mergeChanges(merged));
       }
     } else if (a !== null || b !== null) {
-      merged = a ?? b;
-    } else {
-      continue;
+      merged.push([i, a ?? b]);
     }
-    changes.u32(i);
-    changes.sized(merged);
   }
-  return done(EMPTY, changes.written());
+  return done(EMPTY, mergeChanges(merged));
 }
 
 /** `window-fire`: every window read first, then each fired. */
@@ -1314,22 +1487,20 @@ function runWindowFire(rt, stage, input) {
     return failed(0, e);
   }
   const fire = s.fire;
-  output.pos = 0;
+  pos = 0;
   for (let i = 0; i < windows.length; i++) {
     const [info, contents] = windows[i];
-    const at = output.pos;
+    const at = pos;
     try {
-      const ts = timestamp(info.end - 1);
-      output.u32(0);
-      out[BEGIN](ts, next, rt.sides);
+      const list = beginList(timestamp(info.end - 1), next, rt.sides);
       if (aggregate) fire(info, contents === undefined ? undefined : decodeRow(contents), out);
       else fire(info, contents, out);
-      output.view.setUint32(at, out[ROWS], true);
+      endList(list);
     } catch (e) {
-      return failed(i, e, output.buf.subarray(0, at));
+      return failed(i, e, buf.subarray(0, at));
     }
   }
-  return done(output.written(), EMPTY);
+  return done(buf.subarray(0, pos), EMPTY);
 }
 
 // ---------------------------------------------------------------- export

@@ -156,6 +156,10 @@ const EDGE_SPACE = /^[\t-\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u2
  * @param {string} text
  */
 export function trimWhitespace(text) {
+  // Most text has none: an end that is printable ASCII is not white space.
+  const first = text.charCodeAt(0);
+  const last = text.charCodeAt(text.length - 1);
+  if (first > 0x20 && first < 0x7f && last > 0x20 && last < 0x7f) return text;
   return text.replace(EDGE_SPACE, "");
 }
 
@@ -170,6 +174,8 @@ const FLOAT64 = /^[+-]?(?:[0-9]+\.?[0-9]*(?:[eE][+-]?[0-9]+)?|\.[0-9]+(?:[eE][+-
 
 function integerIn(text, grammar, min, max) {
   if (typeof text !== "string" || !grammar.test(text)) return undefined;
+  // 15 characters hold at most 15 digits: a safe integer (and -0 is 0).
+  if (text.length <= 15) return Number(text) + 0;
   const v = BigInt(text);
   if (v < min || v > max) return undefined;
   return v >= -Number.MAX_SAFE_INTEGER && v <= Number.MAX_SAFE_INTEGER ? Number(v) : v;
@@ -200,6 +206,8 @@ export function parseUint64(text) {
  */
 export function parseFloat64(text) {
   if (typeof text !== "string" || !FLOAT64.test(text)) return undefined;
+  const v = Number(text);
+  if (v === v) return v; // JS reads every form but `inf`, `infinity` and `nan` in any case
   const body = text.replace(/^[+-]/, "").toLowerCase();
   const sign = text[0] === "-" ? -1 : 1;
   if (body === "nan") return NaN;
@@ -862,4 +870,4 @@ export function exportJob({ flatMap, key, describe, open }) {
  * API, and not kept stable.
  * @internal
  */
-export const __internal = Object.freeze({ Reader, encodeUtf8, messageOf, u32, u64, malformed });
+export const __internal = Object.freeze({ decodeUtf8, encodeUtf8, messageOf });

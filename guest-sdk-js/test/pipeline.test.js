@@ -340,18 +340,29 @@ test(`${name}: malformed process input fails with the host's fault named`, () =>
   });
   assert.match(fail(timerEntry(0, 0, 2)).message, /the timer at byte 0 has time domain 2/);
   assert.match(fail(timerEntry(0, 0, 0).slice(0, 13)).message, /truncated batch/);
-  // The keys buffer: every state checked against its declared kind.
-  const ks = (...states) => keys([...V.int(0), ...states.flat()]);
-  assert.deepEqual(fail([], ks(state([9]), [0], [0])), {
+  // The keys buffer: its layout checked before any entry runs, each state
+  // against its declared kind when it is first read.
+  assert.deepEqual(fail([], keys([...V.int(0), 0, 0, 2])), { index: 0, message: "malformed batch from the host: unknown state tag 2 at byte 15" });
+  assert.match(fail([], bytes(keys([...V.int(0), 0, 0, 0]), [1])).message, /1 bytes after the last key/);
+  assert.match(fail([], bytes(u32(1))).message, /truncated batch/);
+  assert.match(fail([], bytes(u32(1), V.int(0), state([1, 2]))).message, /truncated batch/);
+  const reader = processGuest((ctx, event) => {
+    ctx.value("v");
+    ctx.list("l");
+    ctx.entries("m");
+  });
+  const read = (...states) =>
+    reader.process(1, header(), bytes(rowEntry(0, 0, row()), rowEntry(0, 0, row())), keys([...V.int(0), ...states.flat()])).failed;
+  assert.deepEqual(read(state([9]), [0], [0]), {
     index: 0,
     message: "malformed batch from the host: state `v` of key 0 is not a value state (truncated batch at byte 0)",
   });
-  assert.match(fail([], ks(state([...row(), 1]), [0], [0])).message, /state `v` of key 0 is not a value state \(1 bytes after the last value/);
-  assert.match(fail([], ks([0], state(u32(1)), [0])).message, /state `l` of key 0 is not a list state/);
-  assert.match(fail([], ks([0], [0], state([...u32(1), ...row()]))).message, /state `m` of key 0 is not a map state/);
-  assert.match(fail([], ks([0], [0], [2])).message, /unknown state tag 2/);
-  assert.match(fail([], bytes(keys([...V.int(0), 0, 0, 0]), [1])).message, /1 bytes after the last key/);
-  assert.match(fail([], bytes(u32(1))).message, /truncated batch/);
+  assert.match(read(state([...row(), 1]), [0], [0]).message, /state `v` of key 0 is not a value state \(1 bytes after the last value/);
+  assert.match(read([0], state(u32(1)), [0]).message, /state `l` of key 0 is not a list state/);
+  assert.match(read([0], [0], state([...u32(1), ...row()])).message, /state `m` of key 0 is not a map state/);
+  assert.equal(read(state(row()), state(listState(row())), state(mapState([V.null(), row()]))), undefined);
+  // A state no entry reads is shipped back as it came: not looked at.
+  assert.equal(fail(rowEntry(0, 0, row()), keys([...V.int(0), ...state([9]), 0, 0])), undefined);
 });
 
 // ---- windows
