@@ -238,7 +238,9 @@ function putText(s) {
   const at = pos;
   buf[at] = TEXT;
   if (lineAscii) {
-    const i = line.indexOf(s, cursor);
+    // From where the last one ended, then (a key, often the row's first field) from the start.
+    let i = line.indexOf(s, cursor);
+    if (i < 0 && cursor > 0) i = line.indexOf(s);
     if (i >= 0) {
       buf.set(lineBytes.subarray(lineAt + i, lineAt + i + n), at + 5);
       cursor = i + n;

@@ -39,6 +39,12 @@
 // `console.log` and friends do nothing. `Math.random()` is a pseudo-random
 // sequence seeded when the component is built.
 //
+// `trimWhitespace`, `parseInt64`, `parseUint64` and `parseFloat64` read text
+// exactly as Rust's `str::trim` and `str::parse` do, and `asInt`/`asFloat`
+// read decoded values like Rust's `Value::as_int`/`as_float`, so that a
+// guest can behave like its Rust twin. The 0.2.0 contract (pipelines with
+// keyed state, timers and windows) is `pipeline.js`, built on this module.
+//
 // Built with componentize-qjs (QuickJS), which has no TextEncoder or
 // TextDecoder: a small UTF-8 codec below stands in for them. The module also
 // works under ComponentizeJS (StarlingMonkey), which has both.
