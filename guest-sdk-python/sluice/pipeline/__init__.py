@@ -84,10 +84,6 @@ def export(job):
     repeated key wins). `job` runs once in `describe` and once on every
     fresh instance (in `open`).
     """
-    import wit_world
-
-    from ._rt import exports
-
     if not callable(job):
         raise TypeError(f"pipeline.export takes the job function, not {type(job).__name__}")
     if getattr(job, "__globals__", {}).get("Job") is Job:
@@ -97,4 +93,8 @@ def export(job):
             "the module binds `Job` to sluice.pipeline.Job, which `Operator, Job = "
             "pipeline.export(job)` rebinds: build the job with `pipeline.Job(...)`"
         )
+    import wit_world
+
+    from ._rt import exports
+
     return exports(job, wit_world)
