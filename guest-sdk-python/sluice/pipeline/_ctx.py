@@ -201,7 +201,9 @@ class Ctx:
 
     def _state(self, state, kind):
         """The index of `state`, checked to be of `kind`, and its contents."""
-        i = self._index(state)
+        i = self._names.get(state) if type(state) is str else None
+        if i is None:
+            i = self._index(state)
         name, have = self._decls[i]
         if have != kind:
             raise TypeError(f"state `{name}` is a {KIND_NAMES[have]} state, not a {KIND_NAMES[kind]} state")

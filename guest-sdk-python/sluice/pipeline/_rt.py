@@ -23,6 +23,7 @@ from . import _plan
 _ZERO = bytes(4)
 _record_head = struct.Struct("<IBI").unpack_from  # value-count, first tag, text length
 _slot_change = struct.Struct("<II").pack  # slot, len
+_entry_head = struct.Struct("<BIq").unpack_from  # a process entry's tag, key index, timestamp
 _TEXT = 4
 _TIMES = (Time.EVENT, Time.PROCESSING)
 
@@ -141,9 +142,13 @@ class Calls:
             out._rows = 0
             try:
                 at = r.pos
-                tag = r.u8("an entry's tag")
-                k = r.u32("an entry's key index")
-                ts = r.i64()
+                if at + 13 <= r.end:
+                    tag, k, ts = _entry_head(data, at)
+                    r.pos = at + 13
+                else:
+                    tag = r.u8("an entry's tag")
+                    k = r.u32("an entry's key index")
+                    ts = r.i64()
                 if tag == 0:
                     event = Record(r.row(), ts)
                 elif tag == 1:

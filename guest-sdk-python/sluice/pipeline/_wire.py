@@ -75,42 +75,8 @@ class Reader:
 
     def value(self):
         """One value, decoded."""
-        buf, pos = self.buf, self.pos
-        if pos >= self.end:
-            raise self._short("a value")
-        tag = buf[pos]
-        if tag == TEXT or tag == BYTES:
-            if pos + 5 > self.end:
-                raise self._short("the length of a value")
-            n = _text_head_at(buf, pos)[1]
-            start = pos + 5
-            stop = start + n
-            if stop > self.end:
-                raise Malformed(f"a value at byte {pos} runs past the buffer's end")
-            self.pos = stop
-            if tag == BYTES:
-                return bytes(buf[start:stop])
-            try:
-                return str(buf[start:stop], "utf-8")
-            except UnicodeDecodeError:
-                raise Malformed(f"the text value at byte {pos} is not valid UTF-8") from None
-        if tag == INT or tag == FLOAT:
-            if pos + 9 > self.end:
-                raise self._short("a value")
-            self.pos = pos + 9
-            return (_i64_at if tag == INT else _f64_at)(buf, pos + 1)[0]
-        if tag == NULL:
-            self.pos = pos + 1
-            return None
-        if tag == BOOL:
-            if pos + 2 > self.end:
-                raise self._short("a value")
-            b = buf[pos + 1]
-            if b > 1:
-                raise Malformed(f"the boolean at byte {pos} is {b}, not 0 or 1")
-            self.pos = pos + 2
-            return b == 1
-        raise Malformed(f"unknown value tag {tag} at byte {pos}")
+        v, self.pos = value_at(self.buf, self.pos, self.end)
+        return v
 
     def value_and_bytes(self):
         """One value, decoded, and its encoded bytes."""
@@ -120,11 +86,19 @@ class Reader:
 
     def row(self):
         """One row as a tuple."""
-        n = self.u32("the value count of a row")
-        if n > self.end - self.pos:  # every value takes a byte at least
-            raise Malformed(f"a row at byte {self.pos - 4} claims {n} values, past the buffer's end")
-        value = self.value
-        return tuple([value() for _ in range(n)])
+        buf, pos, end = self.buf, self.pos, self.end
+        if pos + 4 > end:
+            raise self._short("the value count of a row")
+        n = _u32_at(buf, pos)[0]
+        if n > end - pos - 4:  # every value takes a byte at least
+            raise Malformed(f"a row at byte {pos} claims {n} values, past the buffer's end")
+        pos += 4
+        values = []
+        for _ in range(n):
+            v, pos = value_at(buf, pos, end)
+            values.append(v)
+        self.pos = pos
+        return tuple(values)
 
     def row_and_bytes(self):
         """One row as a tuple, and its encoded bytes."""
@@ -140,6 +114,40 @@ class Reader:
         if tag != 1:
             raise Malformed(f"{what} has tag {tag}, not 0 (none) or 1 (bytes)")
         return self.sized(what)
+
+
+def value_at(buf, pos, end):
+    """The value at `pos` of `buf` (which ends at `end`), decoded, and the
+    position after it."""
+    if pos >= end:
+        raise Malformed(f"the buffer ends inside a value at byte {pos}")
+    tag = buf[pos]
+    if tag == TEXT or tag == BYTES:
+        if pos + 5 > end:
+            raise Malformed(f"the buffer ends inside the length of a value at byte {pos}")
+        stop = pos + 5 + _text_head_at(buf, pos)[1]
+        if stop > end:
+            raise Malformed(f"a value at byte {pos} runs past the buffer's end")
+        if tag == BYTES:
+            return bytes(buf[pos + 5:stop]), stop
+        try:
+            return str(buf[pos + 5:stop], "utf-8"), stop
+        except UnicodeDecodeError:
+            raise Malformed(f"the text value at byte {pos} is not valid UTF-8") from None
+    if tag == INT or tag == FLOAT:
+        if pos + 9 > end:
+            raise Malformed(f"the buffer ends inside a value at byte {pos}")
+        return (_i64_at if tag == INT else _f64_at)(buf, pos + 1)[0], pos + 9
+    if tag == NULL:
+        return None, pos + 1
+    if tag == BOOL:
+        if pos + 2 > end:
+            raise Malformed(f"the buffer ends inside a value at byte {pos}")
+        b = buf[pos + 1]
+        if b > 1:
+            raise Malformed(f"the boolean at byte {pos} is {b}, not 0 or 1")
+        return b == 1, pos + 2
+    raise Malformed(f"unknown value tag {tag} at byte {pos}")
 
 
 def decode_row(raw, what):
