@@ -342,7 +342,8 @@ class Map(unittest.TestCase):
                              .replace("at byte 4", f"at byte {len(good) + 4}")
                              .replace("at byte 0", f"at byte {len(good) if index else 0}"))
         r = self.op.map(1, header(), i64(1)[:5])
-        self.assertEqual(r.failed.message, "malformed batch from the host: the buffer ends inside a timestamp at byte 0")
+        self.assertEqual(r.failed.message,
+                         "malformed batch from the host: the buffer ends inside a timestamp at byte 0")
 
     def test_a_non_text_first_stage_record_has_empty_text(self):
         seen = []
@@ -472,6 +473,29 @@ class Process(unittest.TestCase):
             [], [(0, 50, ("timer", 50, "EVENT", 50), None)], [(0, 60, ("timer", 60, "PROCESSING", 60), None)]])
         self.assertEqual(r.changes, clear_change(0, 0) + set_change(0, 1, rows_state(row("p", 1), row("p", 1))))
 
+    def test_a_keyed_next_stage_gets_its_key_and_timers_are_checked(self):
+        def f(cx, event, out):
+            if event.row[0] == "clock":
+                cx.set_timer(0, 5)
+            elif event.row[0] == "far":
+                cx.set_timer(Time.EVENT, 2**63)
+            else:
+                out.emit(event.row[0], cx.key)
+                out.side("s", "side")
+
+        op, _ = calls(lambda p: pipeline.Job("j").side_output("s").map("m", lambda r, o: None)
+                      .key_by(first).process("p", [], f).key_by(lambda row: row[1])
+                      .map("n", lambda r, o: None))
+        ks = u32(1) + value("k")
+        r = op.process(1, header(), b"\x00" + u32(0) + i64(3) + row("x"), ks)
+        self.assertEqual(entries_of(r.output, 1, keyed=True),
+                         [[(0, 3, ("x", "k"), "k"), (1, 3, ("side",), None)]])
+        r = op.process(1, header(), b"\x00" + u32(0) + i64(3) + row("clock"), ks)
+        self.assertEqual(r.failed.message, "TypeError: a timer's clock must be Time.EVENT or Time.PROCESSING, not `0`")
+        r = op.process(1, header(), b"\x00" + u32(0) + i64(3) + row("far"), ks)
+        self.assertEqual(r.failed.message, "OverflowError: a timer's time 9223372036854775808 does not fit in 64 bits")
+        self.assertEqual(r.changes, b"")
+
     def test_clocks(self):
         r = self.run_(entry(0, 3, "clocks"), keys(("a", None, None, None)), header(9, 4))
         self.assertEqual(entries_of(r.output, 1, keyed=False), [[(0, 3, (3, 4, 9), None)]])
@@ -493,7 +517,7 @@ class Process(unittest.TestCase):
         r = self.run_(entry(0, 1, "wrong"), ks)
         self.assertEqual(r.failed.message, "TypeError: state `v` is a value state, not a list state")
         r = self.run_(entry(0, 1, "missing"), ks)
-        self.assertEqual(r.failed.message, "LookupError: the stage declares no state 7")
+        self.assertEqual(r.failed.message, "LookupError: the stage declares no state `7`")
 
     def test_state_written_then_read_in_one_call_reads_as_shipped(self):
         def f(cx, event, out):
@@ -512,16 +536,18 @@ class Process(unittest.TestCase):
     def test_malformed(self):
         good_keys = keys(("a", None, None, None))
         for data, ks, index, message in (
-            (entry(0, 1, "get"), good_keys[:-1], 0, "the buffer ends inside the tag of state `m` of key 'a' at byte 12"),
+            (entry(0, 1, "get"), good_keys[:-1], 0,
+             "the buffer ends inside the tag of state `m` of key `'a'` at byte 12"),
             (entry(0, 1, "get"), good_keys + b"\x00", 0, "the keys have 1 bytes after the last key"),
-            (entry(0, 1, "get"), u32(1) + value("a") + b"\x02", 0, "state `v` of key 'a' has tag 2, not 0 (none) or 1 (bytes)"),
+            (entry(0, 1, "get"), u32(1) + value("a") + b"\x02", 0,
+             "state `v` of key `'a'` has tag 2, not 0 (none) or 1 (bytes)"),
             (entry(0, 1, "get") + entry(1, 1, "get"), good_keys, 1, "the entry at byte 25 names key index 1 of 1"),
             (entry(0, 1, "get") + b"\x07" + u32(0) + i64(0), good_keys, 1, "unknown entry tag 7 at byte 25"),
             (timer(0, 1, 2), good_keys, 0, "the timer at byte 0 has time domain 2"),
             (entry(0, 1, "get"), keys(("a", row(1) + b"\x00", None, None)), 0,
-             "state `v` of key 'a' is malformed: 1 bytes after its end"),
+             "state `v` of key `'a'` is malformed: 1 bytes after its end"),
             (entry(0, 1, "get"), keys(("a", None, None, map_state((1, row()), (1, row())))), 0,
-             "state `m` of key 'a' is malformed: the map key 1 is there twice"),
+             "state `m` of key `'a'` is malformed: the map key `1` is there twice"),
         ):
             r = self.run_(data, ks)
             self.assertEqual((r.failed.index, r.failed.message),
@@ -645,6 +671,13 @@ class Open(unittest.TestCase):
             calls(lambda p: "not a job")[0].open([])
         self.assertEqual(e.exception.value,
                          "TypeError: the job function must return a sluice.pipeline.Job, not str")
+
+    def test_a_job_function_that_fails_fails_the_call(self):
+        def job(params):
+            raise ValueError("no job")
+
+        r = calls(job)[0].map(0, header(), row("x"))
+        self.assertEqual((r.failed.index, r.failed.message), (0, "the job function failed: ValueError: no job"))
 
     def test_a_call_before_open_builds_the_job_without_params(self):
         seen = []

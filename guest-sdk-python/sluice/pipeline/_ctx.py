@@ -95,7 +95,7 @@ def decode_state(kind, raw):
                 k, kb = r.value_and_bytes()
                 row, rb = r.row_and_bytes()
                 if kb in cur:
-                    raise Malformed(f"the map key {k!r} is there twice")
+                    raise Malformed(f"the map key `{k!r}` is there twice")
                 cur[kb] = (k, row, rb)
     if not r.at_end():
         raise Malformed(f"{r.end - r.pos} bytes after its end")
@@ -197,7 +197,7 @@ class Ctx:
                 return i
         elif isinstance(state, int) and not isinstance(state, bool):
             return self._index(int(state))
-        raise LookupError(f"the stage declares no state {state!r}")
+        raise LookupError(f"the stage declares no state `{state!r}`")
 
     def _state(self, state, kind):
         """The index of `state`, checked to be of `kind`, and its contents."""
@@ -206,14 +206,16 @@ class Ctx:
             i = self._index(state)
         name, have = self._decls[i]
         if have != kind:
-            raise TypeError(f"state `{name}` is a {KIND_NAMES[have]} state, not a {KIND_NAMES[kind]} state")
+            raise TypeError(
+                f"state `{name}` is a {KIND_NAMES[have]} state, not a {KIND_NAMES[kind]} state"
+            )
         ks = self._ks
         cur = ks.cur[i]
         if cur is _UNREAD:
             try:
                 cur = decode_state(kind, ks.raw[i])
             except Malformed as e:
-                raise Malformed(f"state `{name}` of key {ks.key!r} is malformed: {e}") from None
+                raise Malformed(f"state `{name}` of key `{ks.key!r}` is malformed: {e}") from None
             ks.cur[i] = cur
         return i, cur
 
@@ -327,6 +329,5 @@ class Ctx:
 
 def _domain(time):
     if not isinstance(time, Time):
-        raise TypeError(f"a timer's clock must be Time.EVENT or Time.PROCESSING, not {time!r}")
+        raise TypeError(f"a timer's clock must be Time.EVENT or Time.PROCESSING, not `{time!r}`")
     return time.value
-

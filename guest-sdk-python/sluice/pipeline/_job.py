@@ -18,7 +18,9 @@ def millis(v, what):
     if isinstance(v, datetime.timedelta):
         v = v // datetime.timedelta(milliseconds=1)
     elif isinstance(v, bool) or not isinstance(v, int):
-        raise TypeError(f"{what} must be milliseconds (an int) or a timedelta, not {type(v).__name__}")
+        raise TypeError(
+            f"{what} must be milliseconds (an int) or a timedelta, not {type(v).__name__}"
+        )
     if not 0 <= v <= MAX_U64:
         raise ValueError(f"{what} must be 0 or more milliseconds, not {v}")
     return int(v)
@@ -115,7 +117,8 @@ class Windows:
     @staticmethod
     def sliding(size, slide):
         """Windows of `size`, a new one every `slide`."""
-        return Windows(("sliding", millis(size, "a window's size"), millis(slide, "a window's slide")))
+        size = millis(size, "a window's size")
+        return Windows(("sliding", size, millis(slide, "a window's slide")))
 
     @staticmethod
     def session(gap):
@@ -198,7 +201,10 @@ class Job:
         states = list(states)
         for s in states:
             if not isinstance(s, State):
-                raise TypeError(f"a process stage's states must be sluice.pipeline.State, not {type(s).__name__}")
+                raise TypeError(
+                    "a process stage's states must be sluice.pipeline.State, "
+                    f"not {type(s).__name__}"
+                )
         names = [s.name for s in states]
         for n in names:
             if names.count(n) > 1:

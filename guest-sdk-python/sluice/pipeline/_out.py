@@ -151,4 +151,3 @@ class Out:
             del buf[at:]
             raise
         self._rows += 1
-

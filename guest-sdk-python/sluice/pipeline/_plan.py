@@ -3,14 +3,7 @@ and the key selector of the stage after it; the side outputs by name."""
 
 from ._job import AGGREGATE, CONTENTS, MAP, PROCESS, Job, to_wit
 
-__all__ = ["AGGREGATE", "CONTENTS", "MAP", "PROCESS", "KIND_WORDS", "build", "to_wit"]
-
-KIND_WORDS = {
-    MAP: "a map stage",
-    PROCESS: "a process stage",
-    AGGREGATE: "an aggregate window stage",
-    CONTENTS: "a window stage",
-}
+__all__ = ["AGGREGATE", "CONTENTS", "MAP", "PROCESS", "build", "to_wit"]
 
 
 class PlannedStage:
@@ -46,5 +39,7 @@ def build(job_fn, params):
     """The plan of the job `job_fn(params)` returns."""
     job = job_fn(params)
     if not isinstance(job, Job):
-        raise TypeError(f"the job function must return a sluice.pipeline.Job, not {type(job).__name__}")
+        raise TypeError(
+            f"the job function must return a sluice.pipeline.Job, not {type(job).__name__}"
+        )
     return Plan(job)

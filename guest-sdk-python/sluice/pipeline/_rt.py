@@ -15,7 +15,7 @@ import sys
 
 from .._codec import u32_into
 from .._rt import _NoOutput, error_message
-from ._ctx import Ctx, KeyStates, decode_state, encode_changes, encoded_row
+from ._ctx import Ctx, KeyStates, encode_changes, encoded_row
 from ._out import MIN_I64, Out, Record, Time, Timer, WindowInfo
 from ._wire import Malformed, Reader, decode_row
 from . import _plan
@@ -62,20 +62,24 @@ class Calls:
         t = self.t
         return t.BatchResult(b"", b"", t.RecordError(index, text))
 
-    def stage(self, stage, want):
-        """The stage `stage` if it is of kind `want`, else a failed result."""
-        plan = self.current()
+    def stage(self, stage, want, what):
+        """The stage `stage` if it is of a kind in `want`, else a failed
+        result saying it is not `what`."""
+        try:
+            plan = self.current()
+        except Exception as e:
+            return None, self.failed(0, f"the job function failed: {message(e)}")
         if stage >= len(plan.stages):
             return None, self.failed(0, f"the job has no stage {stage}")
         st = plan.stages[stage]
         if st.kind not in want:
-            return None, self.failed(0, f"stage {stage} is not {_plan.KIND_WORDS[want[0]]}")
+            return None, self.failed(0, f"stage {stage} is not {what}")
         return st, None
 
     # map
 
     def map(self, stage, header, data):
-        st, err = self.stage(stage, (_plan.MAP,))
+        st, err = self.stage(stage, (_plan.MAP,), "a map stage")
         if err is not None:
             return err
         f = st.fn
@@ -101,7 +105,9 @@ class Calls:
                             try:
                                 row = (str(data[pos + 9:pos + 9 + n], "utf-8"),)
                             except UnicodeDecodeError:
-                                raise Malformed(f"the text value at byte {pos + 4} is not valid UTF-8") from None
+                                raise Malformed(
+                                    f"the text value at byte {pos + 4} is not valid UTF-8"
+                                ) from None
                             r.pos = pos + 9 + n
                     if row is None:
                         row = r.row()
@@ -120,7 +126,7 @@ class Calls:
     # process
 
     def process(self, stage, header, data, keys_buf):
-        st, err = self.stage(stage, (_plan.PROCESS,))
+        st, err = self.stage(stage, (_plan.PROCESS,), "a process stage")
         if err is not None:
             return err
         try:
@@ -175,7 +181,7 @@ class Calls:
     # windows
 
     def window_add(self, stage, header, data, slots_buf):
-        st, err = self.stage(stage, (_plan.AGGREGATE,))
+        st, err = self.stage(stage, (_plan.AGGREGATE,), "an aggregate window stage")
         if err is not None:
             return err
         try:
@@ -205,7 +211,7 @@ class Calls:
         return self.result(b"", slot_changes(changed))
 
     def window_merge(self, stage, data):
-        st, err = self.stage(stage, (_plan.AGGREGATE,))
+        st, err = self.stage(stage, (_plan.AGGREGATE,), "an aggregate window stage")
         if err is not None:
             return err
         try:
@@ -231,7 +237,7 @@ class Calls:
         return self.result(b"", changes)
 
     def window_fire(self, stage, header, data):
-        st, err = self.stage(stage, (_plan.AGGREGATE, _plan.CONTENTS))
+        st, err = self.stage(stage, (_plan.AGGREGATE, _plan.CONTENTS), "a window stage")
         if err is not None:
             return err
         try:
@@ -279,7 +285,8 @@ def read_keys(buf, decls):
             key = r.value()
         except Malformed as e:
             raise Malformed(f"key {k} of the keys: {e}") from None
-        keys.append(KeyStates(key, [r.state(f"state `{name}` of key {key!r}") for name, _ in decls]))
+        states = [r.state(f"state `{name}` of key `{key!r}`") for name, _ in decls]
+        keys.append(KeyStates(key, states))
     if not r.at_end():
         raise Malformed(f"the keys have {r.end - r.pos} bytes after the last key")
     return keys
@@ -338,7 +345,8 @@ def read_windows(buf):
             end = r.i64("a window's end")
             tag = r.u8("a window's contents tag")
             if tag == 0:
-                contents = _aggregate(r.state(f"the aggregate of window {i}"), f"the aggregate of window {i}")
+                what = f"the aggregate of window {i}"
+                contents = _aggregate(r.state(what), what)
                 windows.append((WindowInfo(key, start, end), True, contents and contents[0]))
             elif tag == 1:
                 m = r.u32("a window's row count")
