@@ -18,6 +18,8 @@ const GUESTS: &[(&str, &str)] = &[
     ("guest-raw", "RAW"),
     ("fraud", "FRAUD"),
     ("windowed-wordcount", "WINDOWED_WORDCOUNT"),
+    ("top-words", "TOP_WORDS"),
+    ("sessions", "SESSIONS"),
 ];
 
 /// The examples written in every language: (example, Rust guest constant,
@@ -31,6 +33,10 @@ const EXAMPLES: &[(&str, &str, &str)] = &[
         "WINDOWED_WORDCOUNTS",
     ),
 ];
+
+/// Examples written in one language besides Rust: (example-language,
+/// constant).
+const OTHERS: &[(&str, &str)] = &[("sessions-python", "SESSIONS_PYTHON")];
 
 /// The languages besides Rust each example is written in.
 const LANGUAGES: &[&str] = &["python", "js", "c"];
@@ -105,6 +111,13 @@ fn main() {
         }
         consts.push_str(&format!(
             "/// The `{example}` guests: (language, path).\npub const {list}: &[(&str, &str)] = &[{all}];\n"
+        ));
+    }
+    for (name, constant) in OTHERS {
+        let file = target_dir.join(format!("{name}.wasm"));
+        consts.push_str(&format!(
+            "/// `{name}`, built by `examples/{name}/build`.\npub const {constant}: &str = {:?};\n",
+            file.display().to_string()
         ));
     }
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("set by cargo")).join("guests.rs");

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use sluice_tests::{HostCommand, LineServer, Output, Step, TempDir, guests, line};
 
+mod examples;
+
 /// Transactions `account,amount,timestamp`: alerts for alice (small then
 /// large within a minute), carol and dave; none for bob (his large one
 /// comes after the minute) nor erin; frank's small one comes before the
