@@ -8,8 +8,6 @@
 //! key) order, once the watermark (event time) or the batch's processing
 //! time reaches them.
 
-use std::collections::HashMap;
-
 use crate::config::pipeline::{StateDecl, StateKind};
 use crate::dataflow::exchange::{Routed, routed_to};
 use crate::dataflow::message::{Clock, SourceBatch};
@@ -29,8 +27,18 @@ use crate::wasm::{Call, Header};
 /// fires in the next round; past this many, in the next batch).
 const TIMER_ROUNDS: usize = 8;
 
-/// A call's `input` and `keys` buffers, and each key by key index.
-type Buffers<'e> = (Vec<u8>, Vec<u8>, Vec<(&'e [u8], u64)>);
+/// A call's `input` and `keys` buffers, and each key (with its states as
+/// shipped) by key index.
+type Buffers<'e> = (Vec<u8>, Vec<u8>, Vec<CallKey<'e>>);
+
+/// A key of a call: the key, its hash, and its states as the call ships
+/// them (the changes apply to these).
+struct CallKey<'e> {
+    key: &'e [u8],
+    hash: u64,
+    states: KeyStates,
+    changed: bool,
+}
 
 /// A process stage's instance on one subtask.
 pub struct Process {
@@ -110,12 +118,13 @@ impl Process {
         ks
     }
 
-    /// The call's `input` and `keys` buffers for `entries`, and each key's
-    /// `(key, hash)` by key index.
+    /// The call's `input` and `keys` buffers for `entries`, and each key
+    /// with its states by key index.
     fn buffers<'e>(&mut self, entries: &[Entry<'e>], now: i64) -> Buffers<'e> {
-        let mut index: HashMap<&[u8], u32> = HashMap::new();
+        let mut index: hashbrown::HashMap<&[u8], u32> =
+            hashbrown::HashMap::with_capacity(entries.len());
         let mut keys: Vec<(&[u8], u64)> = Vec::new();
-        let mut input = Vec::new();
+        let mut input = Vec::with_capacity(entries.len() * 32);
         for e in entries {
             let k = *index.entry(e.key).or_insert_with(|| {
                 keys.push((e.key, e.hash));
@@ -136,41 +145,58 @@ impl Process {
                 }
             }
         }
-        let mut states = (keys.len() as u32).to_le_bytes().to_vec();
-        for &(key, hash) in &keys {
+        let mut states = Vec::with_capacity(4 + keys.len() * 32);
+        states.extend_from_slice(&(keys.len() as u32).to_le_bytes());
+        let mut shipped = Vec::with_capacity(keys.len());
+        for (key, hash) in keys {
             states.extend_from_slice(key);
             let ks = self.current(key, hash, now);
             for s in &ks.states {
                 put_state(&mut states, s.as_ref().map(|s| s.bytes.as_slice()));
             }
+            shipped.push(CallKey {
+                key,
+                hash,
+                states: ks,
+                changed: false,
+            });
         }
-        (input, states, keys)
+        (input, states, shipped)
     }
 
     /// Applies a successful call's changes to the store (undoable).
-    fn apply(&mut self, changes: &[u8], keys: &[(&[u8], u64)], now: i64) -> Result<(), String> {
+    fn apply(&mut self, changes: &[u8], keys: &mut [CallKey<'_>], now: i64) -> Result<(), String> {
         let parsed = enc::read_changes(changes, keys.len() as u32, self.decls.len() as u32)
             .map_err(malformed)?;
-        let mut touched: HashMap<u32, KeyStates> = HashMap::new();
         for change in parsed {
             let k = match change {
                 Change::Set { key, .. } | Change::Clear { key, .. } => key,
                 Change::TimerSet { key, .. } | Change::TimerDelete { key, .. } => key,
             };
-            let (key, hash) = keys[k as usize];
-            let ks = touched.entry(k).or_insert_with(|| {
-                let mut ks = self.store.get(key, hash).cloned().unwrap_or_default();
-                ks.states.resize(self.decls.len(), None);
-                ks
-            });
+            // read_changes checked the index against the call's keys.
+            let Some(ck) = keys.get_mut(k as usize) else {
+                continue;
+            };
+            ck.changed = true;
+            let ks = &mut ck.states;
             match change {
                 Change::Set { state, bytes, .. } => {
                     let kind = self.decls[state as usize].kind;
                     enc::check_state(bytes, kind).map_err(malformed)?;
-                    ks.states[state as usize] = Some(Stored {
-                        bytes: bytes.to_vec(),
-                        written: now,
-                    });
+                    let slot = &mut ks.states[state as usize];
+                    match slot {
+                        Some(s) => {
+                            s.bytes.clear();
+                            s.bytes.extend_from_slice(bytes);
+                            s.written = now;
+                        }
+                        None => {
+                            *slot = Some(Stored {
+                                bytes: bytes.to_vec(),
+                                written: now,
+                            });
+                        }
+                    }
                 }
                 Change::Clear { state, .. } => ks.states[state as usize] = None,
                 Change::TimerSet { domain, at, .. } => {
@@ -181,9 +207,9 @@ impl Process {
                 }
             }
         }
-        for (k, ks) in touched {
-            let (key, hash) = keys[k as usize];
-            self.store.put(key, hash, ks);
+        for ck in keys.iter_mut().filter(|ck| ck.changed) {
+            self.store
+                .put(ck.key, ck.hash, std::mem::take(&mut ck.states));
         }
         Ok(())
     }
@@ -192,7 +218,7 @@ impl Process {
     /// applied: the output, or the fault.
     fn run(&mut self, clock: Clock, entries: &[Entry<'_>]) -> Result<Vec<u8>, String> {
         let now = clock.processing_time;
-        let (input, states, keys) = self.buffers(entries, now);
+        let (input, states, mut keys) = self.buffers(entries, now);
         let header = Header {
             processing_time: now,
             watermark: clock.advance_to,
@@ -203,7 +229,7 @@ impl Process {
             .call(self.down.stage, header, call, entries.len())?;
         let shape = self.shape(entries.len());
         enc::read_emitted(&called.output, shape, |_| {}).map_err(malformed)?;
-        self.apply(&called.changes, &keys, now)?;
+        self.apply(&called.changes, &mut keys, now)?;
         Ok(called.output)
     }
 

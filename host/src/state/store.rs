@@ -120,7 +120,30 @@ pub(crate) fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(bytes);
 }
 
-type Map<V> = hashbrown::HashMap<Box<[u8]>, V, Xxh3Builder>;
+/// The hasher of a key group's map: xxh3 with a seed of its own. The
+/// unseeded hash picks the key group (`hash % max_parallelism`), so every
+/// key of a group shares its low bits, which a map indexed by the same hash
+/// would crowd into a few buckets (long probes, a key comparison each).
+#[derive(Clone, Copy)]
+struct GroupHasher;
+
+impl std::hash::BuildHasher for GroupHasher {
+    type Hasher = xxhash_rust::xxh3::Xxh3;
+
+    fn build_hasher(&self) -> Self::Hasher {
+        Xxh3Builder::new()
+            .with_seed(0x5eed_9e37_79b9_7f4a)
+            .build_hasher()
+    }
+}
+
+impl Default for GroupHasher {
+    fn default() -> Self {
+        GroupHasher
+    }
+}
+
+type Map<V> = hashbrown::HashMap<Box<[u8]>, V, GroupHasher>;
 
 /// One key group.
 #[derive(Clone)]
