@@ -9,6 +9,8 @@
 //!   with a handful of keys and with 100,000 keys in state.
 //! - `soak`: thousands of trap-and-restart cycles; RSS at start and end and
 //!   the median trap-to-ready time.
+//! - `pipeline`: 0.2.0 jobs (keyed value state, windows, the fraud detector
+//!   in every language) against native Rust doing the same work.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -18,6 +20,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
+
+mod pipeline;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -65,6 +69,16 @@ enum Cmd {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
+    /// 0.2.0 jobs (keyed value state, windows, the fraud detector in every
+    /// language) against native Rust doing the same work.
+    Pipeline {
+        /// Input lines (the fraud detector gets half as many).
+        #[arg(long, default_value_t = 1_000_000)]
+        lines: usize,
+        /// Runs per configuration; the median is reported.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
     /// All of the above with their defaults.
     All,
 }
@@ -108,10 +122,12 @@ fn real_main() -> Result<()> {
         Cmd::Recovery { samples } => recovery(&env, samples),
         Cmd::Soak { cycles } => soak(&env, cycles),
         Cmd::Languages { lines, runs } => languages(&env, lines, runs),
+        Cmd::Pipeline { lines, runs } => pipeline::pipeline(&env, lines, runs),
         Cmd::All => throughput(&env, 2_000_000, 3)
             .and_then(|()| recovery(&env, 15))
             .and_then(|()| soak(&env, 10_000))
-            .and_then(|()| languages(&env, 200_000, 3)),
+            .and_then(|()| languages(&env, 200_000, 3))
+            .and_then(|()| pipeline::pipeline(&env, 1_000_000, 3)),
     };
     let _ = std::fs::remove_dir_all(&env.work);
     result

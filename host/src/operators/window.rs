@@ -18,7 +18,7 @@
 //! window whose `window-fire` fails alone in a fresh instance is dropped
 //! and dead-lettered.
 
-use std::collections::HashMap;
+use hashbrown::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

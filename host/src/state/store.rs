@@ -16,8 +16,6 @@ use std::collections::BTreeSet;
 use std::ops::Range;
 use std::sync::Arc;
 
-use xxhash_rust::xxh3::Xxh3Builder;
-
 use crate::checkpoint::format::GroupState;
 use crate::state::key_groups::key_group;
 use crate::state::keyed::StateError;
@@ -120,30 +118,39 @@ pub(crate) fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(bytes);
 }
 
-/// The hasher of a key group's map: xxh3 with a seed of its own. The
-/// unseeded hash picks the key group (`hash % max_parallelism`), so every
-/// key of a group shares its low bits, which a map indexed by the same hash
-/// would crowd into a few buckets (long probes, a key comparison each).
-#[derive(Clone, Copy)]
-struct GroupHasher;
-
-impl std::hash::BuildHasher for GroupHasher {
-    type Hasher = xxhash_rust::xxh3::Xxh3;
-
-    fn build_hasher(&self) -> Self::Hasher {
-        Xxh3Builder::new()
-            .with_seed(0x5eed_9e37_79b9_7f4a)
-            .build_hasher()
-    }
+/// A key of a group's map, with its hash (xxh3 of the key bytes).
+#[derive(Clone)]
+struct Slot<V> {
+    hash: u64,
+    key: Box<[u8]>,
+    value: V,
 }
 
-impl Default for GroupHasher {
-    fn default() -> Self {
-        GroupHasher
-    }
+/// Where a key hash goes in a group's map. The hash's remainder picks the
+/// key group (`hash % max_parallelism`), so every key of a group shares
+/// its low bits: the map is indexed by the other bits, mixed.
+fn slot(hash: u64) -> u64 {
+    (hash >> 7).wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
-type Map<V> = hashbrown::HashMap<Box<[u8]>, V, GroupHasher>;
+type Map<V> = hashbrown::HashTable<Slot<V>>;
+
+fn find<'m, V>(keys: &'m Map<V>, key: &[u8], hash: u64) -> Option<&'m V> {
+    keys.find(slot(hash), |s| s.hash == hash && *s.key == *key)
+        .map(|s| &s.value)
+}
+
+/// Removes a key; what it held.
+fn remove<V>(keys: &mut Map<V>, key: &[u8], hash: u64) -> Option<V> {
+    keys.find_entry(slot(hash), |s| s.hash == hash && *s.key == *key)
+        .ok()
+        .map(|e| e.remove().0.value)
+}
+
+/// Sets a key (known to be absent).
+fn insert<V>(keys: &mut Map<V>, key: Box<[u8]>, hash: u64, value: V) {
+    keys.insert_unique(slot(hash), Slot { hash, key, value }, |s| slot(s.hash));
+}
 
 /// One key group.
 #[derive(Clone)]
@@ -156,7 +163,7 @@ struct Group<V> {
 impl<V> Default for Group<V> {
     fn default() -> Self {
         Group {
-            keys: Arc::new(Map::default()),
+            keys: Arc::new(Map::new()),
             encoded: None,
         }
     }
@@ -174,7 +181,7 @@ pub struct Store<V = KeyStates> {
     /// Every deadline, in firing order.
     timers: BTreeSet<Due>,
     /// The keys' values before the batch changed them, to undo it.
-    undo: Vec<(Box<[u8]>, Option<V>)>,
+    undo: Vec<(u64, Box<[u8]>, Option<V>)>,
 }
 
 impl<V: Keyed> Store<V> {
@@ -197,7 +204,7 @@ impl<V: Keyed> Store<V> {
 
     /// What a key holds, if anything.
     pub fn get(&self, key: &[u8], hash: u64) -> Option<&V> {
-        self.groups.get(self.group_of(hash))?.keys.get(key)
+        find(&self.groups.get(self.group_of(hash))?.keys, key, hash)
     }
 
     /// Replaces what a key holds (an empty value removes the key),
@@ -211,11 +218,11 @@ impl<V: Keyed> Store<V> {
         let keys = Arc::make_mut(&mut group.keys);
         let now = new.deadlines();
         let old = if new.is_empty() {
-            keys.remove(key)
-        } else if let Some(slot) = keys.get_mut(key) {
-            Some(std::mem::replace(slot, new))
+            remove(keys, key, hash)
+        } else if let Some(s) = keys.find_mut(slot(hash), |s| s.hash == hash && *s.key == *key) {
+            Some(std::mem::replace(&mut s.value, new))
         } else {
-            keys.insert(key.into(), new);
+            insert(keys, key.into(), hash, new);
             None
         };
         let before = old.as_ref().map(Keyed::deadlines).unwrap_or_default();
@@ -229,7 +236,7 @@ impl<V: Keyed> Store<V> {
                 self.timers.insert((at, domain, key.into()));
             }
         }
-        self.undo.push((key.into(), old));
+        self.undo.push((hash, key.into(), old));
     }
 
     /// The timers due: event-time ones at or before `watermark`,
@@ -249,13 +256,12 @@ impl<V: Keyed> Store<V> {
 
     /// Takes the batch's changes back, newest first.
     pub fn undo(&mut self) {
-        while let Some((key, old)) = self.undo.pop() {
-            let hash = xxhash_rust::xxh3::xxh3_64(&key);
+        while let Some((hash, key, old)) = self.undo.pop() {
             let g = self.group_of(hash);
             if let Some(group) = self.groups.get_mut(g) {
                 group.encoded = None;
                 let keys = Arc::make_mut(&mut group.keys);
-                if let Some(now) = keys.remove(&key) {
+                if let Some(now) = remove(keys, &key, hash) {
                     for (domain, at) in now.deadlines() {
                         self.timers.remove(&(at, domain, key.clone()));
                     }
@@ -264,7 +270,7 @@ impl<V: Keyed> Store<V> {
                     for (domain, at) in old.deadlines() {
                         self.timers.insert((at, domain, key.clone()));
                     }
-                    keys.insert(key, old);
+                    insert(keys, key, hash, old);
                 }
             }
         }
@@ -306,9 +312,9 @@ impl<V: Keyed> Store<V> {
             return Ok(());
         }
         let keys: Map<V> = decode(&group.bytes, self.states, group.group)?;
-        for (key, v) in keys.iter() {
-            for (domain, at) in v.deadlines() {
-                self.timers.insert((at, domain, key.clone()));
+        for s in keys.iter() {
+            for (domain, at) in s.value.deadlines() {
+                self.timers.insert((at, domain, s.key.clone()));
             }
         }
         let slot = (group.group - self.range.start) as usize;
@@ -323,7 +329,7 @@ impl<V: Keyed> Store<V> {
 /// A key group's entries, as the checkpoint format documents them:
 /// `entry := u32 key-len, key, value` (see each [`Keyed::encode`]), by key.
 fn encode<V: Keyed>(keys: &Map<V>) -> Vec<u8> {
-    let mut sorted: Vec<(&Box<[u8]>, &V)> = keys.iter().collect();
+    let mut sorted: Vec<(&Box<[u8]>, &V)> = keys.iter().map(|s| (&s.key, &s.value)).collect();
     sorted.sort_by(|a, b| a.0.cmp(b.0));
     let mut out = Vec::new();
     for (key, v) in sorted {
@@ -384,11 +390,15 @@ fn decode<V: Keyed>(bytes: &[u8], arity: usize, group: u32) -> Result<Map<V>, St
         at: 0,
         group,
     };
-    let mut keys = Map::default();
+    let mut keys = Map::new();
     while r.at < bytes.len() {
         let key: Box<[u8]> = r.bytes()?.into();
         let v = V::decode(&mut r, arity)?;
-        keys.insert(key, v);
+        let hash = xxhash_rust::xxh3::xxh3_64(&key);
+        if find(&keys, &key, hash).is_some() {
+            return Err(StateError(format!("key group {group} holds a key twice")));
+        }
+        insert(&mut keys, key, hash, v);
     }
     Ok(keys)
 }
