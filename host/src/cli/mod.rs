@@ -45,7 +45,7 @@ fn compile_cache(flag: Option<String>) -> Option<std::path::PathBuf> {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a job: source → guest flat-map → key-selector → keyed aggregation → sink.
+    /// Run a job: a 0.1.0 guest (source → flat-map → key-selector → keyed aggregation → sink) or a 0.2.0 pipeline (map, process and window stages with keyed state, timers and event time).
     Run(Box<run::RunArgs>),
     /// Show a module's world, exports, imports and job description, or why it is not a valid guest.
     Inspect(inspect::InspectArgs),

@@ -18,7 +18,7 @@ use sluice_host::{CancelToken, JobHandle, JobOutcome, Module, Runtime};
 
 #[derive(Args)]
 pub struct RunArgs {
-    /// The guest component (.wasm) built against sluice:stream@0.1.0 [default with --restore: the module the job ran].
+    /// The guest component (.wasm), built against sluice:stream@0.1.0 or @0.2.0 [default with --restore: the module the job ran].
     #[arg(long, value_name = "PATH")]
     module: Option<PathBuf>,
     /// Source: `socket://HOST:PORT`, `file://PATH` or `-` for stdin [default: the module's].
@@ -33,7 +33,7 @@ pub struct RunArgs {
     /// Number of key groups: the most subtasks keyed state can be split over [default: 128].
     #[arg(long, value_name = "N")]
     max_parallelism: Option<u32>,
-    /// Keyed aggregation: `sum:FIELD`, `count:FIELD`, `min:FIELD`, `max:FIELD` or `none` [default: the module's].
+    /// Keyed aggregation of a 0.1.0 guest: `sum:FIELD`, `count:FIELD`, `min:FIELD`, `max:FIELD` or `none` [default: the module's].
     #[arg(long, value_name = "KIND:FIELD")]
     aggregate: Option<String>,
     /// Checkpoint interval (`1s`, `500ms`; a number needs its unit) or `off` [default: the module's].
