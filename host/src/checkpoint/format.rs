@@ -315,11 +315,11 @@ impl Manifest {
             aggregation: info.aggregation.clone(),
             source: SourceEntry {
                 uri: info.source_uri.clone(),
-                position: snapshot.source,
+                position: snapshot.source.clone(),
             },
             sink: SinkEntry {
                 uri: info.sink_uri.clone(),
-                position: snapshot.sink,
+                position: snapshot.sink.clone(),
             },
             skipped_records: snapshot.skipped.clone(),
             keys: snapshot.keys(),
@@ -332,8 +332,8 @@ impl Manifest {
         Snapshot {
             id: self.checkpoint_id,
             created_at_ms: self.created_at_ms,
-            source: self.source.position,
-            sink: self.sink.position,
+            source: self.source.position.clone(),
+            sink: self.sink.position.clone(),
             skipped: self.skipped_records.clone(),
             subtasks,
         }

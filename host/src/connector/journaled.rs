@@ -110,15 +110,13 @@ impl Source for Journaled {
     }
 
     fn resume(&self, from: SourcePosition) -> Result<Resumption, ConnectorError> {
-        let end = journal_end(&self.dir, from).map_err(|e| {
+        let end = journal_end(&self.dir, from.clone()).map_err(|e| {
             ConnectorError::Input(format!(
                 "cannot read the input journal in `{}`: {e}; the records read after the checkpoint are lost",
                 self.dir.display()
             ))
         })?;
-        Ok(Resumption {
-            live: end,
-            replay: (end.seq > from.seq).then_some((from, end.seq)),
-        })
+        let replay = (end.seq > from.seq).then_some((from, end.seq));
+        Ok(Resumption { live: end, replay })
     }
 }

@@ -15,6 +15,7 @@
 
 pub mod journal;
 pub mod journaled;
+pub mod kafka;
 pub(crate) mod lines;
 pub mod position;
 pub mod sink;
@@ -88,7 +89,7 @@ pub struct ConnectorEnv {
 
 /// Where a restored job's input goes on: the live source from `live`, after
 /// the records `replay` of a journal (`from`, up to record `until`).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Resumption {
     /// Where the live source starts.
     pub live: SourcePosition,
@@ -211,7 +212,7 @@ pub trait SinkKind: Sync {
     fn check_rewind(
         &self,
         _uri: &str,
-        _position: SinkPosition,
+        _position: &SinkPosition,
         _env: &ConnectorEnv,
     ) -> Result<(), ConnectorError> {
         Ok(())
@@ -221,7 +222,7 @@ pub trait SinkKind: Sync {
     fn rewind(
         &self,
         _uri: &str,
-        _position: SinkPosition,
+        _position: &SinkPosition,
         _next: &str,
         _env: &ConnectorEnv,
     ) -> Result<(), ConnectorError> {
@@ -314,9 +315,9 @@ pub fn open_sink(
     };
     if let Some(r) = resume {
         if kind.same(&r.previous, uri, env) {
-            cx.resume = Some(r.position);
+            cx.resume = Some(r.position.clone());
         } else {
-            sink_kind(&r.previous)?.rewind(&r.previous, r.position, uri, env)?;
+            sink_kind(&r.previous)?.rewind(&r.previous, &r.position, uri, env)?;
         }
     }
     kind.open(uri, env, &cx)
@@ -326,6 +327,6 @@ pub fn open_sink(
 /// once from the checkpoint.
 pub fn check_resume(uri: &str, env: &ConnectorEnv, resume: &Resume) -> Result<(), ConnectorError> {
     let previous = sink_kind(&resume.previous)?;
-    previous.check_rewind(&resume.previous, resume.position, env)?;
+    previous.check_rewind(&resume.previous, &resume.position, env)?;
     check_sink(uri, env).map(drop)
 }

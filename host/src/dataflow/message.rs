@@ -5,7 +5,9 @@
 //! state is snapshotted at the same point of the input without the
 //! pipeline being drained.
 
-use crate::connector::position::SourcePosition;
+use std::sync::Arc;
+
+use crate::connector::position::{Offsets, SourcePosition};
 use crate::encoding::BatchWriter;
 
 /// A record the source could not pass on.
@@ -19,6 +21,30 @@ pub struct Rejected {
     pub preview: String,
 }
 
+/// What a source knows of each good record besides its text: a Kafka
+/// record's key, timestamp and headers (its partition and offset are in
+/// its record number). Kept for guests of a later WIT version, which get
+/// the record whole; `sluice:stream@0.1.0` guests see the text only.
+#[derive(Debug, Default, Clone)]
+pub struct RecordMeta {
+    /// Each record's key.
+    pub keys: Vec<Option<bytes::Bytes>>,
+    /// Each record's timestamp (Unix ms).
+    pub timestamps: Vec<i64>,
+    /// Each record's headers.
+    pub headers: Vec<Vec<(String, bytes::Bytes)>>,
+}
+
+impl RecordMeta {
+    fn push_from(&mut self, other: &RecordMeta, i: usize) {
+        self.keys.push(other.keys.get(i).cloned().flatten());
+        self.timestamps
+            .push(other.timestamps.get(i).copied().unwrap_or(-1));
+        self.headers
+            .push(other.headers.get(i).cloned().unwrap_or_default());
+    }
+}
+
 /// Records read in one go.
 #[derive(Debug, Default)]
 pub struct SourceBatch {
@@ -26,12 +52,17 @@ pub struct SourceBatch {
     pub records: BatchWriter,
     /// The record number of each good record.
     pub seqs: Vec<u64>,
+    /// What the source knows of each good record besides its text, when it
+    /// knows more (Kafka).
+    pub meta: Option<Box<RecordMeta>>,
     /// Records refused on the way in, in order.
     pub rejected: Vec<Rejected>,
     /// The record number after this batch.
     pub end_seq: u64,
     /// Bytes of input consumed after this batch, from where the source started.
     pub end_offset: u64,
+    /// A partitioned source's next offset in each partition after this batch.
+    pub end_partitions: Option<Arc<Offsets>>,
 }
 
 impl SourceBatch {
@@ -40,6 +71,18 @@ impl SourceBatch {
         SourcePosition {
             seq: self.end_seq,
             offset: self.end_offset,
+            partitions: self.end_partitions.clone(),
+        }
+    }
+
+    /// Adds record `i` of `other`.
+    fn push_from(&mut self, other: &SourceBatch, i: usize) {
+        self.records.push_text(other.records.text(i));
+        self.seqs.push(other.seqs[i]);
+        if let Some(meta) = &other.meta {
+            self.meta
+                .get_or_insert_with(Default::default)
+                .push_from(meta, i);
         }
     }
 
@@ -47,8 +90,7 @@ impl SourceBatch {
     pub fn prefix(&self, n: usize) -> SourceBatch {
         let mut p = SourceBatch::default();
         for i in 0..n {
-            p.records.push_text(self.records.text(i));
-            p.seqs.push(self.seqs[i]);
+            p.push_from(self, i);
         }
         p
     }
@@ -61,12 +103,12 @@ impl SourceBatch {
         let mut kept = SourceBatch {
             end_seq: self.end_seq,
             end_offset: self.end_offset,
+            end_partitions: self.end_partitions.clone(),
             ..Default::default()
         };
         for (i, seq) in self.seqs.iter().enumerate() {
             if !skip(*seq) {
-                kept.records.push_text(self.records.text(i));
-                kept.seqs.push(*seq);
+                kept.push_from(&self, i);
             }
         }
         kept
@@ -78,6 +120,7 @@ impl SourceBatch {
         SourceBatch {
             end_seq: self.end_seq,
             end_offset: self.end_offset,
+            end_partitions: self.end_partitions.clone(),
             ..self.prefix(self.records.len())
         }
     }
@@ -85,7 +128,7 @@ impl SourceBatch {
 
 /// A checkpoint's mark in the stream: everything before it is in the
 /// checkpoint, nothing after it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Barrier {
     /// The checkpoint's id.
     pub id: u64,

@@ -24,15 +24,15 @@ impl Runner<'_> {
         if self.replay.is_some() || self.queue[0].len() > MAP_AHEAD {
             return;
         }
-        let base = self.last.as_ref().unwrap_or(&self.origin).source;
-        if !self.checkpoints.due(self.submitted != base) {
+        let base = &self.last.as_ref().unwrap_or(&self.origin).source;
+        if !self.checkpoints.due(self.submitted != *base) {
             return;
         }
         let barrier = Barrier {
             id: self.checkpoints.start(),
-            position: self.submitted,
+            position: self.submitted.clone(),
         };
-        if let Err(f) = self.workers.submit(0, Item::Barrier(barrier)) {
+        if let Err(f) = self.workers.submit(0, Item::Barrier(barrier.clone())) {
             warn!("{}: checkpoint {} skipped: {f}", self.job, barrier.id);
             self.checkpoints.skip();
             return;
@@ -88,16 +88,18 @@ impl Runner<'_> {
         let snapshot = Snapshot {
             id,
             created_at_ms: super::now_ms(),
-            source: barrier.position,
+            source: barrier.position.clone(),
             sink: crate::checkpoint::SinkPosition {
                 lines: self.out.lines,
                 bytes: synced.bytes,
+                partitions: synced.partitions,
             },
             // Only skipped records a replay from here could meet.
             skipped: self
                 .skipped
-                .range(barrier.position.seq..)
+                .iter()
                 .copied()
+                .filter(|s| barrier.position.may_replay(*s))
                 .collect(),
             subtasks,
         };

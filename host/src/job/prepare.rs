@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::checkpoint::restore::resolve_restore;
-use crate::checkpoint::{self, CheckpointError, JobRecord, Snapshot, SourcePosition, Store};
+use crate::checkpoint::{
+    self, CheckpointError, JobRecord, Location, Snapshot, SourcePosition, Store,
+};
 use crate::config::JobSpec;
 use crate::connector::journaled::Journaled;
 use crate::connector::{self, Resume, Source};
@@ -41,9 +43,14 @@ impl Prepared {
         &self.id
     }
 
-    /// The job's checkpoint directory.
+    /// The job's local directory (with local checkpoints, theirs too).
     pub fn dir(&self) -> &std::path::Path {
         self.store.path()
+    }
+
+    /// Where the job's checkpoints go.
+    pub fn checkpoints(&self) -> &Location {
+        self.store.location()
     }
 }
 
@@ -75,7 +82,7 @@ pub fn prepare(module: &Module, spec: &JobSpec) -> Result<Prepared, Error> {
         return prepare_new(module, spec);
     };
     let (dir, id) = resolve_restore(restore, &spec.checkpoint_dir)?;
-    let store = Store::open(&dir)?;
+    let store = Store::open(&dir, &local_dir(spec, &dir))?;
     store.clean_in_progress();
     let (point, notes) = restore_point(&store, &dir, id)?;
     check_restore(&point, module, spec)?;
@@ -85,13 +92,14 @@ pub fn prepare(module: &Module, spec: &JobSpec) -> Result<Prepared, Error> {
     skipped.extend(store.skipped());
     let source_changed = (point.source != spec.source).then(|| point.source.clone());
     let resumption = if source_changed.is_none() {
-        source.resume(snapshot.source)?
+        source.resume(snapshot.source.clone())?
     } else {
         // `--allow-source-change` (check_restore refuses it otherwise): the
         // new source from its beginning, record numbers going on.
         let live = SourcePosition {
             seq: snapshot.source.seq,
             offset: 0,
+            partitions: None,
         };
         connector::Resumption { live, replay: None }
     };
@@ -104,7 +112,7 @@ pub fn prepare(module: &Module, spec: &JobSpec) -> Result<Prepared, Error> {
         + 1;
     let resume = Resume {
         previous: point.sink,
-        position: snapshot.sink,
+        position: snapshot.sink.clone(),
     };
     connector::check_resume(&spec.sink, &spec.env, &resume)?;
     Ok(Prepared {
@@ -126,7 +134,7 @@ pub fn prepare(module: &Module, spec: &JobSpec) -> Result<Prepared, Error> {
 fn prepare_new(module: &Module, spec: &JobSpec) -> Result<Prepared, Error> {
     connector::source(&spec.source, &spec.env)?.check()?;
     let id = uuid::Uuid::new_v4().simple().to_string();
-    let store = Store::open(&spec.checkpoint_dir.join(&id))?;
+    let store = Store::open(&spec.checkpoint_dir.join(&id), &spec.state_dir.join(&id))?;
     store.write_job(&JobRecord {
         format: checkpoint::FORMAT.into(),
         format_version: checkpoint::FORMAT_VERSION,
@@ -160,6 +168,18 @@ fn prepare_new(module: &Module, spec: &JobSpec) -> Result<Prepared, Error> {
     })
 }
 
+/// The local directory of a restored job whose checkpoints are at `job`:
+/// `--state-dir/JOB_ID` when given, else a local job directory itself, else
+/// the default state directory's `JOB_ID`.
+fn local_dir(spec: &JobSpec, job: &Location) -> PathBuf {
+    let id = job.name().unwrap_or("job");
+    match (&spec.settings.state_dir, job) {
+        (Some(dir), _) => dir.join(id),
+        (None, Location::Local(dir)) => dir.clone(),
+        (None, Location::S3 { .. }) => spec.state_dir.join(id),
+    }
+}
+
 /// What a restore starts from: a checkpoint, or the job's start when none
 /// completed.
 struct RestorePoint {
@@ -177,7 +197,7 @@ struct RestorePoint {
 /// when the job never completed a checkpoint, its start.
 fn restore_point(
     store: &Store,
-    dir: &std::path::Path,
+    dir: &Location,
     id: Option<u64>,
 ) -> Result<(RestorePoint, Vec<String>), CheckpointError> {
     let (found, notes) = match id {
@@ -185,7 +205,7 @@ fn restore_point(
             Some(store.load(id).map_err(|e| {
                 CheckpointError::Restore(format!(
                     "checkpoint `{}` is damaged ({e}); restore another one",
-                    dir.join(format!("chk-{id}")).display()
+                    dir.join(&format!("chk-{id}"))
                 ))
             })?),
             Vec::new(),
@@ -208,7 +228,7 @@ fn restore_point(
     let record = match store.job()? {
         Some(record) if notes.is_empty() => record,
         _ => {
-            let mut message = format!("no intact checkpoint to restore in `{}`", dir.display());
+            let mut message = format!("no intact checkpoint to restore in `{dir}`");
             for n in &notes {
                 message.push_str(&format!("; {n}"));
             }

@@ -205,14 +205,14 @@ impl Runner<'_> {
         let stages = operators(self.module, self.spec, &self.job, Some(&snapshot))
             .map_err(|f| f.to_string())?;
         self.workers = Workers::start(stages).map_err(|f| f.to_string())?;
-        let from = snapshot.source;
-        self.processed = from;
-        self.submitted = from;
-        self.out = snapshot.sink;
+        let from = snapshot.source.clone();
+        self.processed = from.clone();
+        self.submitted = from.clone();
+        self.out = snapshot.sink.clone();
         self.replay = if self.frontier.seq > from.seq {
             Some(
                 self.source
-                    .replay(from, Some(self.frontier.seq), &self.options)
+                    .replay(from.clone(), Some(self.frontier.seq), &self.options)
                     .map_err(|e| format!("cannot replay the input: {e}"))?,
             )
         } else {

@@ -164,13 +164,13 @@ fn start_source(
 ) -> Result<(Receiver<SourceEvent>, Option<Receiver<SourceEvent>>), String> {
     let live = prepared
         .source
-        .start(prepared.live_start, options, None, cancel.clone())
+        .start(prepared.live_start.clone(), options, None, cancel.clone())
         .map_err(|e| format!("cannot start the source: {e}"))?;
-    let replay = match prepared.replay {
+    let replay = match &prepared.replay {
         Some((from, until)) => Some(
             prepared
                 .source
-                .replay(from, Some(until), options)
+                .replay(from.clone(), Some(*until), options)
                 .map_err(|e| e.to_string())?,
         ),
         None => None,
@@ -257,10 +257,10 @@ impl<'a> Runner<'a> {
             live,
             source_cancel,
             replay,
-            frontier: prepared.live_start,
-            processed: origin.source,
-            submitted: origin.source,
-            out: origin.sink,
+            frontier: prepared.live_start.clone(),
+            processed: origin.source.clone(),
+            submitted: origin.source.clone(),
+            out: origin.sink.clone(),
             skipped: prepared.skipped,
             held: origin.id,
             last: restored,
@@ -417,7 +417,7 @@ impl<'a> Runner<'a> {
         let batch = batch.without(|s| skipped.contains(&s));
         self.status.add_records(batch.records.len() as u64);
         if batch.records.is_empty() && self.queue.iter().all(VecDeque::is_empty) {
-            self.submitted = end;
+            self.submitted = end.clone();
             self.processed = end;
             return None;
         }
@@ -425,7 +425,7 @@ impl<'a> Runner<'a> {
         if let Err(failure) = self.workers.submit(0, Item::Records(batch.clone())) {
             return Some(JobOutcome::Failed(failure.to_string()));
         }
-        self.submitted = end;
+        self.submitted = end.clone();
         self.queue[0].push_back(Entry::Batch { batch, end });
         // A restart meanwhile abandons this batch too: it is replayed.
         while self.queue[0].len() > MAP_AHEAD && !self.restarted {
@@ -483,11 +483,8 @@ impl<'a> Runner<'a> {
                     self.complete_checkpoint(barrier, snapshots);
                     return None;
                 }
-                self.forward(
-                    next,
-                    Entry::Barrier { barrier, snapshots },
-                    Item::Barrier(barrier),
-                )
+                let item = Item::Barrier(barrier.clone());
+                self.forward(next, Entry::Barrier { barrier, snapshots }, item)
             }
             (Entry::Batch { batch, .. }, Collected::Outputs(Err(failure)))
             | (Entry::Batch { batch, .. }, Collected::Snapshots(Err(failure))) => {
