@@ -502,3 +502,136 @@ pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool)
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// The real servers the Kafka and S3 tests run against, as `scripts/test`
+/// starts them (`scripts/servers`): their addresses come from the
+/// environment, and a test that needs one fails, naming what to run, when
+/// it is not set.
+pub mod servers {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use sluice_host::connector::kafka::Cluster;
+    use sluice_host::connector::kafka::cluster::encode_batch;
+
+    fn var(name: &str) -> String {
+        match std::env::var(name) {
+            Ok(v) if !v.is_empty() => v,
+            _ => panic!(
+                "{name} is not set: this test needs the Kafka and S3 servers; run it with `scripts/test`, \
+                 which starts them, or `eval \"$(scripts/servers start DIR)\"` first"
+            ),
+        }
+    }
+
+    /// `HOST:PORT` of the test broker (`SLUICE_KAFKA_BROKERS`).
+    pub fn brokers() -> String {
+        var("SLUICE_KAFKA_BROKERS")
+    }
+
+    /// The test bucket (`SLUICE_S3_BUCKET`), after checking the S3
+    /// variables are set.
+    pub fn bucket() -> String {
+        var("AWS_ENDPOINT_URL");
+        var("AWS_ACCESS_KEY_ID");
+        var("SLUICE_S3_BUCKET")
+    }
+
+    /// A topic name no other test uses.
+    pub fn unique(tag: &str) -> String {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        format!(
+            "{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    /// A client of `brokers`.
+    pub fn cluster(brokers: &str) -> Cluster {
+        let list: Vec<String> = brokers.split(',').map(str::to_string).collect();
+        Cluster::connect(&list, Duration::from_secs(10), Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("cannot reach the test broker at {brokers}: {e}"))
+    }
+
+    /// Creates `topic` with `partitions` partitions on `brokers`.
+    pub fn create_topic(brokers: &str, topic: &str, partitions: i32) {
+        cluster(brokers)
+            .create_topic(topic, partitions)
+            .unwrap_or_else(|e| panic!("cannot create topic {topic}: {e}"));
+    }
+
+    /// Appends `values` (no key) to one partition.
+    pub fn produce(brokers: &str, topic: &str, partition: i32, values: &[&[u8]]) {
+        let mut c = cluster(brokers);
+        let t = c.topic(topic).expect("metadata").expect("the topic exists");
+        let node = t.leaders[&partition];
+        let batch = encode_batch(
+            values
+                .iter()
+                .map(|v| (None, Bytes::copy_from_slice(v), Vec::new())),
+            0,
+        )
+        .expect("encode");
+        let results = c
+            .produce(node, topic, vec![(partition, batch)])
+            .expect("produce");
+        for (p, r) in results {
+            r.unwrap_or_else(|e| panic!("produce to {topic}/{p}: {e}"));
+        }
+    }
+
+    /// A record read back.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Read {
+        /// Its partition.
+        pub partition: i32,
+        /// Its offset.
+        pub offset: i64,
+        /// Its key, as text.
+        pub key: Option<String>,
+        /// Its value, as text.
+        pub value: String,
+        /// Its header names.
+        pub headers: Vec<String>,
+    }
+
+    /// Every record of `topic`, partition by partition.
+    pub fn read_all(brokers: &str, topic: &str) -> Vec<Read> {
+        let mut c = cluster(brokers);
+        let t = c.topic(topic).expect("metadata").expect("the topic exists");
+        let mut out = Vec::new();
+        for (&p, &node) in &t.leaders {
+            let mut at = 0;
+            loop {
+                let fetched = c
+                    .fetch(node, topic, &[(p, at)], Duration::from_millis(1), 4 << 20)
+                    .expect("fetch");
+                let f = fetched
+                    .into_iter()
+                    .find(|f| f.partition == p)
+                    .expect("partition");
+                assert!(f.error.is_none(), "fetch {topic}/{p}: {:?}", f.error);
+                for r in &f.records {
+                    out.push(Read {
+                        partition: p,
+                        offset: r.offset,
+                        key: r
+                            .key
+                            .as_ref()
+                            .map(|k| String::from_utf8_lossy(k).into_owned()),
+                        value: String::from_utf8_lossy(r.value.as_deref().unwrap_or_default())
+                            .into_owned(),
+                        headers: r.headers.keys().map(|k| k.to_string()).collect(),
+                    });
+                }
+                if f.next >= f.high_watermark || f.next <= at {
+                    break;
+                }
+                at = f.next;
+            }
+        }
+        out
+    }
+}

@@ -308,6 +308,15 @@ pub(crate) fn type_name(value: &[u8]) -> &'static str {
 }
 
 /// Writes one checked value the way Flink prints a tuple field.
+/// Writes a checked key value as a sink's record key: bytes raw, anything
+/// else as the print sink formats it.
+pub(crate) fn key_text(value: &[u8], out: &mut Vec<u8>) {
+    match value.first() {
+        Some(&BYTES) => out.extend_from_slice(value.get(5..).unwrap_or_default()),
+        _ => format_value(value, out),
+    }
+}
+
 pub(crate) fn format_value(value: &[u8], out: &mut Vec<u8>) {
     match value.first() {
         Some(&NULL) => out.extend_from_slice(b"null"),

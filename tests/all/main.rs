@@ -4,6 +4,7 @@
 mod bad_input;
 mod first_hour;
 mod inspect;
+mod kafka;
 mod languages;
 mod poison;
 mod recovery;

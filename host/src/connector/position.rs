@@ -52,6 +52,10 @@ pub fn shown_record(seq: u64) -> String {
 /// The next offset to read in each partition of a partitioned source.
 pub type Offsets = BTreeMap<i32, i64>;
 
+/// The order records were read in, as runs of record numbers `[from,
+/// to)`: for a partitioned source, a run is offsets of one partition.
+pub type Runs = Vec<(u64, u64)>;
+
 /// A position in the input.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SourcePosition {

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use crate::connector::position::{Offsets, SourcePosition};
+use crate::connector::position::{Offsets, Runs, SourcePosition};
 use crate::encoding::BatchWriter;
 
 /// A record the source could not pass on.
@@ -63,6 +63,10 @@ pub struct SourceBatch {
     pub end_offset: u64,
     /// A partitioned source's next offset in each partition after this batch.
     pub end_partitions: Option<Arc<Offsets>>,
+    /// The order a partitioned source read the batch's records in (its
+    /// partitions interleave by timing): what a sink records so that a
+    /// replay after a crash reads them in the same order.
+    pub runs: Option<Arc<Runs>>,
 }
 
 impl SourceBatch {
@@ -86,11 +90,23 @@ impl SourceBatch {
         }
     }
 
-    /// The first `n` records, without the position.
+    /// The first `n` records, without the position (but with the order
+    /// they were read in, up to the last of them).
     pub fn prefix(&self, n: usize) -> SourceBatch {
         let mut p = SourceBatch::default();
         for i in 0..n {
             p.push_from(self, i);
+        }
+        if let (Some(runs), Some(&last)) = (&self.runs, p.seqs.last()) {
+            let mut cut = Runs::new();
+            for &(a, b) in runs.iter() {
+                if (a..b).contains(&last) {
+                    cut.push((a, last + 1));
+                    break;
+                }
+                cut.push((a, b));
+            }
+            p.runs = Some(Arc::new(cut));
         }
         p
     }
@@ -104,6 +120,7 @@ impl SourceBatch {
             end_seq: self.end_seq,
             end_offset: self.end_offset,
             end_partitions: self.end_partitions.clone(),
+            runs: self.runs.clone(),
             ..Default::default()
         };
         for (i, seq) in self.seqs.iter().enumerate() {
@@ -121,6 +138,7 @@ impl SourceBatch {
             end_seq: self.end_seq,
             end_offset: self.end_offset,
             end_partitions: self.end_partitions.clone(),
+            runs: self.runs.clone(),
             ..self.prefix(self.records.len())
         }
     }

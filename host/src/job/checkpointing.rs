@@ -142,6 +142,7 @@ impl Runner<'_> {
                     self.last_pause.as_micros()
                 );
                 self.status.checkpointed(&snapshot, took);
+                self.source.checkpointed(&snapshot.source);
                 if let Some(old) = self.last.replace(Arc::new(snapshot))
                     && let Ok(old) = Arc::try_unwrap(old)
                 {

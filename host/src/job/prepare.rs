@@ -67,7 +67,7 @@ fn absolute(path: &std::path::Path) -> Option<PathBuf> {
 /// anything of the job is created.
 fn open_source(spec: &JobSpec, store: &Store) -> Result<(Arc<dyn Source>, Option<PathBuf>), Error> {
     let source = connector::source(&spec.source, &spec.env)?;
-    source.check()?;
+    source.check(&crate::job::runner::source_options(spec))?;
     if source.replayable() {
         return Ok((source, None));
     }
@@ -91,8 +91,13 @@ pub fn prepare(module: &Module, spec: &JobSpec) -> Result<Prepared, Error> {
     let mut skipped: BTreeSet<u64> = snapshot.skipped.iter().copied().collect();
     skipped.extend(store.skipped());
     let source_changed = (point.source != spec.source).then(|| point.source.clone());
+    let resume = Resume {
+        previous: point.sink.clone(),
+        position: snapshot.sink.clone(),
+    };
     let resumption = if source_changed.is_none() {
-        source.resume(snapshot.source.clone())?
+        let written = connector::written(&resume, &spec.env, &point.job_id)?;
+        source.resume(snapshot.source.clone(), &written)?
     } else {
         // `--allow-source-change` (check_restore refuses it otherwise): the
         // new source from its beginning, record numbers going on.
@@ -110,11 +115,8 @@ pub fn prepare(module: &Module, spec: &JobSpec) -> Result<Prepared, Error> {
         .unwrap_or(0)
         .max(point.checkpoint_id)
         + 1;
-    let resume = Resume {
-        previous: point.sink,
-        position: snapshot.sink.clone(),
-    };
     connector::check_resume(&spec.sink, &spec.env, &resume)?;
+    connector::probe_sink(&spec.sink, &spec.env, spec.connect_timeout)?;
     Ok(Prepared {
         id: point.job_id,
         store,
@@ -132,7 +134,8 @@ pub fn prepare(module: &Module, spec: &JobSpec) -> Result<Prepared, Error> {
 }
 
 fn prepare_new(module: &Module, spec: &JobSpec) -> Result<Prepared, Error> {
-    connector::source(&spec.source, &spec.env)?.check()?;
+    connector::source(&spec.source, &spec.env)?.check(&crate::job::runner::source_options(spec))?;
+    connector::probe_sink(&spec.sink, &spec.env, spec.connect_timeout)?;
     let id = uuid::Uuid::new_v4().simple().to_string();
     let store = Store::open(&spec.checkpoint_dir.join(&id), &spec.state_dir.join(&id))?;
     store.write_job(&JobRecord {

@@ -246,9 +246,9 @@ fn run_through(workers: &mut Workers, batch: Arc<SourceBatch>) -> Result<Block, 
             _ => return Err(lost()),
         };
         if stage + 1 == workers.stages() {
-            return Ok(exchange::merge(
-                outputs.into_iter().map(|o| o.lines).collect(),
-            ));
+            let mut block = exchange::merge(outputs.into_iter().map(|o| o.lines).collect());
+            block.runs = batch.runs.clone();
+            return Ok(block);
         }
         item = Item::Rows(batch.clone(), Arc::new(outputs));
     }

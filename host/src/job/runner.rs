@@ -119,13 +119,15 @@ pub(super) fn operators(
     restore: Option<&Snapshot>,
 ) -> Result<Vec<Vec<Box<dyn Operator>>>, TaskFailure> {
     let p = spec.parallelism;
-    let discard = connector::sink_kind(&spec.sink).is_ok_and(|k| k.discards());
+    let kind = connector::sink_kind(&spec.sink).ok();
+    let discard = kind.is_some_and(|k| k.discards());
     let cx = |subtask| StageContext {
         job: job.clone(),
         subtask,
         downstream: p,
         max_parallelism: spec.max_parallelism,
         discard,
+        keys: kind.is_some_and(|k| k.keys()),
     };
     let keyed = spec.aggregation.is_some();
     let mut guests: Vec<Box<dyn Operator>> = Vec::new();
@@ -195,7 +197,7 @@ fn job_info(module: &Module, spec: &JobSpec, id: &str) -> JobInfo {
     }
 }
 
-fn source_options(spec: &JobSpec) -> SourceOptions {
+pub(super) fn source_options(spec: &JobSpec) -> SourceOptions {
     SourceOptions {
         max_line_bytes: spec.max_line_bytes,
         connect_timeout: spec.connect_timeout,
@@ -216,6 +218,7 @@ impl<'a> Runner<'a> {
             &spec.sink,
             &spec.env,
             prepared.store.path().to_path_buf(),
+            &prepared.id,
             prepared.resume.as_ref(),
         )
         .map_err(|e| e.to_string())?;
@@ -518,7 +521,8 @@ impl<'a> Runner<'a> {
         }
         let next = stage + 1;
         let ended = if next == self.workers.stages() {
-            let block = exchange::merge(outputs.into_iter().map(|o| o.lines).collect());
+            let mut block = exchange::merge(outputs.into_iter().map(|o| o.lines).collect());
+            block.runs = batch.runs.clone();
             match self.emit(&block) {
                 Ok(()) => {
                     self.processed = end;

@@ -35,6 +35,8 @@ pub struct StageContext {
     pub max_parallelism: u32,
     /// The sink drops everything: count lines, do not format them.
     pub discard: bool,
+    /// The sink keys its output: give each line its key.
+    pub keys: bool,
 }
 
 /// One subtask's guest: flat-map, chained with the key-selector when the

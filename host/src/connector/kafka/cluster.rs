@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::find_coordinator_request::FindCoordinatorRequest;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
@@ -18,8 +19,8 @@ use kafka_protocol::messages::offset_commit_request::{
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    BrokerId, FetchRequest, GroupId, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
-    OffsetFetchRequest, ProduceRequest, TopicName,
+    BrokerId, CreateTopicsRequest, FetchRequest, GroupId, ListOffsetsRequest, MetadataRequest,
+    OffsetCommitRequest, OffsetFetchRequest, ProduceRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{Record, RecordBatchDecoder};
@@ -444,6 +445,74 @@ impl Cluster {
         }
         Ok(out)
     }
+}
+
+impl Cluster {
+    /// Creates `topic` with `partitions` partitions (for tests and tools:
+    /// the connectors never create topics).
+    pub fn create_topic(&mut self, topic: &str, partitions: i32) -> Result<(), KafkaError> {
+        let request = CreateTopicsRequest::default()
+            .with_timeout_ms(self.timeout.as_millis().min(60_000) as i32)
+            .with_topics(vec![
+                CreatableTopic::default()
+                    .with_name(name(topic))
+                    .with_num_partitions(partitions)
+                    .with_replication_factor(1),
+            ]);
+        let timeout = self.timeout;
+        let result = self.any()?.call(&request, timeout);
+        let (response, _) = result.inspect_err(|_| self.any = None)?;
+        for t in response.topics {
+            KafkaError::check(t.error_code, &format!("create topic `{topic}`"))?;
+        }
+        Ok(())
+    }
+}
+
+/// Encodes records (key, value, headers) as one uncompressed record batch,
+/// for a produce request.
+pub fn encode_batch(
+    records: impl IntoIterator<Item = (Option<Bytes>, Bytes, Vec<(String, Bytes)>)>,
+    timestamp: i64,
+) -> Result<Bytes, KafkaError> {
+    let records: Vec<Record> = records
+        .into_iter()
+        .enumerate()
+        .map(|(i, (key, value, headers))| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: kafka_protocol::records::TimestampType::Creation,
+            offset: i as i64,
+            sequence: -1,
+            timestamp,
+            key,
+            value: Some(value),
+            headers: headers
+                .into_iter()
+                .map(|(k, v)| (StrBytes::from_string(k), Some(v)))
+                .collect(),
+        })
+        .collect();
+    let mut buf = bytes::BytesMut::with_capacity(
+        records
+            .iter()
+            .map(|r| r.value.as_ref().map_or(0, |v| v.len()) + 32)
+            .sum(),
+    );
+    kafka_protocol::records::RecordBatchEncoder::encode(
+        &mut buf,
+        records.iter(),
+        &kafka_protocol::records::RecordEncodeOptions {
+            version: 2,
+            compression: kafka_protocol::records::Compression::None,
+        },
+    )
+    .map_err(|e| KafkaError::Protocol(format!("cannot encode a record batch: {e}")))?;
+    Ok(buf.freeze())
 }
 
 /// Decodes a partition's fetched batches into `fetched`, leaving out
