@@ -285,6 +285,11 @@ impl Running {
         self.child.id()
     }
 
+    /// Whether the process has exited.
+    pub fn has_exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
     /// What the process printed on stdout so far.
     pub fn stdout_so_far(&self) -> String {
         text(&self.stdout.0)
@@ -604,9 +609,11 @@ pub mod servers {
         let mut out = Vec::new();
         for (&p, &node) in &t.leaders {
             let mut at = 0;
+            let mut empty = 0;
             loop {
+                // Tansu answers what it read within the wait: ask again.
                 let fetched = c
-                    .fetch(node, topic, &[(p, at)], Duration::from_millis(1), 4 << 20)
+                    .fetch(node, topic, &[(p, at)], Duration::from_millis(200), 4 << 20)
                     .expect("fetch");
                 let f = fetched
                     .into_iter()
@@ -626,8 +633,13 @@ pub mod servers {
                         headers: r.headers.keys().map(|k| k.to_string()).collect(),
                     });
                 }
-                if f.next >= f.high_watermark || f.next <= at {
+                if f.next >= f.high_watermark {
                     break;
+                }
+                if f.next <= at {
+                    empty += 1;
+                    assert!(empty < 50, "{topic}/{p} gives no records from {at}");
+                    continue;
                 }
                 at = f.next;
             }

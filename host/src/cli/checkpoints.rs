@@ -200,7 +200,13 @@ fn print_manifest(m: &Manifest, skipped: &[u64]) {
         m.sink.position.bytes
     );
     out!("keys:            {}", m.keys);
-    let shown: Vec<String> = skipped.iter().map(|s| (s + 1).to_string()).collect();
+    let shown: Vec<String> = skipped
+        .iter()
+        .map(|s| match sluice_host::record::partition_of(*s) {
+            Some((p, o)) => format!("{p}@{o}"),
+            None => (s + 1).to_string(),
+        })
+        .collect();
     out!(
         "skipped records: {}",
         if shown.is_empty() {

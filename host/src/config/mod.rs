@@ -221,6 +221,16 @@ impl JobSpec {
     }
 }
 
+impl JobSpec {
+    /// What the job's source is given.
+    pub fn source_options(&self) -> connector::SourceOptions {
+        connector::SourceOptions {
+            max_line_bytes: self.max_line_bytes,
+            connect_timeout: self.connect_timeout,
+        }
+    }
+}
+
 /// The source and the sink, checked by the connector registry.
 fn resolve_connectors(
     d: &Description,

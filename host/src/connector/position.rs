@@ -12,42 +12,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-/// The top bit marks the record number of a partitioned source.
-const PARTITIONED: u64 = 1 << 63;
-/// Bits of the offset in a partitioned record number.
-const OFFSET_BITS: u32 = 47;
-/// The most partitions a partitioned source may have.
-pub const MAX_PARTITIONS: i32 = 1 << 16;
-/// The offsets past which a partitioned record cannot be numbered.
-pub const MAX_OFFSET: i64 = 1 << OFFSET_BITS;
-
-/// The record number of `offset` in `partition`: `1 << 63 | partition << 47
-/// | offset`. Callers keep `partition < MAX_PARTITIONS` and `offset <
-/// MAX_OFFSET`.
-pub fn partitioned_seq(partition: i32, offset: i64) -> u64 {
-    PARTITIONED
-        | (u64::from(partition as u32) << OFFSET_BITS)
-        | (offset as u64 & (MAX_OFFSET as u64 - 1))
-}
-
-/// The partition and offset of a partitioned record number.
-pub fn partition_of(seq: u64) -> Option<(i32, i64)> {
-    (seq & PARTITIONED != 0).then(|| {
-        (
-            ((seq & !PARTITIONED) >> OFFSET_BITS) as i32,
-            (seq & (MAX_OFFSET as u64 - 1)) as i64,
-        )
-    })
-}
-
-/// A record number for people: 1-based for a line source, `partition P
-/// offset O` for a partitioned one.
-pub fn shown_record(seq: u64) -> String {
-    match partition_of(seq) {
-        Some((p, o)) => format!("at partition {p} offset {o}"),
-        None => (seq + 1).to_string(),
-    }
-}
+pub use crate::record::{MAX_OFFSET, MAX_PARTITIONS, partition_of, partitioned_seq};
 
 /// The next offset to read in each partition of a partitioned source.
 pub type Offsets = BTreeMap<i32, i64>;
@@ -66,7 +31,7 @@ pub struct SourcePosition {
     pub offset: u64,
     /// A partitioned source's next offset in each partition (absent for
     /// line sources, and in checkpoints older than partitioned sources).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "offsets")]
     pub partitions: Option<Arc<Offsets>>,
 }
 
@@ -100,8 +65,42 @@ pub struct SinkPosition {
     pub bytes: u64,
     /// A partitioned sink's (Kafka's) end offset in each partition at the
     /// checkpoint: where it looks for what it wrote after it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "offsets")]
     pub partitions: Option<Arc<Offsets>>,
+}
+
+/// Offsets in JSON: an object from partition (a string, as JSON keys are)
+/// to offset, `{"0": 17, "1": 5}`. Written by hand because the manifest
+/// flattens positions, and a flattened map cannot read numeric keys.
+mod offsets {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::Offsets;
+
+    pub fn serialize<S: Serializer>(v: &Option<Arc<Offsets>>, s: S) -> Result<S::Ok, S::Error> {
+        let shown: Option<BTreeMap<String, i64>> = v
+            .as_ref()
+            .map(|o| o.iter().map(|(p, o)| (p.to_string(), *o)).collect());
+        shown.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Arc<Offsets>>, D::Error> {
+        let shown: Option<BTreeMap<String, i64>> = Option::deserialize(d)?;
+        let Some(shown) = shown else {
+            return Ok(None);
+        };
+        let mut out = Offsets::new();
+        for (p, o) in shown {
+            let p = p
+                .parse()
+                .map_err(|_| serde::de::Error::custom(format!("`{p}` is not a partition")))?;
+            out.insert(p, o);
+        }
+        Ok(Some(Arc::new(out)))
+    }
 }
 
 #[cfg(test)]
@@ -109,16 +108,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn partitioned_record_numbers_round_trip() {
-        for (p, o) in [(0, 0), (3, 17), (MAX_PARTITIONS - 1, MAX_OFFSET - 1)] {
-            let seq = partitioned_seq(p, o);
-            assert_eq!(partition_of(seq), Some((p, o)));
-        }
-        assert_eq!(partition_of(41), None);
+    fn partitioned_positions_know_what_a_replay_reads() {
         let at = SourcePosition::partitioned(Offsets::from([(0, 5), (1, 2)]));
         assert_eq!(at.seq, 7);
         assert!(at.may_replay(partitioned_seq(0, 5)));
         assert!(!at.may_replay(partitioned_seq(0, 4)));
         assert!(at.may_replay(partitioned_seq(2, 0)));
+    }
+
+    #[test]
+    fn offsets_survive_a_flattened_json_round_trip() {
+        #[derive(Serialize, Deserialize, PartialEq, Debug)]
+        struct Entry {
+            uri: String,
+            #[serde(flatten)]
+            position: SourcePosition,
+        }
+        let e = Entry {
+            uri: "kafka://h:1/t".into(),
+            position: SourcePosition::partitioned(Offsets::from([(0, 5), (12, 2)])),
+        };
+        let json = serde_json::to_string(&e).expect("json");
+        assert!(json.contains(r#""partitions":{"0":5,"12":2}"#), "{json}");
+        assert_eq!(serde_json::from_str::<Entry>(&json).expect("back"), e);
+        let old: Entry = serde_json::from_str(r#"{"uri":"-","seq":3,"offset":9}"#).expect("old");
+        assert_eq!(old.position.partitions, None);
     }
 }

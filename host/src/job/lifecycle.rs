@@ -59,6 +59,12 @@ pub(super) fn log_created(job: &str, spec: &JobSpec, prepared: &Prepared) {
         ),
         None => {}
     }
+    if prepared.recorded > 0 {
+        info!(
+            "{job}: the sink holds output past the checkpoint; replaying its {} run(s) of records in the order it recorded, without writing that output again",
+            prepared.recorded
+        );
+    }
 }
 
 impl Runner<'_> {

@@ -35,6 +35,9 @@ pub struct Prepared {
     pub(crate) live_start: SourcePosition,
     pub(crate) replay: Option<(SourcePosition, u64)>,
     pub(crate) next_checkpoint: u64,
+    /// Runs of records the sink recorded it wrote past the checkpoint,
+    /// replayed in that order first.
+    pub(crate) recorded: usize,
 }
 
 impl Prepared {
@@ -67,7 +70,7 @@ fn absolute(path: &std::path::Path) -> Option<PathBuf> {
 /// anything of the job is created.
 fn open_source(spec: &JobSpec, store: &Store) -> Result<(Arc<dyn Source>, Option<PathBuf>), Error> {
     let source = connector::source(&spec.source, &spec.env)?;
-    source.check(&crate::job::runner::source_options(spec))?;
+    source.check(&spec.source_options())?;
     if source.replayable() {
         return Ok((source, None));
     }
@@ -95,8 +98,10 @@ pub fn prepare(module: &Module, spec: &JobSpec) -> Result<Prepared, Error> {
         previous: point.sink.clone(),
         position: snapshot.sink.clone(),
     };
+    let mut recorded = 0;
     let resumption = if source_changed.is_none() {
         let written = connector::written(&resume, &spec.env, &point.job_id)?;
+        recorded = written.len();
         source.resume(snapshot.source.clone(), &written)?
     } else {
         // `--allow-source-change` (check_restore refuses it otherwise): the
@@ -130,11 +135,12 @@ pub fn prepare(module: &Module, spec: &JobSpec) -> Result<Prepared, Error> {
         live_start: resumption.live,
         replay: resumption.replay,
         next_checkpoint,
+        recorded,
     })
 }
 
 fn prepare_new(module: &Module, spec: &JobSpec) -> Result<Prepared, Error> {
-    connector::source(&spec.source, &spec.env)?.check(&crate::job::runner::source_options(spec))?;
+    connector::source(&spec.source, &spec.env)?.check(&spec.source_options())?;
     connector::probe_sink(&spec.sink, &spec.env, spec.connect_timeout)?;
     let id = uuid::Uuid::new_v4().simple().to_string();
     let store = Store::open(&spec.checkpoint_dir.join(&id), &spec.state_dir.join(&id))?;
@@ -168,6 +174,7 @@ fn prepare_new(module: &Module, spec: &JobSpec) -> Result<Prepared, Error> {
         live_start: SourcePosition::default(),
         replay: None,
         next_checkpoint: 1,
+        recorded: 0,
     })
 }
 

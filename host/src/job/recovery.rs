@@ -110,8 +110,8 @@ impl Runner<'_> {
         match dead_letter::append(&self.dead_letter, &self.info, failure) {
             Err(e) => warn!("{job}: cannot write the dead-letter file: {e}"),
             Ok(()) => info!(
-                "{job}: record {} written to `{}`",
-                seq + 1,
+                "{job}: {} written to `{}`",
+                crate::record::shown(seq),
                 self.dead_letter.display()
             ),
         }
@@ -188,9 +188,9 @@ impl Runner<'_> {
             self.requeue.push_front(b);
         }
         info!(
-            "{} switched from RESTARTING to RUNNING: fresh guest instances, keyed state kept (the failing batch never reached it), going on after record {}",
+            "{} switched from RESTARTING to RUNNING: fresh guest instances, keyed state kept (the failing batch never reached it), going on after {}",
             self.job,
-            seq + 1
+            crate::record::shown(seq)
         );
     }
 
@@ -223,12 +223,17 @@ impl Runner<'_> {
         } else {
             format!("checkpoint `chk-{}`", snapshot.id)
         };
+        let replaying = match from.partitions {
+            Some(_) => format!(
+                "replaying {} record(s) in the order they were read",
+                self.frontier.seq.saturating_sub(from.seq)
+            ),
+            None => format!("replaying records {}..{}", from.seq + 1, self.frontier.seq),
+        };
         info!(
-            "{} switched from RESTARTING to RUNNING: state restored from {what} ({} keys), replaying records {}..{}",
+            "{} switched from RESTARTING to RUNNING: state restored from {what} ({} keys), {replaying}",
             self.job,
-            snapshot.keys(),
-            from.seq + 1,
-            self.frontier.seq
+            snapshot.keys()
         );
         Ok(())
     }

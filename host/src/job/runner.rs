@@ -197,13 +197,6 @@ fn job_info(module: &Module, spec: &JobSpec, id: &str) -> JobInfo {
     }
 }
 
-pub(super) fn source_options(spec: &JobSpec) -> SourceOptions {
-    SourceOptions {
-        max_line_bytes: spec.max_line_bytes,
-        connect_timeout: spec.connect_timeout,
-    }
-}
-
 impl<'a> Runner<'a> {
     pub(super) fn new(
         module: &'a Module,
@@ -226,7 +219,7 @@ impl<'a> Runner<'a> {
             operators(module, spec, &job, restored.as_deref()).map_err(|f| f.to_string())?,
         )
         .map_err(|f| f.to_string())?;
-        let options = source_options(spec);
+        let options = spec.source_options();
         let source_cancel = Arc::new(AtomicBool::new(false));
         let (live, replay) = start_source(&prepared, &options, &source_cancel)?;
         let origin = restored.clone().unwrap_or_default();
@@ -376,9 +369,9 @@ impl<'a> Runner<'a> {
                     self.frontier = batch.end();
                     for r in &batch.rejected {
                         warn!(
-                            "{}: input fault on record {} {:?}: {}; record skipped",
+                            "{}: input fault on {} {:?}: {}; record skipped",
                             self.job,
-                            r.seq + 1,
+                            crate::record::shown(r.seq),
                             r.preview,
                             r.reason
                         );

@@ -245,9 +245,12 @@ fn read_tails(
     for (&p, &node) in leaders {
         let mut at = from.get(&p).copied().unwrap_or(0);
         let mut tail = Tail::default();
+        let mut empty = 0;
         loop {
+            // Some brokers (Tansu) answer only what they read within the
+            // wait: an empty answer below the high watermark is asked again.
             let fetched =
-                cluster.fetch(node, topic, &[(p, at)], Duration::from_millis(1), 8 << 20)?;
+                cluster.fetch(node, topic, &[(p, at)], Duration::from_millis(200), 8 << 20)?;
             let Some(f) = fetched.into_iter().find(|f| f.partition == p) else {
                 break;
             };
@@ -266,9 +269,19 @@ fn read_tails(
                     tail.marks.push(m);
                 }
             }
-            if f.next <= at || f.next >= f.high_watermark {
+            if f.next >= f.high_watermark {
                 break;
             }
+            if f.next <= at {
+                empty += 1;
+                if empty > 20 {
+                    return Err(KafkaError::Unreachable(format!(
+                        "`{topic}` partition {p} does not give its records from offset {at} on"
+                    )));
+                }
+                continue;
+            }
+            empty = 0;
             at = f.next;
         }
         tails.insert(p, tail);

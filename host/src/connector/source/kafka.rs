@@ -153,19 +153,23 @@ struct Logged {
 /// for replays.
 #[derive(Debug, Default)]
 struct OrderLog {
+    /// Where the first batch starts (the last completed checkpoint, or
+    /// where the source started).
+    base: Option<SourcePosition>,
     batches: VecDeque<Logged>,
 }
 
 impl OrderLog {
-    /// The batches after position `from` (`None`: from the start), up to
-    /// the one that ends at record count `until`.
+    /// The batches after position `from` (without partitions: from the
+    /// start), up to the one that ends at record count `until`.
     fn after(&self, from: &SourcePosition, until: Option<u64>) -> Vec<Logged> {
-        let start = match &from.partitions {
-            None => 0,
-            Some(_) => match self.batches.iter().position(|b| b.end == *from) {
+        let start = if from.partitions.is_none() || self.base.as_ref() == Some(from) {
+            0
+        } else {
+            match self.batches.iter().position(|b| b.end == *from) {
                 Some(i) => i + 1,
                 None => self.batches.len(),
-            },
+            }
         };
         let mut out = Vec::new();
         for b in self.batches.iter().skip(start) {
@@ -181,6 +185,7 @@ impl OrderLog {
     fn trim(&mut self, at: &SourcePosition) {
         if let Some(i) = self.batches.iter().position(|b| b.end == *at) {
             self.batches.drain(..=i);
+            self.base = Some(at.clone());
         }
     }
 }
@@ -234,6 +239,11 @@ impl Source for KafkaSource {
         let mut cluster = self.uri.connect(options.connect_timeout)?;
         let topic = self.uri.topic(&mut cluster)?;
         let offsets = self.starting(&mut cluster, &at, &topic.leaders)?;
+        if let Ok(mut log) = self.shared.log.lock()
+            && log.base.is_none()
+        {
+            log.base = Some(at);
+        }
         let mut reader = Reader {
             uri: self.uri.clone(),
             settings: self.settings.clone(),
@@ -313,6 +323,7 @@ impl Source for KafkaSource {
                 ConnectorError::Environment("the source's order log is lost".into())
             })?;
         log.batches = batches.into();
+        log.base = Some(from.clone());
         Ok(Resumption {
             live,
             replay: Some((from, until)),
