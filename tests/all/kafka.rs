@@ -291,3 +291,120 @@ fn a_poison_record_is_dead_lettered_with_its_partition_and_offset() {
     assert_eq!(letters.lines().count(), 1);
     check_output(&brokers, &output, &["a", "b", "c", "d"], 1);
 }
+
+/// A port nothing listens on.
+fn dead_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+#[test]
+fn an_unreachable_broker_at_start_is_retried_then_a_clear_error() {
+    let dir = TempDir::new("kafka-nobroker");
+    let port = dead_port();
+    let started = Instant::now();
+    let out = HostCommand::job(
+        guests::wordcount("rust"),
+        &format!("kafka://127.0.0.1:{port}/t"),
+        &["--connect-timeout", "1s"],
+    )
+    .current_dir(&dir.0)
+    .run();
+    out.assert_code(2).assert_stderr_has(&format!(
+        "error: cannot reach Kafka at `127.0.0.1:{port}` (tried for 1000 ms)"
+    ));
+    out.assert_stderr_has("Connection refused");
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "it retried"
+    );
+    assert!(!dir.path("sluice-checkpoints").exists(), "nothing created");
+}
+
+/// Tansu creates a topic that a metadata request names; Sluice asks for
+/// every topic instead, so a missing one is an error and stays missing.
+#[test]
+fn a_topic_that_does_not_exist_is_refused_and_not_created() {
+    let brokers = servers::brokers();
+    let missing = servers::unique("missing");
+    let there = servers::unique("there");
+    servers::create_topic(&brokers, &there, 1);
+    let dir = TempDir::new("kafka-notopic");
+    for (source, sink) in [
+        (format!("kafka://{brokers}/{missing}"), "print".to_string()),
+        (
+            format!("kafka://{brokers}/{there}"),
+            format!("kafka://{brokers}/{missing}"),
+        ),
+    ] {
+        let out = HostCommand::job(guests::wordcount("rust"), &source, &["--sink", &sink])
+            .current_dir(&dir.0)
+            .run();
+        out.assert_code(2).assert_stderr_has(&format!(
+            "Kafka topic `{missing}` does not exist on `{brokers}`; create it first"
+        ));
+    }
+    let topics = servers::cluster(&brokers)
+        .topic(&missing)
+        .expect("metadata");
+    assert_eq!(topics, None, "the missing topic was not created");
+}
+
+/// A record over --max-line-bytes is skipped with a warning that names
+/// its partition and offset; an output line over the sink's
+/// `max-record-bytes` fails the job with a message that says what to raise.
+#[test]
+fn records_over_the_size_limits_are_refused_clearly() {
+    let brokers = servers::brokers();
+    let (input, output) = (servers::unique("big-in"), servers::unique("big-out"));
+    servers::create_topic(&brokers, &input, 1);
+    servers::create_topic(&brokers, &output, 1);
+    let long = "x".repeat(100);
+    servers::produce(
+        &brokers,
+        &input,
+        0,
+        &[b"a", long.as_bytes(), b"\xff\xfe", b"b"],
+    );
+    let dir = TempDir::new("kafka-big");
+    let mut job = HostCommand::job(
+        guests::wordcount("rust"),
+        &format!("kafka://{brokers}/{input}?start=earliest"),
+        &[
+            "--sink",
+            &format!("kafka://{brokers}/{output}"),
+            "--max-line-bytes",
+            "64",
+        ],
+    )
+    .current_dir(&dir.0)
+    .spawn();
+    wait_for_records(&brokers, &output, 2, &mut job, Duration::from_secs(30));
+    job.signal("TERM");
+    let out = job.wait();
+    out.assert_code(0)
+        .assert_stderr_has("input fault on record at partition 0 offset 1 \"xxxx")
+        .assert_stderr_has("the record is 100 bytes, over the limit of 64; raise --max-line-bytes")
+        .assert_stderr_has("input fault on record at partition 0 offset 2")
+        .assert_stderr_has("not valid UTF-8");
+    check_output(&brokers, &output, &["a", "b"], 1);
+
+    let (input, output) = (servers::unique("big-in"), servers::unique("big-out"));
+    servers::create_topic(&brokers, &input, 1);
+    servers::create_topic(&brokers, &output, 1);
+    let word = "y".repeat(40);
+    servers::produce(&brokers, &input, 0, &[word.as_bytes()]);
+    let out = HostCommand::job(
+        guests::wordcount("rust"),
+        &format!("kafka://{brokers}/{input}?start=earliest"),
+        &[
+            "--sink",
+            &format!("kafka://{brokers}/{output}?max-record-bytes=16"),
+        ],
+    )
+    .current_dir(&dir.0)
+    .run();
+    out.assert_code(1)
+        .assert_stderr_has("output line 1 of 44 bytes (key `yyyy");
+    out.assert_stderr_has("over the Kafka sink's limit of 16 bytes; raise `max-record-bytes`");
+}

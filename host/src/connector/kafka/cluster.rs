@@ -105,12 +105,13 @@ impl Cluster {
                     Err(e) => last = Some(e),
                 }
             }
-            if Instant::now() + wait > until {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
                 return Err(last.unwrap_or_else(|| {
                     KafkaError::Unreachable("no bootstrap broker given".into())
                 }));
             }
-            std::thread::sleep(wait);
+            std::thread::sleep(wait.min(left));
             wait = (wait * 2).min(Duration::from_secs(1));
         }
     }
