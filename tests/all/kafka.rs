@@ -408,3 +408,96 @@ fn records_over_the_size_limits_are_refused_clearly() {
         .assert_stderr_has("output line 1 of 44 bytes (key `yyyy");
     out.assert_stderr_has("over the Kafka sink's limit of 16 bytes; raise `max-record-bytes`");
 }
+
+/// A broker of the test's own (Tansu keeping its log in S3, so it keeps
+/// its topics across a restart), stopped when the test ends.
+struct OwnBroker {
+    dir: TempDir,
+    port: u16,
+}
+
+impl OwnBroker {
+    fn servers(&self, command: &str) {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/servers");
+        let s3_port = std::env::var("SLUICE_S3_PORT")
+            .expect("SLUICE_S3_PORT is not set: run the tests with scripts/test");
+        let out = std::process::Command::new(script)
+            .args([command, self.dir.0.to_str().expect("utf-8"), "kafka"])
+            .env("SLUICE_KAFKA_PORT", self.port.to_string())
+            .env("SLUICE_KAFKA_STORAGE", "s3")
+            .env("SLUICE_S3_PORT", s3_port)
+            .output()
+            .expect("run scripts/servers");
+        assert!(
+            out.status.success(),
+            "scripts/servers {command} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn start(port: u16) -> OwnBroker {
+        let broker = OwnBroker {
+            dir: TempDir::new("kafka-own-broker"),
+            port,
+        };
+        broker.servers("start");
+        broker
+    }
+
+    fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        self.servers("stop");
+    }
+}
+
+/// The broker stops mid-job and comes back: the source waits and reads
+/// on, the sink waits and writes on, and the output is exactly the
+/// updates of all the input.
+#[test]
+fn a_broker_restarted_mid_job_is_waited_for() {
+    let port: u16 = std::env::var("SLUICE_KAFKA_RESTART_PORT")
+        .expect("SLUICE_KAFKA_RESTART_PORT is not set: run the tests with scripts/test")
+        .parse()
+        .expect("a port");
+    let broker = OwnBroker::start(port);
+    let brokers = broker.brokers();
+    let (input, output) = (servers::unique("restart-in"), servers::unique("restart-out"));
+    servers::create_topic(&brokers, &input, 2);
+    servers::create_topic(&brokers, &output, 2);
+    let first = many_lines(200, 3);
+    let second = many_lines(200, 4);
+    produce_many(&brokers, &input, 2, &first);
+    let dir = TempDir::new("kafka-restart");
+    let mut job = HostCommand::job(
+        guests::wordcount("rust"),
+        &format!("kafka://{brokers}/{input}?start=earliest"),
+        &[
+            "--sink",
+            &format!("kafka://{brokers}/{output}"),
+            "--checkpoint-interval",
+            "200ms",
+        ],
+    )
+    .current_dir(&dir.0)
+    .timeout(Duration::from_secs(120))
+    .spawn();
+    wait_for_records(&brokers, &output, 1000, &mut job, Duration::from_secs(30));
+    broker.servers("stop");
+    job.wait_for_log("waiting for the broker", Duration::from_secs(20));
+    std::thread::sleep(Duration::from_secs(1));
+    broker.servers("start");
+    produce_many(&brokers, &input, 2, &second);
+    wait_for_records(&brokers, &output, 2000, &mut job, Duration::from_secs(60));
+    std::thread::sleep(Duration::from_millis(500));
+    job.signal("TERM");
+    let out = job.wait();
+    out.assert_code(0).assert_stderr_has("is readable again");
+    let all: Vec<String> = first.iter().chain(&second).cloned().collect();
+    let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+    check_output(&brokers, &output, &refs, 2);
+}
