@@ -647,3 +647,105 @@ pub mod servers {
         out
     }
 }
+
+/// A TCP proxy on loopback in front of a real server, which a test can
+/// take down (connections refused, open ones cut) and bring back, to
+/// stand for the server failing for a while.
+pub struct Proxy {
+    /// The port it listens on (127.0.0.1).
+    pub port: u16,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    open: std::sync::Arc<std::sync::Mutex<Vec<TcpStream>>>,
+    upstream: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Proxy {
+    /// Forwards a free loopback port to `upstream` (`HOST:PORT`).
+    pub fn start(upstream: &str) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        let port = listener.local_addr().expect("addr").port();
+        let proxy = Proxy {
+            port,
+            up: Default::default(),
+            open: Default::default(),
+            upstream: upstream.to_string(),
+            stop: Default::default(),
+        };
+        proxy.serve(listener);
+        proxy
+    }
+
+    fn serve(&self, listener: TcpListener) {
+        use std::sync::atomic::Ordering;
+        self.up.store(true, Ordering::SeqCst);
+        listener.set_nonblocking(true).expect("nonblocking");
+        let (up, open, stop, upstream) = (
+            self.up.clone(),
+            self.open.clone(),
+            self.stop.clone(),
+            self.upstream.clone(),
+        );
+        std::thread::spawn(move || {
+            while up.load(Ordering::SeqCst) && !stop.load(Ordering::SeqCst) {
+                let Ok((client, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                let _ = client.set_nonblocking(false);
+                let Ok(server) = TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                for (from, to) in [(&client, &server), (&server, &client)] {
+                    let (Ok(mut from), Ok(mut to)) = (from.try_clone(), to.try_clone()) else {
+                        continue;
+                    };
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+                let mut open = open.lock().unwrap_or_else(|p| p.into_inner());
+                open.extend([client, server]);
+            }
+            // Dropping the listener refuses new connections.
+        });
+    }
+
+    /// Takes the proxy down: new connections are refused, open ones cut.
+    pub fn down(&self) {
+        use std::sync::atomic::Ordering;
+        self.up.store(false, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(50));
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        for s in open.drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    /// Brings it back on the same port.
+    pub fn up(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let listener = loop {
+            match TcpListener::bind(("127.0.0.1", self.port)) {
+                Ok(l) => break l,
+                Err(e) => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "cannot listen again on {}: {e}",
+                        self.port
+                    );
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        };
+        self.serve(listener);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.down();
+    }
+}

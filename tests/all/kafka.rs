@@ -466,7 +466,10 @@ fn a_broker_restarted_mid_job_is_waited_for() {
         .expect("a port");
     let broker = OwnBroker::start(port);
     let brokers = broker.brokers();
-    let (input, output) = (servers::unique("restart-in"), servers::unique("restart-out"));
+    let (input, output) = (
+        servers::unique("restart-in"),
+        servers::unique("restart-out"),
+    );
     servers::create_topic(&brokers, &input, 2);
     servers::create_topic(&brokers, &output, 2);
     let first = many_lines(200, 3);

@@ -8,5 +8,6 @@ mod kafka;
 mod languages;
 mod poison;
 mod recovery;
+mod s3;
 mod sandbox;
 mod wordcount;
