@@ -9,6 +9,11 @@
 //!   with a handful of keys and with 100,000 keys in state.
 //! - `soak`: thousands of trap-and-restart cycles; RSS at start and end and
 //!   the median trap-to-ready time.
+//! - `kafka`: Kafka → wordcount → Kafka against a native consume-and-produce
+//!   on the same broker, and checkpoint write and restore times of 100,000
+//!   keys in S3 against local disk (`kafka.rs`).
+
+mod kafka;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -65,6 +70,15 @@ enum Cmd {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
+    /// Kafka → wordcount → Kafka against native, and checkpoints in S3 against local disk (needs the servers: `scripts/bench kafka` starts them).
+    Kafka {
+        /// Input records (lines of 5 words).
+        #[arg(long, default_value_t = 200_000)]
+        lines: usize,
+        /// Keys in the checkpoint timed.
+        #[arg(long, default_value_t = 100_000)]
+        keys: usize,
+    },
     /// All of the above with their defaults.
     All,
 }
@@ -108,10 +122,12 @@ fn real_main() -> Result<()> {
         Cmd::Recovery { samples } => recovery(&env, samples),
         Cmd::Soak { cycles } => soak(&env, cycles),
         Cmd::Languages { lines, runs } => languages(&env, lines, runs),
+        Cmd::Kafka { lines, keys } => kafka::run(&env, lines, keys),
         Cmd::All => throughput(&env, 2_000_000, 3)
             .and_then(|()| recovery(&env, 15))
             .and_then(|()| soak(&env, 10_000))
-            .and_then(|()| languages(&env, 200_000, 3)),
+            .and_then(|()| languages(&env, 200_000, 3))
+            .and_then(|()| kafka::run(&env, 200_000, 100_000)),
     };
     let _ = std::fs::remove_dir_all(&env.work);
     result

@@ -2,9 +2,11 @@
 //! [`storage::CheckpointStorage`]), retention, and finding the newest intact
 //! checkpoint to restore from. The format is documented in [`format`].
 //!
-//! A job's directory also holds what belongs to the job on this machine
-//! rather than to a checkpoint: the journal, the dead letters, the records
-//! skipped since the last checkpoint, and the print sink's position.
+//! A job also has a local directory, for what belongs to the job on this
+//! machine rather than to a checkpoint: the journal, the dead letters, the
+//! records skipped since the last checkpoint, and the print sink's
+//! position. With local checkpoints it is the job's checkpoint directory;
+//! with checkpoints in S3, a directory of its own (`--state-dir`).
 
 pub mod coordinator;
 pub mod format;
