@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use sluice_tests::servers;
-use sluice_tests::{HostCommand, LineServer, Proxy, Step, TempDir, guests, line};
+use sluice_tests::{HostCommand, LineServer, Output, Proxy, Step, TempDir, guests, line};
 
 /// A fresh prefix in the test bucket.
 fn location(tag: &str) -> String {
@@ -93,24 +93,31 @@ fn checkpoints_in_s3_are_listed_shown_and_restored() {
     ];
     for (restore, script, expected) in runs {
         let server = LineServer::start_on(port, vec![script], Duration::from_secs(2));
-        let out = HostCommand::new([
-            "run",
-            "--module",
-            guests::wordcount("rust"),
-            "--restore",
-            restore,
-            "--checkpoint-dir",
-            &checkpoints,
-            "--checkpoint-interval",
-            "off",
-        ])
-        .current_dir(&dir.0)
-        .spawn()
-        .stop_after_lines(expected.lines().count(), "TERM");
-        out.assert_code(0);
+        let out = restore_from(&dir, restore, &checkpoints, expected.lines().count());
         assert_eq!(out.stdout, expected, "{restore}\n{}", out.stderr);
         drop(server);
     }
+}
+
+/// `host run --restore RESTORE --checkpoint-dir CHECKPOINTS`, stopped
+/// after `lines` lines of output.
+fn restore_from(dir: &TempDir, restore: &str, checkpoints: &str, lines: usize) -> Output {
+    let out = HostCommand::new([
+        "run",
+        "--module",
+        guests::wordcount("rust"),
+        "--restore",
+        restore,
+        "--checkpoint-dir",
+        checkpoints,
+        "--checkpoint-interval",
+        "off",
+    ])
+    .current_dir(&dir.0)
+    .spawn()
+    .stop_after_lines(lines, "TERM");
+    out.assert_code(0);
+    out
 }
 
 #[test]
