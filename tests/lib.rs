@@ -576,7 +576,9 @@ pub mod servers {
             values
                 .iter()
                 .map(|v| (None, Bytes::copy_from_slice(v), Vec::new())),
-            0,
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64),
         )
         .expect("encode");
         let results = c

@@ -275,6 +275,7 @@ impl Broker {
             .map_err(broken)?;
         self.stream.write_all(request).map_err(broken)?;
         self.stream.set_read_timeout(Some(left())).map_err(broken)?;
+        quick_ack(&self.stream);
         let mut len = [0u8; 4];
         self.stream.read_exact(&mut len).map_err(broken)?;
         let len = i32::from_be_bytes(len);
@@ -300,6 +301,31 @@ impl Broker {
         }
         Ok(Bytes::from(body))
     }
+}
+
+/// Asks the kernel to acknowledge what arrives at once rather than after
+/// the delayed-ACK timer (40 ms on Linux): a broker that writes a response
+/// in two pieces without `TCP_NODELAY` (Tansu) waits for that ACK before
+/// it sends the second. Linux resets the flag after each read, so it is
+/// set before every response.
+fn quick_ack(stream: &TcpStream) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let one: libc::c_int = 1;
+        // SAFETY: a valid socket, a valid option value of its size.
+        unsafe {
+            libc::setsockopt(
+                stream.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_QUICKACK,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = stream;
 }
 
 /// Reads the record batches of a fetch response's `records`, each whole

@@ -488,7 +488,9 @@ pub fn encode_batch(
             producer_epoch: -1,
             timestamp_type: kafka_protocol::records::TimestampType::Creation,
             offset: i as i64,
-            sequence: -1,
+            // One batch (kafka-protocol cuts where `offset - sequence`
+            // changes), base sequence -1.
+            sequence: (i as i32).wrapping_sub(1),
             timestamp,
             key,
             value: Some(value),

@@ -562,7 +562,10 @@ fn record(offset: i64, key: Option<Bytes>, value: Bytes, timestamp: i64) -> Reco
         producer_epoch: -1,
         timestamp_type: TimestampType::Creation,
         offset,
-        sequence: -1,
+        // kafka-protocol starts a new batch wherever `offset - sequence`
+        // changes: `offset - 1` keeps them one batch whose base sequence is
+        // -1 (no producer id).
+        sequence: (offset as i32).wrapping_sub(1),
         timestamp,
         key,
         value: Some(value),
