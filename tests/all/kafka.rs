@@ -504,3 +504,12 @@ fn a_broker_restarted_mid_job_is_waited_for() {
     let refs: Vec<&str> = all.iter().map(String::as_str).collect();
     check_output(&brokers, &output, &refs, 2);
 }
+
+#[test]
+#[ignore = "a helper for measuring by hand: fills SLUICE_FILL_TOPIC"]
+fn zz_fill() {
+    let brokers = servers::brokers();
+    let t = std::env::var("SLUICE_FILL_TOPIC").expect("topic");
+    servers::create_topic(&brokers, &t, 4);
+    produce_many(&brokers, &t, 4, &many_lines(1_000_000, 9));
+}

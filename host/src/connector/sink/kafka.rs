@@ -32,12 +32,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
-use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use bytes::Bytes;
 
+use crate::connector::kafka::batch::BatchBuilder;
 use crate::connector::kafka::{Cluster, KafkaError, KafkaUri, environment, partition_for};
 use crate::connector::position::{Offsets, Runs};
 use crate::connector::{ConnectorEnv, ConnectorError, Sink, SinkContext, SinkKind, SinkPosition};
@@ -307,6 +304,9 @@ fn order<'a>(marks: impl Iterator<Item = &'a Mark>, from: u64) -> Runs {
     runs
 }
 
+/// Per partition, the records still to write: how many, and their batch.
+type Pending = BTreeMap<i32, (i64, Bytes)>;
+
 /// A Kafka topic as a sink.
 pub struct KafkaSink {
     uri: KafkaUri,
@@ -384,13 +384,11 @@ impl KafkaSink {
     }
 
     /// The records of `block` (lines `at..`) each partition lacks.
-    fn records(
-        &self,
-        at: u64,
-        block: &Block,
-    ) -> Result<BTreeMap<i32, Vec<Record>>, ConnectorError> {
-        let mut out: BTreeMap<i32, Vec<Record>> = BTreeMap::new();
+    fn records(&self, at: u64, block: &Block) -> Result<Pending, ConnectorError> {
+        let mut out: BTreeMap<i32, BatchBuilder> = BTreeMap::new();
         let now = crate::job::now_ms() as i64;
+        let keyed = !block.key_ends.is_empty();
+        let per = (block.bytes.len() + block.keys.len()) / self.leaders.len().max(1);
         let partitions = self.partitions();
         let mut start = 0usize;
         for (i, end) in memchr::memchr_iter(b'\n', &block.bytes).enumerate() {
@@ -413,26 +411,26 @@ impl KafkaSink {
                     self.settings.max_record
                 )));
             }
-            let records = out.entry(p).or_default();
-            let mut r = record(
-                records.len() as i64,
-                (!block.key_ends.is_empty()).then(|| Bytes::copy_from_slice(key)),
-                Bytes::copy_from_slice(line),
-                now,
-            );
-            if records.is_empty() {
+            let batch = out
+                .entry(p)
+                .or_insert_with(|| BatchBuilder::new(now, per + per / 2));
+            let key = keyed.then_some(key);
+            if batch.is_empty() {
                 let mark = Mark {
                     tag: self.tag,
                     first: at,
                     count: block.lines,
                     runs: block.runs.as_deref().cloned().unwrap_or_default(),
                 };
-                r.headers
-                    .insert(StrBytes::from_static_str(HEADER), Some(mark.encode()));
+                batch.push(key, line, &[(HEADER, &mark.encode())]);
+            } else {
+                batch.push(key, line, &[]);
             }
-            records.push(r);
         }
-        Ok(out)
+        Ok(out
+            .into_iter()
+            .map(|(p, b)| (p, (b.len() as i64, b.finish())))
+            .collect())
     }
 
     /// Writes the partitions' records, each partition in one request per
@@ -481,7 +479,7 @@ impl KafkaSink {
     /// missing. `Ok(false)` when the broker cannot be asked yet.
     fn recover(
         &mut self,
-        pending: &mut BTreeMap<i32, Vec<Record>>,
+        pending: &mut Pending,
         at: u64,
         block: &Block,
     ) -> Result<bool, ConnectorError> {
@@ -508,24 +506,17 @@ impl KafkaSink {
 
     /// One try at every pending partition: those written leave `pending`;
     /// the first error, if any.
-    fn try_produce(
-        &mut self,
-        pending: &mut BTreeMap<i32, Vec<Record>>,
-        through: u64,
-    ) -> Option<KafkaError> {
+    fn try_produce(&mut self, pending: &mut Pending, through: u64) -> Option<KafkaError> {
         let mut by_node: BTreeMap<i32, Vec<(i32, Bytes)>> = BTreeMap::new();
-        for (p, records) in pending.iter() {
+        for (p, (_, batch)) in pending.iter() {
             let node = self.leaders.get(p).copied().unwrap_or(-1);
-            match encode(records) {
-                Ok(batch) => by_node.entry(node).or_default().push((*p, batch)),
-                Err(e) => return Some(e),
-            }
+            by_node.entry(node).or_default().push((*p, batch.clone()));
         }
         let mut first = None;
         for (node, batches) in by_node {
             let counts: BTreeMap<i32, i64> = batches
                 .iter()
-                .map(|(p, _)| (*p, pending.get(p).map_or(0, |r| r.len() as i64)))
+                .map(|(p, _)| (*p, pending.get(p).map_or(0, |r| r.0)))
                 .collect();
             match self.cluster.produce(node, &self.uri.topic, batches) {
                 Ok(results) => {
@@ -550,47 +541,6 @@ impl KafkaSink {
         }
         first
     }
-}
-
-fn record(offset: i64, key: Option<Bytes>, value: Bytes, timestamp: i64) -> Record {
-    Record {
-        transactional: false,
-        control: false,
-        delete_horizon: false,
-        partition_leader_epoch: -1,
-        producer_id: -1,
-        producer_epoch: -1,
-        timestamp_type: TimestampType::Creation,
-        offset,
-        // kafka-protocol starts a new batch wherever `offset - sequence`
-        // changes: `offset - 1` keeps them one batch whose base sequence is
-        // -1 (no producer id).
-        sequence: (offset as i32).wrapping_sub(1),
-        timestamp,
-        key,
-        value: Some(value),
-        headers: Default::default(),
-    }
-}
-
-/// One record batch, uncompressed.
-fn encode(records: &[Record]) -> Result<Bytes, KafkaError> {
-    let mut buf = BytesMut::with_capacity(
-        records
-            .iter()
-            .map(|r| r.value.as_ref().map_or(0, |v| v.len()) + 32)
-            .sum(),
-    );
-    RecordBatchEncoder::encode(
-        &mut buf,
-        records.iter(),
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .map_err(|e| KafkaError::Protocol(format!("cannot encode a record batch: {e}")))?;
-    Ok(buf.freeze())
 }
 
 impl Sink for KafkaSink {
