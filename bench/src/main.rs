@@ -73,7 +73,7 @@ enum Cmd {
     /// Kafka → wordcount → Kafka against native, and checkpoints in S3 against local disk (needs the servers: `scripts/bench kafka` starts them).
     Kafka {
         /// Input records (lines of 5 words).
-        #[arg(long, default_value_t = 200_000)]
+        #[arg(long, default_value_t = 1_000_000)]
         lines: usize,
         /// Keys in the checkpoint timed.
         #[arg(long, default_value_t = 100_000)]
@@ -127,7 +127,7 @@ fn real_main() -> Result<()> {
             .and_then(|()| recovery(&env, 15))
             .and_then(|()| soak(&env, 10_000))
             .and_then(|()| languages(&env, 200_000, 3))
-            .and_then(|()| kafka::run(&env, 200_000, 100_000)),
+            .and_then(|()| kafka::run(&env, 1_000_000, 100_000)),
     };
     let _ = std::fs::remove_dir_all(&env.work);
     result
