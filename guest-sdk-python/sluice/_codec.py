@@ -1,4 +1,4 @@
-"""The flat little-endian encoding of rows and values (see wit/stream.wit).
+"""The flat little-endian encoding of rows and values (see wit/sluice-stream@0.1.0/stream.wit).
 
     row   := u32 value-count, value{value-count}
     value := 0x00 | 0x01 u8 | 0x02 s64 | 0x03 f64 | 0x04 u32 len, utf-8 | 0x05 u32 len, bytes
@@ -111,3 +111,19 @@ def read_row(buf, pos):
         v, pos = read_value(buf, pos)
         values.append(v)
     return tuple(values), pos
+
+
+def put_row(buf, values):
+    """Appends the row of the Python values `values` (a tuple or list) to `buf`."""
+    n = len(values)
+    buf += COUNTS[n] if n < 16 else u32(n)
+    for v in values:
+        t = type(v)
+        if t is str:
+            e = v.encode()
+            buf += text_head(TEXT, len(e))
+            buf += e
+        elif t is int and -16 <= v < 1024:
+            buf += SMALL_INTS[v]
+        else:
+            put_value(buf, v)

@@ -36,9 +36,50 @@
 //! sluice_guest::export!(flat_map, key, describe = describe);
 //! ```
 //!
-//! Build it with `cargo build --release --target wasm32-wasip2` (the crate
-//! is a `cdylib`) and run it with `host run --module
-//! target/wasm32-wasip2/release/NAME.wasm`.
+//! # A guest crate of your own
+//!
+//! `host new NAME` creates one, anywhere (`--dir DIR`, default the current
+//! directory), and prints the commands that build and run it, with the
+//! paths of your machine (`host` is `target/release/host` in the Sluice
+//! checkout):
+//!
+//! ```text
+//! host new my-guest
+//! cd my-guest && cargo build --release
+//! host run --module target/wasm32-wasip2/release/my_guest.wasm --source -
+//! ```
+//!
+//! The build writes `target/wasm32-wasip2/release/NAME.wasm` with every `-`
+//! of the crate's name written `_` (cargo's rule for a library's file), so
+//! `my-guest` builds `my_guest.wasm`. Written by hand, the crate needs:
+//!
+//! ```toml
+//! [lib]
+//! crate-type = ["cdylib"]
+//!
+//! [dependencies]
+//! sluice-guest = { path = "/path/to/sluice/guest-sdk" }
+//!
+//! # The guest settings: small and fast; a panic traps, and the host
+//! # replaces the instance.
+//! [profile.release]
+//! opt-level = 3
+//! lto = true
+//! codegen-units = 1
+//! panic = "abort"
+//! strip = true
+//! debug = false
+//!
+//! # Its own workspace, also when it sits inside another one's directory.
+//! [workspace]
+//! ```
+//!
+//! and a `.cargo/config.toml` with `[build] target = "wasm32-wasip2"` (or
+//! pass `--target wasm32-wasip2` to every build); `rustup target add
+//! wasm32-wasip2` installs the target. Inside the Sluice workspace the examples
+//! build with its `guest` profile instead: `cargo build --profile guest
+//! --target wasm32-wasip2 -p wordcount` writes
+//! `target/wasm32-wasip2/guest/wordcount.wasm`.
 //!
 //! Guests must be deterministic: the host replays records after a failure
 //! and finds a failing record by running it again in a fresh instance.
@@ -49,6 +90,7 @@
 mod collector;
 mod describe;
 mod encoding;
+pub mod pipeline;
 mod value;
 
 pub use collector::{Collector, IntoRow};
@@ -59,11 +101,23 @@ pub use value::{IntoValue, Row, RowIter, Value};
 pub mod wit {
     //! Generated bindings; not part of the SDK's API.
     wit_bindgen::generate!({
-        path: "../wit",
+        path: "../wit/sluice-stream@0.1.0",
         world: "stream-job",
         pub_export_macro: true,
         export_macro_name: "__export_stream_job",
         default_bindings_module: "::sluice_guest::wit",
+    });
+}
+
+#[doc(hidden)]
+pub mod wit2 {
+    //! Generated bindings of `sluice:stream@0.2.0`; not part of the SDK's API.
+    wit_bindgen::generate!({
+        path: "../wit/sluice-stream@0.2.0",
+        world: "pipeline-job",
+        pub_export_macro: true,
+        export_macro_name: "__export_pipeline_job",
+        default_bindings_module: "::sluice_guest::wit2",
     });
 }
 
@@ -113,5 +167,70 @@ macro_rules! export {
         }
 
         $crate::__rt::glue!(__SluiceGuest);
+    };
+}
+
+/// Exports a pipeline (`sluice:stream@0.2.0`): `JOB: fn(&Params) -> Job`
+/// builds the job (see [`pipeline`]).
+///
+/// ```text
+/// sluice_guest::pipeline!(JOB);
+/// ```
+#[macro_export]
+macro_rules! pipeline {
+    ($job:path) => {
+        #[doc(hidden)]
+        struct __SluicePipeline;
+
+        impl $crate::pipeline::rt::UserJob for __SluicePipeline {
+            fn job(params: &$crate::Params) -> $crate::pipeline::Job {
+                $job(params)
+            }
+        }
+
+        const _: () = {
+            use ::std::string::String;
+            use ::std::vec::Vec;
+            use $crate::wit2::sluice::stream::types::{BatchHeader, BatchResult, JobDescription};
+
+            impl $crate::wit2::exports::sluice::stream::operator::Guest for __SluicePipeline {
+                fn open(params: Vec<(String, String)>) -> ::core::result::Result<(), String> {
+                    $crate::pipeline::rt::open::<__SluicePipeline>(params)
+                }
+                fn map(stage: u32, header: BatchHeader, input: Vec<u8>) -> BatchResult {
+                    $crate::pipeline::rt::map::<__SluicePipeline>(stage, header, input)
+                }
+                fn process(
+                    stage: u32,
+                    header: BatchHeader,
+                    input: Vec<u8>,
+                    keys: Vec<u8>,
+                ) -> BatchResult {
+                    $crate::pipeline::rt::process::<__SluicePipeline>(stage, header, input, keys)
+                }
+                fn window_add(
+                    stage: u32,
+                    _header: BatchHeader,
+                    input: Vec<u8>,
+                    slots: Vec<u8>,
+                ) -> BatchResult {
+                    $crate::pipeline::rt::window_add::<__SluicePipeline>(stage, input, slots)
+                }
+                fn window_merge(stage: u32, input: Vec<u8>) -> BatchResult {
+                    $crate::pipeline::rt::window_merge::<__SluicePipeline>(stage, input)
+                }
+                fn window_fire(stage: u32, _header: BatchHeader, input: Vec<u8>) -> BatchResult {
+                    $crate::pipeline::rt::window_fire::<__SluicePipeline>(stage, input)
+                }
+            }
+
+            impl $crate::wit2::exports::sluice::stream::job::Guest for __SluicePipeline {
+                fn describe(params: Vec<(String, String)>) -> JobDescription {
+                    $crate::pipeline::rt::describe::<__SluicePipeline>(params)
+                }
+            }
+        };
+
+        $crate::wit2::__export_pipeline_job!(__SluicePipeline);
     };
 }

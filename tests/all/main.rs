@@ -6,6 +6,7 @@ mod first_hour;
 mod inspect;
 mod kafka;
 mod languages;
+mod new_guest;
 mod poison;
 mod recovery;
 mod s3;

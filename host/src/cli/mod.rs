@@ -10,6 +10,7 @@ macro_rules! out {
 
 mod checkpoints;
 mod inspect;
+mod new;
 mod run;
 
 use std::process::ExitCode;
@@ -51,6 +52,8 @@ enum Command {
     /// List or show retained checkpoints.
     #[command(subcommand)]
     Checkpoints(checkpoints::CheckpointsCommand),
+    /// Create a Rust guest crate that builds with one command, outside this repository too.
+    New(new::NewArgs),
 }
 
 /// Parses the command line and runs the subcommand.
@@ -61,6 +64,7 @@ pub fn main() -> anyhow::Result<ExitCode> {
         Command::Run(args) => run::run(*args, cache),
         Command::Inspect(args) => inspect::inspect(args, cache),
         Command::Checkpoints(cmd) => checkpoints::run(cmd),
+        Command::New(args) => new::new(args),
     }
 }
 

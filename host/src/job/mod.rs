@@ -17,6 +17,8 @@ mod lifecycle;
 pub mod prepare;
 mod recovery;
 mod runner;
+pub mod time;
+mod timeline;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use tracing::{error, info, warn};
 
 use crate::dataflow::exchange::{self, Block};
-use crate::dataflow::message::SourceBatch;
+use crate::dataflow::message::{Clock, SourceBatch};
 use crate::dataflow::worker::{Collected, Item, Workers};
 use crate::fault::{Fault, TaskFailure};
 use crate::job::JobOutcome;
@@ -37,16 +37,18 @@ impl Runner<'_> {
             .iter_mut()
             .flat_map(|q| q.drain(..))
             .filter_map(|e| match e {
-                Entry::Batch { batch, .. } => Some(batch),
+                Entry::Batch(b) => Some(b.batch),
                 Entry::Barrier { .. } => None,
             })
             .collect();
         self.workers.abandon();
         self.checkpoints.abort();
         let decision = self.tracker.on_failure(Instant::now());
-        // A guest fault before any state saw the batch leaves the state as
-        // a restore and replay would rebuild it.
-        let stateless_before = (0..=stage).all(|s| !self.workers.stateful(s));
+        // A guest fault before any state kept the batch leaves the state as
+        // a restore and replay would rebuild it: no stage before this one
+        // keeps state, and this one applied nothing of the batch.
+        let stateless_before =
+            (0..stage).all(|s| !self.workers.stateful(s)) && self.workers.atomic(stage);
         let local = self.spec.local_recovery
             && stateless_before
             && failure.fault == Fault::Guest
@@ -148,6 +150,33 @@ impl Runner<'_> {
         }
     }
 
+    /// A timer or a window that failed alone in a fresh instance: the stage
+    /// dropped it; it goes to the dead letters and counts against the
+    /// restart strategy. `Some` when the strategy gives up.
+    pub(super) fn dropped(&mut self, failure: TaskFailure) -> Option<JobOutcome> {
+        let job = self.job.clone();
+        error!(
+            "{job} switched from RUNNING to FAILING: {failure}; it failed alone in a fresh instance, so it is dropped and written to the dead letters"
+        );
+        self.status.failed(&failure);
+        if let Err(e) = dead_letter::append(&self.dead_letter, &self.info, &failure) {
+            warn!("{job}: cannot write the dead-letter file: {e}");
+        }
+        match self.tracker.on_failure(Instant::now()) {
+            Decision::GiveUp(reason) => Some(JobOutcome::Failed(format!("{failure}; {reason}"))),
+            Decision::Restart { delay, attempt } => {
+                self.log_restart(attempt, delay);
+                if self.sleep_unless_cancelled(delay) {
+                    return Some(JobOutcome::Canceled);
+                }
+                info!(
+                    "{job} switched from RESTARTING to RUNNING: fresh guest instance, state kept, the batch goes on"
+                );
+                None
+            }
+        }
+    }
+
     /// Logs the move to RESTARTING.
     fn log_restart(&self, attempt: u32, delay: Duration) {
         let of = match self.spec.restart {
@@ -198,6 +227,7 @@ impl Runner<'_> {
     /// checkpoint, and replays the input from its position.
     pub(super) fn restore(&mut self) -> Result<(), String> {
         self.restarted = true;
+        self.final_tick = false;
         self.queue.iter_mut().for_each(|q| q.clear());
         self.requeue.clear();
         let snapshot = self.last.clone().unwrap_or_else(|| self.origin.clone());
@@ -206,6 +236,9 @@ impl Runner<'_> {
             .map_err(|f| f.to_string())?;
         self.workers = Workers::start(stages).map_err(|f| f.to_string())?;
         let from = snapshot.source.clone();
+        if let Some(t) = self.timeline.as_mut() {
+            t.rewind(Some(snapshot.id).filter(|id| *id > 0), from.clone())?;
+        }
         self.processed = from.clone();
         self.submitted = from.clone();
         self.out = snapshot.sink.clone();
@@ -243,7 +276,11 @@ impl Runner<'_> {
 /// flight: the output for the sink.
 fn run_through(workers: &mut Workers, batch: Arc<SourceBatch>) -> Result<Block, TaskFailure> {
     let lost = || TaskFailure::of_subtask(0, "the stage's threads stopped", Fault::Environment);
-    let mut item = Item::Records(batch.clone());
+    let clock = Clock {
+        processing_time: batch.processing_time.unwrap_or_default(),
+        ..Clock::default()
+    };
+    let mut item = Item::Records(batch.clone(), clock);
     for stage in 0..workers.stages() {
         workers.submit(stage, item)?;
         let outputs = match workers.collect(stage, true) {
@@ -255,7 +292,7 @@ fn run_through(workers: &mut Workers, batch: Arc<SourceBatch>) -> Result<Block, 
             block.runs = batch.runs.clone();
             return Ok(block);
         }
-        item = Item::Rows(batch.clone(), Arc::new(outputs));
+        item = Item::Rows(batch.clone(), Arc::new(outputs), clock);
     }
     Err(lost())
 }

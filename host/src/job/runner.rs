@@ -14,7 +14,7 @@ use std::collections::{BTreeSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 use tracing::warn;
@@ -22,19 +22,30 @@ use tracing::warn;
 use crate::checkpoint::coordinator::{CheckpointSettings, Coordinator};
 use crate::checkpoint::{JobInfo, SinkPosition, Snapshot, SourcePosition, Store};
 use crate::config::JobSpec;
+use crate::config::pipeline::{Pipeline, StageKind};
+use crate::connector::sink::labelled::Labelled;
 use crate::connector::{self, Sink, Source, SourceEvent, SourceOptions};
 use crate::dataflow::exchange;
-use crate::dataflow::message::{Barrier, SourceBatch};
+use crate::dataflow::message::{Barrier, Clock, SourceBatch};
 use crate::dataflow::operator::{Operator, OperatorSnapshot, Output};
 use crate::dataflow::worker::{Collected, Item, MAP_AHEAD, Workers};
 use crate::fault::{Fault, TaskFailure};
 use crate::job::handle::Status;
 use crate::job::prepare::Prepared;
+use crate::job::time::{self, EventTime};
+use crate::job::timeline::Timeline;
 use crate::job::{CancelToken, JobOutcome};
 use crate::operators::aggregate::Aggregate;
 use crate::operators::flat_map::{FlatMap, StageContext};
+use crate::operators::guest::Guest;
+use crate::operators::guest_map::{Downstream, GuestMap};
+use crate::operators::process::Process;
+use crate::operators::window::Window;
 use crate::restart::RestartTracker;
 use crate::wasm::Module;
+
+/// How often a timed job's stages get a tick while its source is idle.
+const IDLE_TICK: Duration = Duration::from_millis(200);
 
 /// What taking a stage's result in did.
 pub(super) enum Advance {
@@ -48,16 +59,27 @@ pub(super) enum Advance {
 
 /// An item in a stage, as the job keeps track of it.
 pub(super) enum Entry {
-    /// A batch, and where the source is after it.
-    Batch {
-        batch: Arc<SourceBatch>,
-        end: SourcePosition,
-    },
-    /// A barrier, and the state of the stages it passed.
+    /// A batch.
+    Batch(InFlight),
+    /// A barrier, the state of the stages it passed, and the event time
+    /// where it passed the first stage.
     Barrier {
         barrier: Barrier,
         snapshots: Vec<OperatorSnapshot>,
+        time: (i64, Option<i64>),
     },
+}
+
+/// A batch in a stage: where the source is after it, and its clock.
+pub(super) struct InFlight {
+    pub(super) batch: Arc<SourceBatch>,
+    pub(super) end: SourcePosition,
+    pub(super) clock: Clock,
+    /// What the stages so far sent to each side output: written with the
+    /// main output once the batch is through, so that a batch run again
+    /// after a failure does not write it twice and a checkpoint holds the
+    /// side outputs as far as the main one.
+    pub(super) side: Vec<exchange::Block>,
 }
 
 /// The running job: the coordinator of its stages, source, sink,
@@ -108,27 +130,80 @@ pub(super) struct Runner<'a> {
     pub(super) restarted: bool,
     /// The live source ended while a restart's replay was still to come.
     pub(super) live_ended: bool,
+    /// The end of the input's watermark (every event-time window and timer
+    /// fires) went in (a timed job).
+    pub(super) final_tick: bool,
+    /// When the last idle tick went in (a timed job).
+    pub(super) last_tick: Instant,
+    /// A timed job's batches as it ran them, to run them again alike.
+    pub(super) timeline: Option<Timeline>,
+    /// Event time (0.2.0 pipelines).
+    pub(super) time: EventTime,
+    /// Whether the job is a 0.2.0 pipeline (its batches carry time, and
+    /// empty ones still go through the stages: they advance it).
+    pub(super) timed: bool,
+    /// The side outputs' sinks, by tag - 1, and their lines so far.
+    pub(super) side_sinks: SideSinks,
 }
 
-/// The stages of a job: the guest's flat-map, then, when the job
-/// aggregates, the keyed aggregation; each restored from `restore`.
+/// The stages of a job: for a 0.1.0 guest, its flat-map, then, when the
+/// job aggregates, the keyed aggregation; for a 0.2.0 guest, its
+/// pipeline's stages. Each is restored from `restore`.
 pub(super) fn operators(
     module: &Module,
     spec: &JobSpec,
     job: &Arc<str>,
     restore: Option<&Snapshot>,
 ) -> Result<Vec<Vec<Box<dyn Operator>>>, TaskFailure> {
-    let p = spec.parallelism;
     let kind = connector::sink_kind(&spec.sink).ok();
     let discard = kind.is_some_and(|k| k.discards());
     let cx = |subtask| StageContext {
         job: job.clone(),
         subtask,
-        downstream: p,
+        downstream: spec.parallelism,
         max_parallelism: spec.max_parallelism,
         discard,
         keys: kind.is_some_and(|k| k.keys()),
     };
+    let mut stages = match &spec.pipeline {
+        Some(pipeline) => pipeline_stages(module, spec, pipeline, &cx)?,
+        None => v1_stages(module, spec, &cx)?,
+    };
+    if let Some(snapshot) = restore {
+        let stateful = stages
+            .iter()
+            .filter(|ops| ops.iter().any(|o| o.stateful()))
+            .count();
+        for (s, ops) in stages.iter_mut().enumerate() {
+            if !ops.iter().any(|o| o.stateful()) {
+                continue;
+            }
+            let groups = snapshot.groups_of(s as u32, stateful == 1);
+            for (i, op) in ops.iter_mut().enumerate() {
+                op.restore(&groups).map_err(|cause| {
+                    TaskFailure::of_subtask(
+                        i as u32,
+                        format!("cannot restore checkpoint `chk-{}`: {cause}", snapshot.id),
+                        Fault::Environment,
+                    )
+                })?;
+            }
+        }
+    }
+    Ok(stages)
+}
+
+type Stages = Vec<Vec<Box<dyn Operator>>>;
+
+/// The side outputs' sinks, each with the lines it has taken.
+pub(super) type SideSinks = Vec<(Box<dyn Sink>, u64)>;
+
+fn v1_stages(
+    module: &Module,
+    spec: &JobSpec,
+    cx: &dyn Fn(u32) -> StageContext,
+) -> Result<Stages, TaskFailure> {
+    let p = spec.parallelism;
     let keyed = spec.aggregation.is_some();
     let mut guests: Vec<Box<dyn Operator>> = Vec::new();
     for i in 0..p {
@@ -137,22 +212,54 @@ pub(super) fn operators(
     }
     let mut stages = vec![guests];
     if let Some(aggregation) = spec.aggregation {
-        let mut aggregates: Vec<Box<dyn Operator>> = Vec::new();
-        for i in 0..p {
-            let mut op = Aggregate::new(cx(i), aggregation, p);
-            if let Some(snapshot) = restore {
-                let groups: Vec<_> = snapshot.subtasks.iter().flatten().cloned().collect();
-                op.restore(&groups).map_err(|cause| {
-                    TaskFailure::of_subtask(
-                        i,
-                        format!("cannot restore checkpoint `chk-{}`: {cause}", snapshot.id),
-                        Fault::Environment,
-                    )
-                })?;
-            }
-            aggregates.push(Box::new(op));
-        }
+        let aggregates = (0..p)
+            .map(|i| Box::new(Aggregate::new(cx(i), aggregation, p)) as Box<dyn Operator>)
+            .collect();
         stages.push(aggregates);
+    }
+    Ok(stages)
+}
+
+fn pipeline_stages(
+    module: &Module,
+    spec: &JobSpec,
+    pipeline: &Pipeline,
+    cx: &dyn Fn(u32) -> StageContext,
+) -> Result<Stages, TaskFailure> {
+    let n = pipeline.stages.len();
+    let sides = pipeline.side_outputs.len() as u8;
+    let mut stages = Vec::new();
+    for (s, stage) in pipeline.stages.iter().enumerate() {
+        let down = Downstream {
+            stage: s as u32,
+            keyed: pipeline.stages.get(s + 1).is_some_and(|next| next.keyed),
+            last: s + 1 == n,
+            sides,
+        };
+        let mut ops: Vec<Box<dyn Operator>> = Vec::new();
+        for i in 0..spec.parallelism {
+            let c = cx(i);
+            let guest = Guest::new(c.job.clone(), i, module, &spec.params, &spec.sandbox);
+            ops.push(match &stage.kind {
+                StageKind::Map => Box::new(GuestMap::start(c, guest, down)?),
+                StageKind::Process(decls) => Box::new(Process::start(
+                    c,
+                    guest,
+                    down,
+                    decls.clone(),
+                    spec.parallelism,
+                )?),
+                StageKind::Window(w) => Box::new(Window::start(
+                    c,
+                    guest,
+                    down,
+                    w.clone(),
+                    pipeline.side_tag_of(w),
+                    spec.parallelism,
+                )?),
+            });
+        }
+        stages.push(ops);
     }
     Ok(stages)
 }
@@ -180,6 +287,52 @@ fn start_source(
     Ok((live, replay))
 }
 
+/// Opens the side outputs' sinks, each after its checkpoint's position
+/// when the job is restored; each keeps what it needs in a directory of its
+/// own in the job's.
+fn open_side_sinks(spec: &JobSpec, prepared: &Prepared) -> Result<SideSinks, String> {
+    let mut sinks = Vec::new();
+    for (tag, (name, uri)) in spec.side_sinks.iter().enumerate() {
+        let dir = prepared.store.path().join(format!("side-{name}"));
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create `{}`: {e}", dir.display()))?;
+        let resume = prepared.side_resume.get(tag);
+        let mut sink = connector::open_sink(
+            uri,
+            &spec.env,
+            dir,
+            &format!("{}/{name}", prepared.id),
+            resume,
+        )
+        .map_err(|e| e.to_string())?;
+        if uri == "print" {
+            sink = Box::new(Labelled::new(sink, name));
+        }
+        let lines = prepared
+            .restored
+            .as_ref()
+            .and_then(|s| s.side_sinks.get(tag))
+            .map_or(0, |p| p.lines);
+        sinks.push((sink, lines));
+    }
+    Ok(sinks)
+}
+
+/// A timed job's timeline: a restored one runs the batches recorded after
+/// its checkpoint again.
+fn open_timeline(
+    spec: &JobSpec,
+    prepared: &Prepared,
+    restored: Option<&Snapshot>,
+) -> Result<Option<Timeline>, String> {
+    if spec.pipeline.is_none() {
+        return Ok(None);
+    }
+    let from = restored.map(|s| s.id).filter(|id| *id > 0);
+    let at = restored.map(|s| s.source.clone()).unwrap_or_default();
+    Timeline::open(prepared.store.path(), restored.is_some(), from, at).map(Some)
+}
+
 /// What the checkpoints record of the job.
 fn job_info(module: &Module, spec: &JobSpec, id: &str) -> JobInfo {
     JobInfo {
@@ -194,6 +347,7 @@ fn job_info(module: &Module, spec: &JobSpec, id: &str) -> JobInfo {
             .map_or_else(|| "none".to_string(), |a| a.to_string()),
         source_uri: spec.source.clone(),
         sink_uri: spec.sink.clone(),
+        side_sink_uris: spec.side_sinks.iter().map(|(_, uri)| uri.clone()).collect(),
     }
 }
 
@@ -207,6 +361,7 @@ impl<'a> Runner<'a> {
         job: Arc<str>,
     ) -> Result<Self, String> {
         let restored = prepared.restored.take().map(Arc::new);
+        let side_sinks = open_side_sinks(spec, &prepared)?;
         let sink = connector::open_sink(
             &spec.sink,
             &spec.env,
@@ -223,6 +378,7 @@ impl<'a> Runner<'a> {
         let source_cancel = Arc::new(AtomicBool::new(false));
         let (live, replay) = start_source(&prepared, &options, &source_cancel)?;
         let origin = restored.clone().unwrap_or_default();
+        let timeline = open_timeline(spec, &prepared, restored.as_deref())?;
         let info = job_info(module, spec, &prepared.id);
         let dead_letter = spec
             .dead_letter
@@ -236,7 +392,15 @@ impl<'a> Runner<'a> {
             retain: spec.retain_checkpoints,
         };
         let stages = workers.stages();
+        let time = EventTime::new(
+            spec.pipeline.as_ref().and_then(|p| p.watermarks),
+            origin.watermark.unwrap_or(i64::MIN),
+            origin.max_timestamp,
+        );
         Ok(Runner {
+            time,
+            timed: spec.pipeline.is_some(),
+            side_sinks,
             module,
             spec,
             cancel,
@@ -268,6 +432,9 @@ impl<'a> Runner<'a> {
             queue: (0..stages).map(|_| VecDeque::new()).collect(),
             restarted: false,
             live_ended: false,
+            final_tick: false,
+            last_tick: Instant::now(),
+            timeline,
         })
     }
 
@@ -299,7 +466,7 @@ impl<'a> Runner<'a> {
             }
             self.maybe_barrier();
             if let Some(batch) = self.requeue.pop_front() {
-                if let Some(outcome) = self.process(batch) {
+                if let Some(outcome) = self.process(batch, false) {
                     return outcome;
                 }
                 continue;
@@ -313,7 +480,12 @@ impl<'a> Runner<'a> {
             }
             let event = match self.next_event(from_replay) {
                 Ok(Some(event)) => event,
-                Ok(None) => continue,
+                Ok(None) => {
+                    if let Some(outcome) = self.idle_tick(from_replay) {
+                        return outcome;
+                    }
+                    continue;
+                }
                 Err(outcome) => return outcome,
             };
             if let Some(outcome) = self.on_event(event, from_replay) {
@@ -325,11 +497,66 @@ impl<'a> Runner<'a> {
     /// The source (or the replay) ended: finishes once the output is
     /// written, unless that restarted the job.
     fn end_of_input(&mut self) -> Option<JobOutcome> {
+        if let Some(rest) = self.timeline.as_mut().and_then(Timeline::finish)
+            && let Some(outcome) = self.process(rest, true)
+        {
+            return Some(outcome);
+        }
+        if self.timed && !self.final_tick {
+            // Flink's end of input: the watermark goes to the end of time.
+            self.final_tick = true;
+            if let Some(outcome) = self.process(self.tick(Some(i64::MAX)), true) {
+                return Some(outcome);
+            }
+        }
         self.restarted = false;
         if let Some(outcome) = self.drain() {
             return Some(outcome);
         }
         (!self.restarted).then_some(JobOutcome::Finished)
+    }
+
+    /// An empty batch where the source is: processing time moves on for
+    /// the stages' timers and windows, and the watermark to `watermark`.
+    fn tick(&self, watermark: Option<i64>) -> SourceBatch {
+        SourceBatch {
+            end_seq: self.submitted.seq,
+            end_offset: self.submitted.offset,
+            idle_watermark: watermark,
+            ..SourceBatch::default()
+        }
+    }
+
+    /// Nothing came from the live source a while: a timed job's stages get
+    /// a tick (at most every [`IDLE_TICK`]), with the watermark the idle
+    /// timeout allows.
+    fn idle_tick(&mut self, from_replay: bool) -> Option<JobOutcome> {
+        if !self.timed || from_replay || self.last_tick.elapsed() < IDLE_TICK {
+            return None;
+        }
+        self.last_tick = Instant::now();
+        if let Some(due) = self
+            .timeline
+            .as_mut()
+            .filter(|t| t.replaying())
+            .map(Timeline::due)
+        {
+            // The ticks the first run had here, not new ones.
+            return self.process_all(due);
+        }
+        let tick = self.tick(self.time.idle_advance());
+        self.process(tick, true)
+    }
+
+    /// Puts batches into the first stage, each recorded in the timeline when
+    /// `true` is beside it.
+    fn process_all(&mut self, batches: Vec<(SourceBatch, bool)>) -> Option<JobOutcome> {
+        for (batch, fresh) in batches {
+            if let Some(outcome) = self.process(batch, fresh) {
+                return Some(outcome);
+            }
+        }
+        None
     }
 
     /// The next event from the replay or the live source; `Ok(None)` when
@@ -377,7 +604,13 @@ impl<'a> Runner<'a> {
                         );
                     }
                 }
-                self.process(batch)
+                match self.timeline.as_mut() {
+                    Some(t) => {
+                        let batches = t.recut(batch);
+                        self.process_all(batches)
+                    }
+                    None => self.process(batch, false),
+                }
             }
             SourceEvent::Notice(message) => {
                 warn!("{}: {message}", self.job);
@@ -405,24 +638,42 @@ impl<'a> Runner<'a> {
         }
     }
 
-    /// Puts a batch into the first stage; `Some` when the job ends meanwhile.
-    pub(super) fn process(&mut self, batch: SourceBatch) -> Option<JobOutcome> {
+    /// Puts a batch into the first stage, recorded in a timed job's
+    /// timeline when it runs for the first time (`record`); `Some` when the
+    /// job ends meanwhile.
+    pub(super) fn process(&mut self, batch: SourceBatch, record: bool) -> Option<JobOutcome> {
         self.restarted = false;
         let end = batch.end();
         let skipped = &self.skipped;
-        let batch = batch.without(|s| skipped.contains(&s));
+        let mut batch = batch.without(|s| skipped.contains(&s));
         self.status.add_records(batch.records.len() as u64);
-        if batch.records.is_empty() && self.queue.iter().all(VecDeque::is_empty) {
+        if batch.records.is_empty() && !self.timed && self.queue.iter().all(VecDeque::is_empty) {
             self.submitted = end.clone();
             self.processed = end;
             return None;
         }
+        let ptime = *batch.processing_time.get_or_insert_with(time::now_ms);
+        if record
+            && let Some(t) = self.timeline.as_mut()
+            && let Err(e) = t.record(&batch)
+        {
+            return Some(JobOutcome::Failed(e));
+        }
+        if !batch.records.is_empty() {
+            self.time.saw_records();
+        }
+        let clock = self.time.entering(ptime);
         let batch = Arc::new(batch);
-        if let Err(failure) = self.workers.submit(0, Item::Records(batch.clone())) {
+        if let Err(failure) = self.workers.submit(0, Item::Records(batch.clone(), clock)) {
             return Some(JobOutcome::Failed(failure.to_string()));
         }
         self.submitted = end.clone();
-        self.queue[0].push_back(Entry::Batch { batch, end });
+        self.queue[0].push_back(Entry::Batch(InFlight {
+            batch,
+            end,
+            clock,
+            side: Vec::new(),
+        }));
         // A restart meanwhile abandons this batch too: it is replayed.
         while self.queue[0].len() > MAP_AHEAD && !self.restarted {
             if let Advance::Ended(outcome) = self.advance(true) {
@@ -464,27 +715,43 @@ impl<'a> Runner<'a> {
             }
         }
         match (entry, collected) {
-            (Entry::Batch { batch, end }, Collected::Outputs(Ok(outputs))) => {
-                self.pass_batch(stage, batch, end, outputs)
+            (Entry::Batch(b), Collected::Outputs(Ok(outputs))) => {
+                self.pass_batch(stage, b, outputs)
             }
             (
                 Entry::Barrier {
                     barrier,
                     mut snapshots,
+                    mut time,
                 },
                 Collected::Snapshots(Ok(taken)),
             ) => {
-                snapshots.extend(taken);
+                snapshots.extend(taken.into_iter().map(|mut s| {
+                    s.stage = stage;
+                    s
+                }));
+                if stage == 0 {
+                    time = (self.time.watermark, self.time.max_timestamp);
+                }
                 if next == self.workers.stages() {
-                    self.complete_checkpoint(barrier, snapshots);
+                    self.complete_checkpoint(barrier, snapshots, time);
                     return None;
                 }
                 let item = Item::Barrier(barrier.clone());
-                self.forward(next, Entry::Barrier { barrier, snapshots }, item)
+                let entry = Entry::Barrier {
+                    barrier,
+                    snapshots,
+                    time,
+                };
+                self.forward(next, entry, item)
             }
-            (Entry::Batch { batch, .. }, Collected::Outputs(Err(failure)))
-            | (Entry::Batch { batch, .. }, Collected::Snapshots(Err(failure))) => {
-                self.fail(stage, &batch, failure)
+            (Entry::Batch(b), Collected::Outputs(Err(failure)))
+            | (Entry::Batch(b), Collected::Snapshots(Err(failure))) => {
+                if stage > 0 {
+                    // The batch had moved the watermark: it runs again from before.
+                    self.time.rewind(b.clock.watermark);
+                }
+                self.fail(stage, &b.batch, failure)
             }
             (Entry::Barrier { .. }, Collected::Outputs(Err(failure)))
             | (Entry::Barrier { .. }, Collected::Snapshots(Err(failure))) => {
@@ -499,8 +766,7 @@ impl<'a> Runner<'a> {
     fn pass_batch(
         &mut self,
         stage: usize,
-        batch: Arc<SourceBatch>,
-        end: SourcePosition,
+        mut b: InFlight,
         mut outputs: Vec<Output>,
     ) -> Option<JobOutcome> {
         let mut give_up = None;
@@ -512,20 +778,30 @@ impl<'a> Runner<'a> {
                 give_up = self.unreproduced(fault);
             }
         }
+        for dead in outputs.iter_mut().flat_map(|o| std::mem::take(&mut o.dead)) {
+            if give_up.is_none() {
+                give_up = self.dropped(dead);
+            }
+        }
+        if stage == 0 && self.timed {
+            let max_ts = outputs.iter().filter_map(|o| o.max_timestamp).max();
+            b.clock = self.time.passed(b.clock, max_ts, b.batch.idle_watermark);
+        }
+        keep_side(&mut b.side, &mut outputs);
         let next = stage + 1;
         let ended = if next == self.workers.stages() {
             let mut block = exchange::merge(outputs.into_iter().map(|o| o.lines).collect());
-            block.runs = batch.runs.clone();
-            match self.emit(&block) {
+            block.runs = b.batch.runs.clone();
+            match self.emit_side(&b.side).and_then(|()| self.emit(&block)) {
                 Ok(()) => {
-                    self.processed = end;
+                    self.processed = b.end;
                     None
                 }
                 Err(e) => Some(JobOutcome::Failed(e)),
             }
         } else {
-            let item = Item::Rows(batch.clone(), Arc::new(outputs));
-            self.forward(next, Entry::Batch { batch, end }, item)
+            let item = Item::Rows(b.batch.clone(), Arc::new(outputs), b.clock);
+            self.forward(next, Entry::Batch(b), item)
         };
         if ended.is_some() {
             return ended;
@@ -580,6 +856,24 @@ impl<'a> Runner<'a> {
         None
     }
 
+    /// Writes what a batch sent to the side outputs, each to its sink.
+    fn emit_side(&mut self, side: &[exchange::Block]) -> Result<(), String> {
+        for (tag, block) in side.iter().enumerate() {
+            if block.lines == 0 {
+                continue;
+            }
+            let Some((sink, lines)) = self.side_sinks.get_mut(tag) else {
+                return Err(format!(
+                    "internal error: no sink for side output {}",
+                    tag + 1
+                ));
+            };
+            sink.write(*lines, block).map_err(|e| e.to_string())?;
+            *lines += block.lines;
+        }
+        Ok(())
+    }
+
     /// Writes a block of output; the sink leaves out lines it already has.
     pub(super) fn emit(&mut self, block: &exchange::Block) -> Result<(), String> {
         self.sink
@@ -588,5 +882,23 @@ impl<'a> Runner<'a> {
         self.out.lines += block.lines;
         self.status.add_output(block.lines);
         Ok(())
+    }
+}
+
+/// Adds what a stage's subtasks sent to the side outputs, merged in stream
+/// order, to what the batch's earlier stages sent.
+fn keep_side(side: &mut Vec<exchange::Block>, outputs: &mut [Output]) {
+    let tags = outputs.iter().map(|o| o.side.len()).max().unwrap_or(0);
+    if side.len() < tags {
+        side.resize_with(tags, exchange::Block::default);
+    }
+    for (tag, kept) in side.iter_mut().enumerate().take(tags) {
+        let parts = outputs
+            .iter_mut()
+            .map(|o| o.side.get_mut(tag).map(std::mem::take).unwrap_or_default())
+            .collect();
+        let block = exchange::merge(parts);
+        kept.bytes.extend_from_slice(&block.bytes);
+        kept.lines += block.lines;
     }
 }

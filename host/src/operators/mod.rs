@@ -3,3 +3,7 @@
 
 pub mod aggregate;
 pub mod flat_map;
+pub mod guest;
+pub mod guest_map;
+pub mod process;
+pub mod window;

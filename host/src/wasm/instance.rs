@@ -11,7 +11,8 @@ use crate::wasm::log::GuestLog;
 use crate::wasm::module::Module;
 use crate::wasm::sandbox::{GuestState, deadline_ticks};
 use crate::wasm::trap::{GuestFailure, TrapContext};
-use crate::wasm::types::BatchOutput;
+use crate::wasm::types::{BatchOutput, Header};
+use crate::wasm::v0_2::Call;
 use crate::wasm::world::Exports;
 
 /// A live guest instance.
@@ -96,6 +97,18 @@ impl Instance {
         self.arm();
         let result = self.exports.flat_map(&mut self.store, records, keyed);
         result.map_err(|e| self.failure("flat-map", &e))
+    }
+
+    /// Runs a call of a 0.2.0 guest's stage `stage`.
+    pub fn call(
+        &mut self,
+        stage: u32,
+        header: Header,
+        call: Call<'_>,
+    ) -> Result<BatchOutput, GuestFailure> {
+        self.arm();
+        let result = self.exports.call(&mut self.store, stage, header, call);
+        result.map_err(|e| self.failure(call.name(), &e))
     }
 
     /// What the guest wrote to stdout and stderr since the last call, for the log.

@@ -6,6 +6,7 @@
 pub mod discard;
 pub mod file;
 pub mod kafka;
+pub mod labelled;
 pub mod print;
 
 use crate::dataflow::exchange::Block;

@@ -1,4 +1,4 @@
-//! The host's side of the batch encoding documented in `wit/stream.wit`:
+//! The host's side of the batch encoding documented in `wit/sluice-stream@0.1.0/stream.wit`:
 //! writing input batches, reading and checking guest output, and printing
 //! rows in Flink's tuple form `(a,1)`.
 //!
@@ -7,6 +7,8 @@
 //! the encoded bytes, so a word is never decoded into a `String`.
 
 use std::io::Write;
+
+pub mod pipeline;
 
 pub(crate) const NULL: u8 = 0;
 pub(crate) const BOOL: u8 = 1;
@@ -33,6 +35,26 @@ impl BatchWriter {
         self.buf
             .extend_from_slice(&(line.len() as u32).to_le_bytes());
         self.buf.extend_from_slice(line);
+    }
+
+    /// Appends `count` records already encoded back to back in `bytes`
+    /// (a slice of another batch).
+    pub fn push_raw(&mut self, bytes: &[u8], count: usize) {
+        let base = self.buf.len();
+        let mut at = 0;
+        for _ in 0..count {
+            self.starts.push((base + at) as u32);
+            at = skip_checked_row(bytes, at).unwrap_or(bytes.len());
+        }
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Appends one entry made of `parts` put together.
+    pub fn push_parts(&mut self, parts: &[&[u8]]) {
+        self.starts.push(self.buf.len() as u32);
+        for p in parts {
+            self.buf.extend_from_slice(p);
+        }
     }
 
     /// Number of records.
@@ -247,6 +269,16 @@ pub(crate) fn skip_checked(buf: &[u8], pos: usize) -> Option<usize> {
     (end <= buf.len()).then_some(end)
 }
 
+/// The end of a checked row that starts at `pos`.
+fn skip_checked_row(buf: &[u8], pos: usize) -> Option<usize> {
+    let count = u32_at(buf, pos).ok()?;
+    let mut at = pos + 4;
+    for _ in 0..count {
+        at = skip_checked(buf, at)?;
+    }
+    Some(at)
+}
+
 /// Byte span of field `index` within a checked row.
 #[inline]
 pub(crate) fn field_span(row: &[u8], index: u32) -> Option<(usize, usize)> {
@@ -452,7 +484,7 @@ mod tests {
         assert_eq!(b.slice(1..3).len(), 9 + 10);
     }
 
-    /// The encoding as `wit/stream.wit` documents it, decoded the plain
+    /// The encoding as `wit/sluice-stream@0.1.0/stream.wit` documents it, decoded the plain
     /// way: the reference the host's fast decoder must agree with.
     mod reference {
         pub fn value(buf: &[u8], at: &mut usize) -> Option<()> {
