@@ -249,7 +249,7 @@ impl HostCommand {
 
 type Shared = std::sync::Arc<std::sync::Mutex<Vec<u8>>>;
 
-fn reader(mut r: impl Read + Send + 'static) -> (Shared, JoinHandle<()>) {
+fn reader(mut r: impl Read + Send + 'static) -> (Shared, Option<JoinHandle<()>>) {
     let shared = Shared::default();
     let sink = shared.clone();
     let handle = std::thread::spawn(move || {
@@ -264,7 +264,7 @@ fn reader(mut r: impl Read + Send + 'static) -> (Shared, JoinHandle<()>) {
             }
         }
     });
-    (shared, handle)
+    (shared, Some(handle))
 }
 
 fn text(shared: &Shared) -> String {
@@ -274,8 +274,8 @@ fn text(shared: &Shared) -> String {
 /// A `host` process under test.
 pub struct Running {
     child: Child,
-    stdout: (Shared, JoinHandle<()>),
-    stderr: (Shared, JoinHandle<()>),
+    stdout: (Shared, Option<JoinHandle<()>>),
+    stderr: (Shared, Option<JoinHandle<()>>),
     timeout: Duration,
 }
 
@@ -365,12 +365,27 @@ impl Running {
             }
             std::thread::sleep(Duration::from_millis(20));
         };
-        let _ = self.stdout.1.join();
-        let _ = self.stderr.1.join();
+        for handle in [self.stdout.1.take(), self.stderr.1.take()]
+            .into_iter()
+            .flatten()
+        {
+            let _ = handle.join();
+        }
         Output {
             code: status.code(),
             stdout: text(&self.stdout.0),
             stderr: text(&self.stderr.0),
+        }
+    }
+}
+
+impl Drop for Running {
+    /// A test that fails before it waits for the host leaves no host
+    /// running behind it.
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
         }
     }
 }
