@@ -7,6 +7,7 @@ mod inspect;
 mod kafka;
 mod languages;
 mod new_guest;
+mod pipeline;
 mod poison;
 mod recovery;
 mod s3;
