@@ -555,7 +555,8 @@ pub mod servers {
 
     use bytes::Bytes;
     use sluice_host::connector::kafka::Cluster;
-    use sluice_host::connector::kafka::cluster::encode_batch;
+    pub use sluice_host::connector::kafka::cluster::NewRecord;
+    use sluice_host::connector::kafka::cluster::encode_records;
 
     fn var(name: &str) -> String {
         match std::env::var(name) {
@@ -607,18 +608,24 @@ pub mod servers {
 
     /// Appends `values` (no key) to one partition.
     pub fn produce(brokers: &str, topic: &str, partition: i32, values: &[&[u8]]) {
+        let timestamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let records = values.iter().map(|v| NewRecord {
+            value: Bytes::copy_from_slice(v),
+            timestamp,
+            ..NewRecord::default()
+        });
+        produce_records(brokers, topic, partition, records.collect());
+    }
+
+    /// Appends `records` (keys, timestamps and headers their own) to one
+    /// partition, in one batch.
+    pub fn produce_records(brokers: &str, topic: &str, partition: i32, records: Vec<NewRecord>) {
         let mut c = cluster(brokers);
         let t = c.topic(topic).expect("metadata").expect("the topic exists");
         let node = t.leaders[&partition];
-        let batch = encode_batch(
-            values
-                .iter()
-                .map(|v| (None, Bytes::copy_from_slice(v), Vec::new())),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as i64),
-        )
-        .expect("encode");
+        let batch = encode_records(records).expect("encode");
         let results = c
             .produce(node, topic, vec![(partition, batch)])
             .expect("produce");

@@ -5,6 +5,7 @@ mod bad_input;
 mod first_hour;
 mod inspect;
 mod kafka;
+mod kafka_pipeline;
 mod languages;
 mod new_guest;
 mod pipeline;

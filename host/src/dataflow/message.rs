@@ -5,10 +5,12 @@
 //! state is snapshotted at the same point of the input without the
 //! pipeline being drained.
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use crate::connector::position::{Offsets, Runs, SourcePosition};
-use crate::encoding::BatchWriter;
+use crate::encoding::{BatchWriter, Field};
+use crate::record::partition_of;
 
 /// A record the source could not pass on.
 #[derive(Debug, Clone)]
@@ -23,16 +25,17 @@ pub struct Rejected {
 
 /// What a source knows of each good record besides its text: a Kafka
 /// record's key, timestamp and headers (its partition and offset are in
-/// its record number). Kept for guests of a later WIT version, which get
-/// the record whole; `sluice:stream@0.1.0` guests see the text only.
+/// its record number). The first stage of a `sluice:stream@0.2.0`
+/// pipeline gets the record whole ([`SourceBatch::push_rows`]);
+/// `sluice:stream@0.1.0` guests see the text only.
 #[derive(Debug, Default, Clone)]
 pub struct RecordMeta {
     /// Each record's key.
     pub keys: Vec<Option<bytes::Bytes>>,
     /// Each record's timestamp (Unix ms).
     pub timestamps: Vec<i64>,
-    /// Each record's headers.
-    pub headers: Vec<Vec<(String, bytes::Bytes)>>,
+    /// Each record's headers: name and value (none: null).
+    pub headers: Vec<Vec<(String, Option<bytes::Bytes>)>>,
 }
 
 impl RecordMeta {
@@ -93,6 +96,42 @@ impl SourceBatch {
             self.meta
                 .get_or_insert_with(Default::default)
                 .push_from(meta, i);
+        }
+    }
+
+    /// Appends records `range` to `out` as the first stage of a 0.2.0
+    /// pipeline gets them (`map` in `wit/sluice-stream@0.2.0`): a line
+    /// source's record is its text, one value; a Kafka record is its value
+    /// as text, then its key (bytes, or null), partition, offset and
+    /// timestamp (ints), then each header's name (text) and value (bytes,
+    /// or null).
+    pub fn push_rows(&self, range: Range<usize>, out: &mut BatchWriter) {
+        let Some(meta) = &self.meta else {
+            return out.push_raw(self.records.slice(range.clone()), range.len());
+        };
+        for i in range {
+            let (partition, offset) = (self.seqs.get(i).copied())
+                .and_then(partition_of)
+                .unwrap_or((-1, -1));
+            let key = meta.keys.get(i).and_then(Option::as_deref);
+            let headers = meta.headers.get(i).map_or(&[][..], Vec::as_slice);
+            let fixed = [
+                Field::Text(self.records.text(i)),
+                key.map_or(Field::Null, Field::Bytes),
+                Field::Int(partition.into()),
+                Field::Int(offset),
+                Field::Int(meta.timestamps.get(i).copied().unwrap_or(-1)),
+            ];
+            let pairs = headers.iter().flat_map(|(name, value)| {
+                [
+                    Field::Text(name.as_bytes()),
+                    value.as_deref().map_or(Field::Null, Field::Bytes),
+                ]
+            });
+            out.push_row(
+                fixed.len() + 2 * headers.len(),
+                fixed.into_iter().chain(pairs),
+            );
         }
     }
 

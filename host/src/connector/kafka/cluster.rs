@@ -470,16 +470,40 @@ impl Cluster {
     }
 }
 
-/// Encodes records (key, value, headers) as one uncompressed record batch,
-/// for a produce request.
+/// A record to write with [`encode_records`] (tests and tools; the sink
+/// writes its batches in place).
+#[derive(Debug, Clone, Default)]
+pub struct NewRecord {
+    /// Its key.
+    pub key: Option<Bytes>,
+    /// Its value.
+    pub value: Bytes,
+    /// Its timestamp (Unix ms).
+    pub timestamp: i64,
+    /// Its headers: name and value (none: null).
+    pub headers: Vec<(String, Option<Bytes>)>,
+}
+
+/// Encodes records (key, value, headers) with one timestamp as one
+/// uncompressed record batch, for a produce request.
 pub fn encode_batch(
     records: impl IntoIterator<Item = (Option<Bytes>, Bytes, Vec<(String, Bytes)>)>,
     timestamp: i64,
 ) -> Result<Bytes, KafkaError> {
+    encode_records(records.into_iter().map(|(key, value, headers)| NewRecord {
+        key,
+        value,
+        timestamp,
+        headers: headers.into_iter().map(|(k, v)| (k, Some(v))).collect(),
+    }))
+}
+
+/// Encodes records as one uncompressed record batch, for a produce request.
+pub fn encode_records(records: impl IntoIterator<Item = NewRecord>) -> Result<Bytes, KafkaError> {
     let records: Vec<Record> = records
         .into_iter()
         .enumerate()
-        .map(|(i, (key, value, headers))| Record {
+        .map(|(i, r)| Record {
             transactional: false,
             control: false,
             delete_horizon: false,
@@ -491,12 +515,13 @@ pub fn encode_batch(
             // One batch (kafka-protocol cuts where `offset - sequence`
             // changes), base sequence -1.
             sequence: (i as i32).wrapping_sub(1),
-            timestamp,
-            key,
-            value: Some(value),
-            headers: headers
+            timestamp: r.timestamp,
+            key: r.key,
+            value: Some(r.value),
+            headers: r
+                .headers
                 .into_iter()
-                .map(|(k, v)| (StrBytes::from_string(k), Some(v)))
+                .map(|(k, v)| (StrBytes::from_string(k), v))
                 .collect(),
         })
         .collect();

@@ -14,8 +14,8 @@
 //! A record's value is the guest's text line (a null value is the empty
 //! line; a value that is not UTF-8 or is over `--max-line-bytes` is skipped
 //! with a warning, like a bad line); its key, timestamp and headers ride
-//! along in [`RecordMeta`] for later guest versions, its partition and offset
-//! in its record number ([`partitioned_seq`]), so a record keeps its number
+//! along in [`RecordMeta`] for the first stage of a 0.2.0 pipeline, which
+//! gets the record whole, its partition and offset in its record number ([`partitioned_seq`]), so a record keeps its number
 //! (for dead letters and the skip list) however the partitions interleave.
 //!
 //! Because the partitions interleave by timing, reading them again does not
@@ -540,7 +540,7 @@ fn push_meta(meta: &mut RecordMeta, r: &Record) {
     meta.headers.push(
         r.headers
             .iter()
-            .map(|(k, v)| (k.to_string(), v.clone().unwrap_or_default()))
+            .map(|(k, v)| (k.to_string(), v.clone()))
             .collect(),
     );
 }
