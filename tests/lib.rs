@@ -634,6 +634,64 @@ pub mod servers {
         }
     }
 
+    /// SeaweedFS's filer, which serves the S3 buckets as `/buckets/NAME/`:
+    /// its port moves with the S3 port (`scripts/servers`).
+    fn filer() -> String {
+        let s3: u16 = var("SLUICE_S3_PORT")
+            .parse()
+            .expect("SLUICE_S3_PORT is a port");
+        format!("127.0.0.1:{}", u32::from(s3) + 8888 - 8333)
+    }
+
+    /// One HTTP/1.0 request to the filer: the status and the body.
+    fn filer_request(method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(filer()).expect("connect to SeaweedFS's filer");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        s.set_write_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let head = format!(
+            "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        s.write_all(head.as_bytes()).expect("write to the filer");
+        s.write_all(body).expect("write to the filer");
+        let mut answer = Vec::new();
+        s.read_to_end(&mut answer).expect("read the filer's answer");
+        let split = answer
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("an HTTP answer");
+        let status = std::str::from_utf8(&answer[..split])
+            .ok()
+            .and_then(|h| h.split(' ').nth(1)?.parse().ok())
+            .expect("an HTTP status");
+        (status, answer[split + 4..].to_vec())
+    }
+
+    /// The file at `path` in SeaweedFS (`/buckets/BUCKET/KEY`).
+    pub fn filer_get(path: &str) -> Vec<u8> {
+        let (status, body) = filer_request("GET", path, &[]);
+        assert_eq!(
+            status,
+            200,
+            "GET {path}: {}",
+            String::from_utf8_lossy(&body)
+        );
+        body
+    }
+
+    /// Writes the file at `path` in SeaweedFS.
+    pub fn filer_put(path: &str, bytes: &[u8]) {
+        let (status, body) = filer_request("PUT", path, bytes);
+        assert!(
+            (200..300).contains(&status),
+            "PUT {path}: {status} {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+
     /// A record read back.
     #[derive(Debug, Clone, PartialEq, Eq)]
     pub struct Read {

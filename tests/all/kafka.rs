@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use sluice_host::connector::kafka::partition_for;
 use sluice_tests::servers::{self, Read};
-use sluice_tests::{HostCommand, Running, TempDir, guests};
+use sluice_tests::{HostCommand, Running, TempDir, guests, wait_until};
 
 /// The wordcount's updates per key, in the order the topic holds them.
 fn updates(records: &[Read]) -> BTreeMap<String, Vec<String>> {
@@ -422,10 +422,12 @@ fn records_over_the_size_limits_are_refused_clearly() {
 }
 
 /// A broker of the test's own (Tansu keeping its log in S3, so it keeps
-/// its topics across a restart), stopped when the test ends.
+/// its topics across a restart), with a cluster id of its own (its topics
+/// in the bucket's `clusters/ID/meta.json`), stopped when the test ends.
 struct OwnBroker {
     dir: TempDir,
     port: u16,
+    cluster: String,
 }
 
 impl OwnBroker {
@@ -437,6 +439,7 @@ impl OwnBroker {
             .args([command, self.dir.0.to_str().expect("utf-8"), "kafka"])
             .env("SLUICE_KAFKA_PORT", self.port.to_string())
             .env("SLUICE_KAFKA_STORAGE", "s3")
+            .env("SLUICE_KAFKA_CLUSTER", &self.cluster)
             .env("SLUICE_S3_PORT", s3_port)
             .output()
             .expect("run scripts/servers");
@@ -447,13 +450,34 @@ impl OwnBroker {
         );
     }
 
-    fn start(port: u16) -> OwnBroker {
+    /// A broker on the port in the variable `port_var` (`scripts/test`
+    /// sets one per test that needs one).
+    fn start(port_var: &str) -> OwnBroker {
+        let port = std::env::var(port_var)
+            .unwrap_or_else(|_| panic!("{port_var} is not set: run the tests with scripts/test"))
+            .parse()
+            .unwrap_or_else(|_| panic!("{port_var} is not a port"));
         let broker = OwnBroker {
             dir: TempDir::new("kafka-own-broker"),
             port,
+            cluster: servers::unique("cluster"),
         };
         broker.servers("start");
         broker
+    }
+
+    /// Gives `topic` `partitions` partitions, as the broker keeps them.
+    /// Tansu 0.6 has no CreatePartitions request, but it reads a topic's
+    /// partition count from its storage's `meta.json` at each request: so
+    /// this rewrites that, through SeaweedFS's filer.
+    fn set_partitions(&self, topic: &str, partitions: u32) {
+        let path = format!("/buckets/tansu/clusters/{}/meta.json", self.cluster);
+        let meta = servers::filer_get(&path);
+        let mut meta: serde_json::Value = serde_json::from_slice(&meta).expect("meta.json is JSON");
+        let count = &mut meta["topics"][topic]["topic"]["num_partitions"];
+        assert!(count.is_number(), "no topic {topic} in {meta}");
+        *count = partitions.into();
+        servers::filer_put(&path, meta.to_string().as_bytes());
     }
 
     fn brokers(&self) -> String {
@@ -472,11 +496,7 @@ impl Drop for OwnBroker {
 /// updates of all the input.
 #[test]
 fn a_broker_restarted_mid_job_is_waited_for() {
-    let port: u16 = std::env::var("SLUICE_KAFKA_RESTART_PORT")
-        .expect("SLUICE_KAFKA_RESTART_PORT is not set: run the tests with scripts/test")
-        .parse()
-        .expect("a port");
-    let broker = OwnBroker::start(port);
+    let broker = OwnBroker::start("SLUICE_KAFKA_RESTART_PORT");
     let brokers = broker.brokers();
     let (input, output) = (
         servers::unique("restart-in"),
@@ -515,6 +535,57 @@ fn a_broker_restarted_mid_job_is_waited_for() {
     let all: Vec<String> = first.iter().chain(&second).cloned().collect();
     let refs: Vec<&str> = all.iter().map(String::as_str).collect();
     check_output(&brokers, &output, &refs, 2);
+}
+
+/// Partitions added to the input topic while the job runs are picked up at
+/// the next discovery and read from their start: the output is exactly
+/// the updates of the lines in the old partition and the new ones.
+#[test]
+fn partitions_added_while_the_job_runs_are_picked_up() {
+    let broker = OwnBroker::start("SLUICE_KAFKA_PARTITIONS_PORT");
+    let brokers = broker.brokers();
+    let (input, output) = (servers::unique("grow-in"), servers::unique("grow-out"));
+    servers::create_topic(&brokers, &input, 1);
+    servers::create_topic(&brokers, &output, 2);
+    let (before, after) = (many_lines(100, 5), many_lines(150, 6));
+    produce_many(&brokers, &input, 1, &before);
+    let dir = TempDir::new("kafka-grow");
+    let mut job = HostCommand::job(
+        guests::wordcount("rust"),
+        &format!("kafka://{brokers}/{input}?start=earliest&discovery=200ms"),
+        &[
+            "--sink",
+            &format!("kafka://{brokers}/{output}"),
+            "--checkpoint-interval",
+            "200ms",
+            "--parallelism",
+            "2",
+        ],
+    )
+    .current_dir(&dir.0)
+    .timeout(Duration::from_secs(120))
+    .spawn();
+    wait_for_records(&brokers, &output, 500, &mut job, Duration::from_secs(30));
+    broker.set_partitions(&input, 3);
+    for p in 1..3 {
+        let line = format!("Kafka topic `{input}`: new partition {p}, read from its start");
+        job.wait_for_log(&line, Duration::from_secs(20));
+    }
+    produce_many(&brokers, &input, 3, &after);
+    wait_for_records(&brokers, &output, 1250, &mut job, Duration::from_secs(30));
+    // The group gets the new partitions' offsets too.
+    let group = format!("sluice-{input}");
+    let want = BTreeMap::from([(0, 150), (1, 50), (2, 50)]);
+    let mut client = servers::cluster(&brokers);
+    wait_until(
+        "the offsets of all three partitions",
+        Duration::from_secs(10),
+        || client.committed(&group, &input, &[0, 1, 2]).ok() == Some(want.clone()),
+    );
+    job.signal("TERM");
+    job.wait().assert_code(0);
+    let all: Vec<&str> = before.iter().chain(&after).map(String::as_str).collect();
+    check_output(&brokers, &output, &all, 2);
 }
 
 #[test]
