@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use sluice_host::connector::kafka::partition_for;
 use sluice_tests::servers::{self, Read};
-use sluice_tests::{HostCommand, Running, TempDir, guests, wait_until};
+use sluice_tests::{HostCommand, Running, TempDir, guests};
 
 /// The wordcount's updates per key, in the order the topic holds them.
 fn updates(records: &[Read]) -> BTreeMap<String, Vec<String>> {
@@ -79,6 +79,33 @@ fn check_output(brokers: &str, topic: &str, lines: &[&str], partitions: u32) {
     assert_eq!(updates(&records), expected(lines));
 }
 
+/// The Rust wordcount from `source` to the Kafka topic `output`,
+/// checkpointing every 200 ms, with `extra` flags.
+fn topic_to_topic(source: &str, brokers: &str, output: &str, extra: &[&str]) -> HostCommand {
+    let sink = format!("kafka://{brokers}/{output}");
+    let mut args = vec!["--sink", &sink, "--checkpoint-interval", "200ms"];
+    args.extend_from_slice(extra);
+    HostCommand::job(guests::wordcount("rust"), source, &args)
+}
+
+/// Waits until the job's consumer group holds the offsets `want` of
+/// `topic` (after a checkpoint, for lag tools).
+fn wait_for_offsets(brokers: &str, topic: &str, want: &[(i32, i64)], job: &Running) {
+    let group = format!("sluice-{topic}");
+    let want: BTreeMap<i32, i64> = want.iter().copied().collect();
+    let partitions: Vec<i32> = want.keys().copied().collect();
+    let mut client = servers::cluster(brokers);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while client.committed(&group, topic, &partitions).ok().as_ref() != Some(&want) {
+        assert!(
+            Instant::now() < deadline,
+            "the group has not the offsets {want:?}\n{}",
+            job.stderr_so_far()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Lines spread over the input partitions, round robin.
 fn produce_lines(brokers: &str, topic: &str, partitions: i32, lines: &[&str]) {
     for p in 0..partitions {
@@ -115,35 +142,14 @@ fn wordcount_from_topic_to_topic_holds_exactly_the_updates() {
     produce_lines(&brokers, &input, 3, &LINES);
     let dir = TempDir::new("kafka-wc");
     let total: usize = LINES.iter().map(|l| l.split_whitespace().count()).sum();
-    let mut job = HostCommand::job(
-        guests::wordcount("rust"),
-        &format!("kafka://{brokers}/{input}?start=earliest"),
-        &[
-            "--sink",
-            &format!("kafka://{brokers}/{output}"),
-            "--checkpoint-interval",
-            "200ms",
-            "--parallelism",
-            "2",
-        ],
-    )
-    .current_dir(&dir.0)
-    .spawn();
+    let source = format!("kafka://{brokers}/{input}?start=earliest");
+    let mut job = topic_to_topic(&source, &brokers, &output, &["--parallelism", "2"])
+        .current_dir(&dir.0)
+        .spawn();
     wait_for_records(&brokers, &output, total, &mut job, Duration::from_secs(30));
     // After a checkpoint, its offsets are in the consumer group, for lag
     // tools: 3 records in each partition.
-    let group = format!("sluice-{input}");
-    let mut client = servers::cluster(&brokers);
-    let want = BTreeMap::from([(0, 3), (1, 3), (2, 3)]);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while client.committed(&group, &input, &[0, 1, 2]).ok() != Some(want.clone()) {
-        assert!(
-            Instant::now() < deadline,
-            "the group has no offsets\n{}",
-            job.stderr_so_far()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_offsets(&brokers, &input, &[(0, 3), (1, 3), (2, 3)], &job);
     job.signal("TERM");
     let out = job.wait();
     out.assert_code(0);
@@ -508,19 +514,11 @@ fn a_broker_restarted_mid_job_is_waited_for() {
     let second = many_lines(200, 4);
     produce_many(&brokers, &input, 2, &first);
     let dir = TempDir::new("kafka-restart");
-    let mut job = HostCommand::job(
-        guests::wordcount("rust"),
-        &format!("kafka://{brokers}/{input}?start=earliest"),
-        &[
-            "--sink",
-            &format!("kafka://{brokers}/{output}"),
-            "--checkpoint-interval",
-            "200ms",
-        ],
-    )
-    .current_dir(&dir.0)
-    .timeout(Duration::from_secs(120))
-    .spawn();
+    let source = format!("kafka://{brokers}/{input}?start=earliest");
+    let mut job = topic_to_topic(&source, &brokers, &output, &[])
+        .current_dir(&dir.0)
+        .timeout(Duration::from_secs(120))
+        .spawn();
     wait_for_records(&brokers, &output, 1000, &mut job, Duration::from_secs(30));
     broker.servers("stop");
     job.wait_for_log("waiting for the broker", Duration::from_secs(20));
@@ -550,21 +548,11 @@ fn partitions_added_while_the_job_runs_are_picked_up() {
     let (before, after) = (many_lines(100, 5), many_lines(150, 6));
     produce_many(&brokers, &input, 1, &before);
     let dir = TempDir::new("kafka-grow");
-    let mut job = HostCommand::job(
-        guests::wordcount("rust"),
-        &format!("kafka://{brokers}/{input}?start=earliest&discovery=200ms"),
-        &[
-            "--sink",
-            &format!("kafka://{brokers}/{output}"),
-            "--checkpoint-interval",
-            "200ms",
-            "--parallelism",
-            "2",
-        ],
-    )
-    .current_dir(&dir.0)
-    .timeout(Duration::from_secs(120))
-    .spawn();
+    let source = format!("kafka://{brokers}/{input}?start=earliest&discovery=200ms");
+    let mut job = topic_to_topic(&source, &brokers, &output, &["--parallelism", "2"])
+        .current_dir(&dir.0)
+        .timeout(Duration::from_secs(120))
+        .spawn();
     wait_for_records(&brokers, &output, 500, &mut job, Duration::from_secs(30));
     broker.set_partitions(&input, 3);
     for p in 1..3 {
@@ -574,14 +562,7 @@ fn partitions_added_while_the_job_runs_are_picked_up() {
     produce_many(&brokers, &input, 3, &after);
     wait_for_records(&brokers, &output, 1250, &mut job, Duration::from_secs(30));
     // The group gets the new partitions' offsets too.
-    let group = format!("sluice-{input}");
-    let want = BTreeMap::from([(0, 150), (1, 50), (2, 50)]);
-    let mut client = servers::cluster(&brokers);
-    wait_until(
-        "the offsets of all three partitions",
-        Duration::from_secs(10),
-        || client.committed(&group, &input, &[0, 1, 2]).ok() == Some(want.clone()),
-    );
+    wait_for_offsets(&brokers, &input, &[(0, 150), (1, 50), (2, 50)], &job);
     job.signal("TERM");
     job.wait().assert_code(0);
     let all: Vec<&str> = before.iter().chain(&after).map(String::as_str).collect();

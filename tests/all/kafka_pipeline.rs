@@ -38,21 +38,13 @@ fn lines_in(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
 
-/// Records with timestamps of their own in two partitions: the guest's
-/// side output shows each record's metadata, and the tumbling windows
-/// (10 s, out-of-orderness 60 s) count the words by the records'
-/// timestamps, not by when they were read. The windows fire once records
-/// far later in event time (200 s) arrive in both partitions, and theirs
-/// never do.
-#[test]
-fn a_pipeline_gets_kafka_records_whole_with_their_timestamps_as_event_time() {
-    let brokers = servers::brokers();
-    let topic = servers::unique("records-in");
-    servers::create_topic(&brokers, &topic, 2);
+/// Five records with keys, timestamps and headers of their own in two
+/// partitions.
+fn produce_records_of_their_own(brokers: &str, topic: &str) {
     let trace = |t| [("trace", Some(t))];
     servers::produce_records(
-        &brokers,
-        &topic,
+        brokers,
+        topic,
         0,
         vec![
             record(Some("k1"), "a b", 1_000, &trace("t1")),
@@ -61,8 +53,8 @@ fn a_pipeline_gets_kafka_records_whole_with_their_timestamps_as_event_time() {
         ],
     );
     servers::produce_records(
-        &brokers,
-        &topic,
+        brokers,
+        topic,
         1,
         vec![
             record(
@@ -74,6 +66,31 @@ fn a_pipeline_gets_kafka_records_whole_with_their_timestamps_as_event_time() {
             record(None, "b", 11_000, &[]),
         ],
     );
+}
+
+/// What the guest sends to `meta` for them, and for the two ticks.
+const META: [&str; 7] = [
+    "(k1,0,0,1000,trace=t1,a b)",
+    "(k2,1,0,2000,trace=t2;span=s2,c a)",
+    "(k3,0,2,12000,x=null;y=,b)",
+    "(null,0,1,5000,,a)",
+    "(null,0,3,200000,,tick)",
+    "(null,1,1,11000,,b)",
+    "(null,1,2,200000,,tick)",
+];
+
+/// Records with timestamps of their own in two partitions: the guest's
+/// side output shows each record's metadata, and the tumbling windows
+/// (10 s, out-of-orderness 60 s) count the words by the records'
+/// timestamps, not by when they were read. The windows fire once records
+/// far later in event time (200 s) arrive in both partitions, and theirs
+/// never do.
+#[test]
+fn a_pipeline_gets_kafka_records_whole_with_their_timestamps_as_event_time() {
+    let brokers = servers::brokers();
+    let topic = servers::unique("records-in");
+    servers::create_topic(&brokers, &topic, 2);
+    produce_records_of_their_own(&brokers, &topic);
     let dir = TempDir::new("kafka-records");
     let meta = dir.path("meta.txt");
     let job = HostCommand::job(
@@ -124,18 +141,7 @@ fn a_pipeline_gets_kafka_records_whole_with_their_timestamps_as_event_time() {
         "stderr:\n{}",
         out.stderr
     );
-    assert_eq!(
-        sorted_lines(&lines_in(&meta)),
-        [
-            "(k1,0,0,1000,trace=t1,a b)",
-            "(k2,1,0,2000,trace=t2;span=s2,c a)",
-            "(k3,0,2,12000,x=null;y=,b)",
-            "(null,0,1,5000,,a)",
-            "(null,0,3,200000,,tick)",
-            "(null,1,1,11000,,b)",
-            "(null,1,2,200000,,tick)",
-        ]
-    );
+    assert_eq!(sorted_lines(&lines_in(&meta)), META);
 }
 
 /// The same guest over a file: each line is one text value, with no Kafka

@@ -4,8 +4,8 @@
 //! the headers as `name=value;...`), and emits each word of the value at
 //! the record's own timestamp (the default for a Kafka record); a line that
 //! is not a Kafka record goes to `meta` as `(line, TEXT)`. Words are
-//! counted per key in tumbling windows of 10 s of event time, emitted as
-//! `(word, start, end, count)`.
+//! counted per key in tumbling windows of 10 s of event time (a window
+//! function over their rows), emitted as `(word, start, end, count)`.
 
 use sluice_guest::pipeline::{Job, Out, Record, WindowInfo, Windows};
 use sluice_guest::{Params, Row, Value};
@@ -40,17 +40,8 @@ fn split(r: &Record, out: &mut Out) {
     }
 }
 
-fn add(acc: Option<&Row>, _row: &Row) -> (i64,) {
-    (acc.and_then(|a| a.field(0).as_int()).unwrap_or(0) + 1,)
-}
-
-fn merge(a: &Row, b: &Row) -> (i64,) {
-    (a.field(0).as_int().unwrap_or(0) + b.field(0).as_int().unwrap_or(0),)
-}
-
-fn fire(w: &WindowInfo, acc: Option<&Row>, out: &mut Out) {
-    let count = acc.and_then(|a| a.field(0).as_int()).unwrap_or(0);
-    out.emit((w.key.clone(), w.start, w.end, count));
+fn count(w: &WindowInfo, rows: &[(i64, &Row)], out: &mut Out) {
+    out.emit((w.key.clone(), w.start, w.end, rows.len()));
 }
 
 fn job(_params: &Params) -> Job {
@@ -59,13 +50,7 @@ fn job(_params: &Params) -> Job {
         .side_output("meta")
         .map("split", split)
         .key_by(|row: &Row| -> Value<'_> { row.field(0) })
-        .aggregate(
-            "count",
-            Windows::tumbling(Duration::from_secs(10)),
-            add,
-            merge,
-            fire,
-        )
+        .window("count", Windows::tumbling(Duration::from_secs(10)), count)
 }
 
 sluice_guest::pipeline!(job);
