@@ -259,6 +259,39 @@ sluice_str sluice_record_text(const sluice_record *record) {
     return sluice_field(&record->row, 0).as.text;
 }
 
+/* Whether a first-stage row is a Kafka record: the value's text, key,
+ * partition, offset and timestamp, then header names and values. */
+static bool is_kafka(const sluice_row *row) {
+    return row->count >= 5 && sluice_field(row, 2).kind == SLUICE_INT &&
+           sluice_field(row, 4).kind == SLUICE_INT;
+}
+
+bool sluice_record_kafka(const sluice_record *record, sluice_kafka *out) {
+    if (!record->kafka)
+        return false;
+    const sluice_row *row = &record->row;
+    sluice_value key = sluice_field(row, 1);
+    memset(out, 0, sizeof *out);
+    out->has_key = key.kind == SLUICE_BYTES;
+    if (out->has_key)
+        out->key = key.as.bytes;
+    out->partition = (int32_t)sluice_field(row, 2).as.int64;
+    out->offset = sluice_field(row, 3).kind == SLUICE_INT ? sluice_field(row, 3).as.int64 : -1;
+    out->timestamp = sluice_field(row, 4).as.int64;
+    out->headers = (row->count - 5) / 2;
+    return true;
+}
+
+bool sluice_kafka_header(const sluice_record *record, size_t index, sluice_str *name,
+                         sluice_value *value) {
+    if (!record->kafka || index >= (record->row.count - 5) / 2)
+        return false;
+    if (!sluice_as_text(sluice_field(&record->row, 5 + 2 * index), name))
+        return false;
+    *value = sluice_field(&record->row, 6 + 2 * index);
+    return true;
+}
+
 /* The encoded size of a row of values. */
 static size_t row_size(size_t count, const sluice_value *values) {
     size_t size = 4;
@@ -555,6 +588,10 @@ void exports_sluice_stream_operator_map(uint32_t stage_index, batch_header *head
                 fail_with(ret, index, pr.text);
                 break;
             }
+            /* A Kafka record: its timestamp is its event time. */
+            rec.kafka = stage_index == 0 && is_kafka(&rec.row);
+            if (rec.kafka && sluice_field(&rec.row, 4).as.int64 >= 0)
+                rec.timestamp = sluice_field(&rec.row, 4).as.int64;
             size_t at = begin_list(&out, rec.timestamp);
             if (st->map(&rec, &out) != 0 || out.misused) {
                 out.b.len = at;
@@ -1303,6 +1340,7 @@ static bool read_contents(reader *r, sluice_record **rows, uint32_t *count, prob
     if (!recs)
         abort();
     for (uint32_t i = 0; i < m; i++) {
+        recs[i].kafka = false;
         if (!read_i64(r, &recs[i].timestamp, pr) || !read_row(r, &recs[i].row, pr)) {
             free(recs);
             return false;

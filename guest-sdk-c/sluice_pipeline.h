@@ -142,16 +142,40 @@ typedef enum sluice_time {
 } sluice_time;
 
 /* One input of a stage: a row and its timestamp (milliseconds since the
- * Unix epoch). The first stage's rows are the source's lines (one text
- * field), timestamped with the batch's processing time. */
+ * Unix epoch). The first stage's rows are the source's records: a line is
+ * one text field, timestamped with the batch's processing time; a Kafka
+ * record is its value's text, then its key, partition, offset, timestamp
+ * and headers (sluice_record_kafka), timestamped with its Kafka timestamp,
+ * so that rows a first stage emits with sluice_emit are in the records'
+ * event time. */
 typedef struct sluice_record {
     sluice_row row;
     int64_t timestamp;
+    bool kafka; /* a first-stage input that is a Kafka record */
 } sluice_record;
 
 /* The text of the first field (the line, in the first stage); empty when it
  * is not text. */
 sluice_str sluice_record_text(const sluice_record *record);
+
+/* The Kafka record a first-stage input is. */
+typedef struct sluice_kafka {
+    bool has_key;      /* false: the record has no key */
+    sluice_data key;   /* its key, when it has one */
+    int32_t partition; /* the partition it was read from */
+    int64_t offset;    /* its offset in the partition */
+    int64_t timestamp; /* as the producer or the broker set it; -1: none */
+    size_t headers;    /* how many headers it has (sluice_kafka_header) */
+} sluice_kafka;
+
+/* The Kafka record `record` is: true and `*out`, or false (a line, or a
+ * later stage's row). */
+bool sluice_record_kafka(const sluice_record *record, sluice_kafka *out);
+
+/* Header `index` (from 0) of the Kafka record `record` is: true, its name,
+ * and its value (bytes, or null); false past the last. */
+bool sluice_kafka_header(const sluice_record *record, size_t index, sluice_str *name,
+                         sluice_value *value);
 
 /* Where a stage's rows go (sluice.h declares sluice_out, sluice_emit and
  * sluice_emit_row):

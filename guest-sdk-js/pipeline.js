@@ -581,14 +581,59 @@ function sameValue(a, b) {
 
 // ---------------------------------------------------------------- what the functions see
 
-/** One input of a stage: a row and its timestamp (`event.type` is `"row"`). */
+/**
+ * The Kafka record a first-stage input is (`record.kafka`): its `key` (a
+ * `Uint8Array` or null), `partition`, `offset`, `timestamp` (milliseconds
+ * since the Unix epoch, -1 when it has none) and `headers`, an array of
+ * `[name, value]` pairs (value: a `Uint8Array` or null).
+ */
+export class KafkaRecord {
+  /** @internal */
+  constructor(row) {
+    this.key = row[1];
+    this.partition = row[2];
+    this.offset = row[3];
+    this.timestamp = row[4];
+    this.headers = [];
+    for (let i = 5; i + 1 < row.length; i += 2) this.headers.push([row[i], row[i + 1]]);
+  }
+
+  /**
+   * The record a first-stage row is, when it is a Kafka record (more than
+   * one value: the value's text, key, partition, offset, timestamp, then
+   * the headers' names and values); else null.
+   * @internal
+   */
+  static of(row) {
+    return row.length >= 5 && typeof row[2] === "number" && typeof row[4] === "number"
+      ? new KafkaRecord(row)
+      : null;
+  }
+
+  /** The value of the first header named `name`, or null. */
+  header(name) {
+    const h = this.headers.find(([n]) => n === name);
+    return h ? h[1] : null;
+  }
+}
+
+/**
+ * One input of a stage: a row and its timestamp (`event.type` is `"row"`).
+ * The first stage's rows are the source's records: a line is one text
+ * field, timestamped with the batch's processing time; a Kafka record is
+ * its value's text, then its key, partition, offset, timestamp and headers
+ * (`kafka`), timestamped with its Kafka timestamp, so that rows a first
+ * stage emits with `out.emit` are in the records' event time.
+ */
 export class Record {
   /** @internal */
-  constructor(row, timestamp) {
+  constructor(row, timestamp, kafka = null) {
     /** The row: an array of values. */
     this.row = row;
     /** Its timestamp (milliseconds since the Unix epoch). */
     this.timestamp = timestamp;
+    /** The Kafka record a first-stage input is; null for a line, and in later stages. */
+    this.kafka = kafka;
   }
 
   /** `"row"`, to tell it from a `Timer` in a process function. */
@@ -1241,9 +1286,13 @@ function runMap(rt, stage, header, input) {
     while (!r.atEnd) {
       const at = pos;
       try {
-        const ts = first ? header.processingTime : r.i64();
+        let ts = first ? header.processingTime : r.i64();
         const start = r.pos;
-        const record = new Record(r.row(), ts);
+        const row = r.row();
+        // A Kafka record: its timestamp is its event time.
+        const kafka = first && row.length > 1 ? KafkaRecord.of(row) : null;
+        if (kafka !== null && kafka.timestamp >= 0) ts = kafka.timestamp;
+        const record = new Record(row, ts, kafka);
         if (first) startLine(record.row, input, start, r.pos);
         const list = beginList(ts, next, rt.sides);
         f(record, out);

@@ -16,6 +16,7 @@ const GUESTS: &[(&str, &str)] = &[
     ("guest-env-reader", "ENV_READER"),
     ("guest-start-trap", "START_TRAP"),
     ("guest-raw", "RAW"),
+    ("guest-kafka-records", "KAFKA_RECORDS"),
     ("fraud", "FRAUD"),
     ("windowed-wordcount", "WINDOWED_WORDCOUNT"),
     ("top-words", "TOP_WORDS"),

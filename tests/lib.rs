@@ -272,7 +272,7 @@ impl HostCommand {
 
 type Shared = std::sync::Arc<std::sync::Mutex<Vec<u8>>>;
 
-fn reader(mut r: impl Read + Send + 'static) -> (Shared, JoinHandle<()>) {
+fn reader(mut r: impl Read + Send + 'static) -> (Shared, Option<JoinHandle<()>>) {
     let shared = Shared::default();
     let sink = shared.clone();
     let handle = std::thread::spawn(move || {
@@ -287,7 +287,7 @@ fn reader(mut r: impl Read + Send + 'static) -> (Shared, JoinHandle<()>) {
             }
         }
     });
-    (shared, handle)
+    (shared, Some(handle))
 }
 
 fn text(shared: &Shared) -> String {
@@ -297,8 +297,8 @@ fn text(shared: &Shared) -> String {
 /// A `host` process under test.
 pub struct Running {
     child: Child,
-    stdout: (Shared, JoinHandle<()>),
-    stderr: (Shared, JoinHandle<()>),
+    stdout: (Shared, Option<JoinHandle<()>>),
+    stderr: (Shared, Option<JoinHandle<()>>),
     timeout: Duration,
 }
 
@@ -306,6 +306,11 @@ impl Running {
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Whether the process has exited.
+    pub fn has_exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
     }
 
     /// What the process printed on stdout so far.
@@ -383,12 +388,27 @@ impl Running {
             }
             std::thread::sleep(Duration::from_millis(20));
         };
-        let _ = self.stdout.1.join();
-        let _ = self.stderr.1.join();
+        for handle in [self.stdout.1.take(), self.stderr.1.take()]
+            .into_iter()
+            .flatten()
+        {
+            let _ = handle.join();
+        }
         Output {
             code: status.code(),
             stdout: text(&self.stdout.0),
             stderr: text(&self.stderr.0),
+        }
+    }
+}
+
+impl Drop for Running {
+    /// A test that fails before it waits for the host leaves no host
+    /// running behind it.
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
         }
     }
 }
@@ -523,5 +543,314 @@ pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool)
             "timed out after {timeout:?} waiting for {what}"
         );
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The real servers the Kafka and S3 tests run against, as `scripts/test`
+/// starts them (`scripts/servers`): their addresses come from the
+/// environment, and a test that needs one fails, naming what to run, when
+/// it is not set.
+pub mod servers {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use sluice_host::connector::kafka::Cluster;
+    pub use sluice_host::connector::kafka::cluster::NewRecord;
+    use sluice_host::connector::kafka::cluster::encode_records;
+
+    fn var(name: &str) -> String {
+        match std::env::var(name) {
+            Ok(v) if !v.is_empty() => v,
+            _ => panic!(
+                "{name} is not set: this test needs the Kafka and S3 servers; run it with `scripts/test`, \
+                 which starts them, or `eval \"$(scripts/servers start DIR)\"` first"
+            ),
+        }
+    }
+
+    /// `HOST:PORT` of the test broker (`SLUICE_KAFKA_BROKERS`).
+    pub fn brokers() -> String {
+        var("SLUICE_KAFKA_BROKERS")
+    }
+
+    /// The test bucket (`SLUICE_S3_BUCKET`), after checking the S3
+    /// variables are set.
+    pub fn bucket() -> String {
+        var("AWS_ENDPOINT_URL");
+        var("AWS_ACCESS_KEY_ID");
+        var("SLUICE_S3_BUCKET")
+    }
+
+    /// A topic name no other test uses.
+    pub fn unique(tag: &str) -> String {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        format!(
+            "{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    /// A client of `brokers`.
+    pub fn cluster(brokers: &str) -> Cluster {
+        let list: Vec<String> = brokers.split(',').map(str::to_string).collect();
+        Cluster::connect(&list, Duration::from_secs(10), Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("cannot reach the test broker at {brokers}: {e}"))
+    }
+
+    /// Creates `topic` with `partitions` partitions on `brokers`.
+    pub fn create_topic(brokers: &str, topic: &str, partitions: i32) {
+        cluster(brokers)
+            .create_topic(topic, partitions)
+            .unwrap_or_else(|e| panic!("cannot create topic {topic}: {e}"));
+    }
+
+    /// Appends `values` (no key) to one partition.
+    pub fn produce(brokers: &str, topic: &str, partition: i32, values: &[&[u8]]) {
+        let timestamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let records = values.iter().map(|v| NewRecord {
+            value: Bytes::copy_from_slice(v),
+            timestamp,
+            ..NewRecord::default()
+        });
+        produce_records(brokers, topic, partition, records.collect());
+    }
+
+    /// Appends `records` (keys, timestamps and headers their own) to one
+    /// partition, in one batch.
+    pub fn produce_records(brokers: &str, topic: &str, partition: i32, records: Vec<NewRecord>) {
+        let mut c = cluster(brokers);
+        let t = c.topic(topic).expect("metadata").expect("the topic exists");
+        let node = t.leaders[&partition];
+        let batch = encode_records(records).expect("encode");
+        let results = c
+            .produce(node, topic, vec![(partition, batch)])
+            .expect("produce");
+        for (p, r) in results {
+            r.unwrap_or_else(|e| panic!("produce to {topic}/{p}: {e}"));
+        }
+    }
+
+    /// SeaweedFS's filer, which serves the S3 buckets as `/buckets/NAME/`:
+    /// its port moves with the S3 port (`scripts/servers`).
+    fn filer() -> String {
+        let s3: u16 = var("SLUICE_S3_PORT")
+            .parse()
+            .expect("SLUICE_S3_PORT is a port");
+        format!("127.0.0.1:{}", u32::from(s3) + 8888 - 8333)
+    }
+
+    /// One HTTP/1.0 request to the filer: the status and the body.
+    fn filer_request(method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(filer()).expect("connect to SeaweedFS's filer");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        s.set_write_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let head = format!(
+            "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        s.write_all(head.as_bytes()).expect("write to the filer");
+        s.write_all(body).expect("write to the filer");
+        let mut answer = Vec::new();
+        s.read_to_end(&mut answer).expect("read the filer's answer");
+        let split = answer
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("an HTTP answer");
+        let status = std::str::from_utf8(&answer[..split])
+            .ok()
+            .and_then(|h| h.split(' ').nth(1)?.parse().ok())
+            .expect("an HTTP status");
+        (status, answer[split + 4..].to_vec())
+    }
+
+    /// The file at `path` in SeaweedFS (`/buckets/BUCKET/KEY`).
+    pub fn filer_get(path: &str) -> Vec<u8> {
+        let (status, body) = filer_request("GET", path, &[]);
+        assert_eq!(
+            status,
+            200,
+            "GET {path}: {}",
+            String::from_utf8_lossy(&body)
+        );
+        body
+    }
+
+    /// Writes the file at `path` in SeaweedFS.
+    pub fn filer_put(path: &str, bytes: &[u8]) {
+        let (status, body) = filer_request("PUT", path, bytes);
+        assert!(
+            (200..300).contains(&status),
+            "PUT {path}: {status} {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+
+    /// A record read back.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Read {
+        /// Its partition.
+        pub partition: i32,
+        /// Its offset.
+        pub offset: i64,
+        /// Its key, as text.
+        pub key: Option<String>,
+        /// Its value, as text.
+        pub value: String,
+        /// Its header names.
+        pub headers: Vec<String>,
+    }
+
+    /// Every record of `topic`, partition by partition.
+    pub fn read_all(brokers: &str, topic: &str) -> Vec<Read> {
+        let mut c = cluster(brokers);
+        let t = c.topic(topic).expect("metadata").expect("the topic exists");
+        let mut out = Vec::new();
+        for (&p, &node) in &t.leaders {
+            let mut at = 0;
+            let mut empty = 0;
+            loop {
+                // Tansu answers what it read within the wait: ask again.
+                let fetched = c
+                    .fetch(node, topic, &[(p, at)], Duration::from_millis(200), 4 << 20)
+                    .expect("fetch");
+                let f = fetched
+                    .into_iter()
+                    .find(|f| f.partition == p)
+                    .expect("partition");
+                assert!(f.error.is_none(), "fetch {topic}/{p}: {:?}", f.error);
+                for r in &f.records {
+                    out.push(Read {
+                        partition: p,
+                        offset: r.offset,
+                        key: r
+                            .key
+                            .as_ref()
+                            .map(|k| String::from_utf8_lossy(k).into_owned()),
+                        value: String::from_utf8_lossy(r.value.as_deref().unwrap_or_default())
+                            .into_owned(),
+                        headers: r.headers.keys().map(|k| k.to_string()).collect(),
+                    });
+                }
+                if f.next >= f.high_watermark {
+                    break;
+                }
+                if f.next <= at {
+                    empty += 1;
+                    assert!(empty < 50, "{topic}/{p} gives no records from {at}");
+                    continue;
+                }
+                at = f.next;
+            }
+        }
+        out
+    }
+}
+
+/// A TCP proxy on loopback in front of a real server, which a test can
+/// take down (connections refused, open ones cut) and bring back, to
+/// stand for the server failing for a while.
+pub struct Proxy {
+    /// The port it listens on (127.0.0.1).
+    pub port: u16,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    open: std::sync::Arc<std::sync::Mutex<Vec<TcpStream>>>,
+    upstream: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Proxy {
+    /// Forwards a free loopback port to `upstream` (`HOST:PORT`).
+    pub fn start(upstream: &str) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        let port = listener.local_addr().expect("addr").port();
+        let proxy = Proxy {
+            port,
+            up: Default::default(),
+            open: Default::default(),
+            upstream: upstream.to_string(),
+            stop: Default::default(),
+        };
+        proxy.serve(listener);
+        proxy
+    }
+
+    fn serve(&self, listener: TcpListener) {
+        use std::sync::atomic::Ordering;
+        self.up.store(true, Ordering::SeqCst);
+        listener.set_nonblocking(true).expect("nonblocking");
+        let (up, open, stop, upstream) = (
+            self.up.clone(),
+            self.open.clone(),
+            self.stop.clone(),
+            self.upstream.clone(),
+        );
+        std::thread::spawn(move || {
+            while up.load(Ordering::SeqCst) && !stop.load(Ordering::SeqCst) {
+                let Ok((client, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                let _ = client.set_nonblocking(false);
+                let Ok(server) = TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                for (from, to) in [(&client, &server), (&server, &client)] {
+                    let (Ok(mut from), Ok(mut to)) = (from.try_clone(), to.try_clone()) else {
+                        continue;
+                    };
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+                let mut open = open.lock().unwrap_or_else(|p| p.into_inner());
+                open.extend([client, server]);
+            }
+            // Dropping the listener refuses new connections.
+        });
+    }
+
+    /// Takes the proxy down: new connections are refused, open ones cut.
+    pub fn down(&self) {
+        use std::sync::atomic::Ordering;
+        self.up.store(false, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(50));
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        for s in open.drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    /// Brings it back on the same port.
+    pub fn up(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let listener = loop {
+            match TcpListener::bind(("127.0.0.1", self.port)) {
+                Ok(l) => break l,
+                Err(e) => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "cannot listen again on {}: {e}",
+                        self.port
+                    );
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        };
+        self.serve(listener);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.down();
     }
 }

@@ -11,6 +11,11 @@
 //!   the median trap-to-ready time.
 //! - `pipeline`: 0.2.0 jobs (keyed value state, windows, the fraud detector
 //!   in every language) against native Rust doing the same work.
+//! - `kafka`: Kafka → wordcount → Kafka against a native consume-and-produce
+//!   on the same broker, and checkpoint write and restore times of 100,000
+//!   keys in S3 against local disk (`kafka.rs`).
+
+mod kafka;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -79,6 +84,15 @@ enum Cmd {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
+    /// Kafka → wordcount → Kafka against native, and checkpoints in S3 against local disk (needs the servers: `scripts/bench kafka` starts them).
+    Kafka {
+        /// Input records (lines of 5 words).
+        #[arg(long, default_value_t = 1_000_000)]
+        lines: usize,
+        /// Keys in the checkpoint timed.
+        #[arg(long, default_value_t = 100_000)]
+        keys: usize,
+    },
     /// All of the above with their defaults.
     All,
 }
@@ -123,11 +137,13 @@ fn real_main() -> Result<()> {
         Cmd::Soak { cycles } => soak(&env, cycles),
         Cmd::Languages { lines, runs } => languages(&env, lines, runs),
         Cmd::Pipeline { lines, runs } => pipeline::pipeline(&env, lines, runs),
+        Cmd::Kafka { lines, keys } => kafka::run(&env, lines, keys),
         Cmd::All => throughput(&env, 2_000_000, 3)
             .and_then(|()| recovery(&env, 15))
             .and_then(|()| soak(&env, 10_000))
             .and_then(|()| languages(&env, 200_000, 3))
-            .and_then(|()| pipeline::pipeline(&env, 1_000_000, 3)),
+            .and_then(|()| pipeline::pipeline(&env, 1_000_000, 3))
+            .and_then(|()| kafka::run(&env, 1_000_000, 100_000)),
     };
     let _ = std::fs::remove_dir_all(&env.work);
     result

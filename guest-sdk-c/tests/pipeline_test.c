@@ -719,6 +719,13 @@ static void test_map(void) {
     call_map(0, 1, 0, &in, true);
     CHECK(!got.failed && strcmp(got.output.s, "-") == 0);
 
+    reset(); /* a Kafka record: at its timestamp, the batch's when it has none */
+    row(&in, "tniii", "a go", (int64_t)3, (int64_t)7, (int64_t)1234);
+    row(&in, "tniii", "b go", (int64_t)0, (int64_t)1, (int64_t)-1);
+    call_map(0, 1000, 0, &in, true);
+    CHECK(!got.failed);
+    SAME(got.output.s, "0@1234('a','go')='a' | 0@1000('b','go')='b'");
+
     reset(); /* the wrong stage */
     row(&in, "t", "a");
     call_map(1, 0, 0, &in, true);
@@ -730,6 +737,23 @@ static void test_map(void) {
     reset(); /* an empty batch */
     call_map(0, 0, 0, &in, true);
     CHECK(!got.failed && got.output.n == 0);
+}
+
+static void test_kafka_record(void) {
+    reset();
+    row(&in, "tniiittt", "v", (int64_t)3, (int64_t)7, (int64_t)1234, "h", "x", "odd");
+    sluice_record rec = {{in.b + 4, 8}, 1234, true};
+    sluice_kafka k;
+    CHECK(sluice_record_kafka(&rec, &k));
+    CHECK(!k.has_key && k.partition == 3 && k.offset == 7 && k.timestamp == 1234);
+    CHECK(k.headers == 1);
+    sluice_str name;
+    sluice_value value;
+    CHECK(sluice_kafka_header(&rec, 0, &name, &value) && sluice_str_eq(name, "h"));
+    CHECK(value.kind == SLUICE_TEXT && sluice_str_eq(value.as.text, "x"));
+    CHECK(!sluice_kafka_header(&rec, 1, &name, &value));
+    rec.kafka = false; /* a line, or a later stage's row */
+    CHECK(!sluice_record_kafka(&rec, &k) && !sluice_kafka_header(&rec, 0, &name, &value));
 }
 
 static void test_map_malformed(void) {
@@ -1243,6 +1267,7 @@ int main(void) {
     CHECK(jobs_built == 3); /* open once, describe twice */
     test_text_helpers();
     test_map();
+    test_kafka_record();
     test_map_malformed();
     test_process();
     test_process_failures();

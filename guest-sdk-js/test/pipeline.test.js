@@ -143,6 +143,30 @@ test(`${name}: malformed map input fails the entry it is in`, () => {
   assert.deepEqual(processes.operator.map(1, header(), bytes()).failed, { index: 0, message: "TypeError: stage 1 is not a map stage" });
 });
 
+test(`${name}: a Kafka record is whole and its timestamp is the input's`, () => {
+  const seen = [];
+  const guest = exportPipeline(() =>
+    new Job("j").map("m", (r, out) => {
+      const k = r.kafka;
+      seen.push(k && [r.text, k.key && [...k.key], k.partition, k.offset, k.headers.map(([n, v]) => [n, v && [...v]]), k.header("h") && [...k.header("h")]]);
+      out.emit(r.text);
+    }),
+  );
+  const records = bytes(
+    row(V.text("a b"), V.bytes([107]), V.int(2), V.int(7), V.int(1234), V.text("h"), V.bytes([118]), V.text("n"), V.null()),
+    row(V.text("c"), V.null(), V.int(0), V.int(3), V.int(-1)),
+    row(V.text("line")),
+  );
+  const r = ok(guest.operator.map(0, header(5000), records));
+  assert.deepEqual(seen, [
+    ["a b", [107], 2, 7, [["h", [118]], ["n", null]], [118]],
+    ["c", null, 0, 3, [], null],
+    null,
+  ]);
+  // The record's timestamp, the batch's when it has none, and a line's.
+  same(r.output, lists([emitted(0, 1234, row(V.text("a b")))], [emitted(0, 5000, row(V.text("c")))], [emitted(0, 5000, row(V.text("line")))]));
+});
+
 // ---- process
 
 /** A process stage over states `v` (value), `l` (list) and `m` (map); `f` runs per event. */

@@ -351,6 +351,28 @@ class Map(unittest.TestCase):
         op.map(0, header(), row(3, "x") + row())
         self.assertEqual(seen, [("", (3, "x")), ("", ())])
 
+    def test_a_kafka_record_is_whole_and_its_timestamp_is_the_inputs(self):
+        seen = []
+
+        def f(r, out):
+            k = r.kafka
+            seen.append((r.text, k.key, k.partition, k.offset, k.headers, k.header("h")) if k else None)
+            out.emit(r.text)
+
+        op, _ = calls(lambda p: pipeline.Job("j").map("m", f))
+        records = (row("a b", b"k", 2, 7, 1_234, "h", b"v", "n", None)
+                   + row("c", None, 0, 3, -1)
+                   + row("line"))
+        r = op.map(0, header(5_000), records)
+        self.assertIsNone(r.failed)
+        self.assertEqual(seen, [("a b", b"k", 2, 7, [("h", b"v"), ("n", None)], b"v"),
+                                ("c", None, 0, 3, [], None),
+                                None])
+        # The record's timestamp, the batch's when it has none, and a line's.
+        self.assertEqual(entries_of(r.output, 3, keyed=False),
+                         [[(0, 1_234, ("a b",), None)], [(0, 5_000, ("c",), None)],
+                          [(0, 5_000, ("line",), None)]])
+
     def test_wrong_stage(self):
         r = self.op.map(2, header(), b"")
         self.assertEqual((r.failed.index, r.failed.message), (0, "the job has no stage 2"))

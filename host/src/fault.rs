@@ -1,6 +1,7 @@
 //! Whose fault a failure is ([`Fault`]), a task's failure tied to its
 //! record ([`TaskFailure`]), and the cap on guest messages. A leaf: every
-//! area's errors use it, and it uses none of them.
+//! area's errors use it, and it uses none of them (but the leaf that shows
+//! record numbers).
 
 /// Whose fault a failure is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -69,7 +70,7 @@ impl std::fmt::Display for TaskFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} fault in subtask {}", self.fault, self.subtask)?;
         if let Some(seq) = self.seq {
-            write!(f, " on record {}", seq + 1)?;
+            write!(f, " on {}", crate::record::shown(seq))?;
         }
         if let Some(input) = &self.input {
             write!(f, " {input:?}")?;

@@ -38,6 +38,7 @@ pub mod error;
 pub mod fault;
 pub mod job;
 pub mod operators;
+pub mod record;
 pub mod restart;
 pub mod state;
 pub mod units;

@@ -119,8 +119,18 @@ fn bad_flag_values() {
     for (flag, value, needle) in [
         (
             "--source",
+            "nats://broker:4222",
+            "unknown source `nats://broker:4222`; use `socket://HOST:PORT`, `file://PATH`, `-` for stdin or `kafka://HOST:PORT/TOPIC`",
+        ),
+        (
+            "--source",
             "kafka://broker:9092",
-            "unknown source `kafka://broker:9092`; use `socket://HOST:PORT`, `file://PATH` or `-` for stdin",
+            "source `kafka://broker:9092` names no topic; use `kafka://HOST:PORT/TOPIC`",
+        ),
+        (
+            "--checkpoint-dir",
+            "gs://bucket/x",
+            "`gs://` is not a checkpoint storage this host knows; use a directory or `s3://BUCKET/PREFIX`",
         ),
         (
             "--source",
@@ -130,7 +140,7 @@ fn bad_flag_values() {
         (
             "--sink",
             "s3://bucket",
-            "unknown sink `s3://bucket`; use `print`, `file://PATH` or `discard`",
+            "unknown sink `s3://bucket`; use `print`, `file://PATH`, `discard` or `kafka://HOST:PORT/TOPIC`",
         ),
         ("--parallelism", "0", "parallelism 0 is out of range"),
         (

@@ -4,10 +4,13 @@
 mod bad_input;
 mod first_hour;
 mod inspect;
+mod kafka;
+mod kafka_pipeline;
 mod languages;
 mod new_guest;
 mod pipeline;
 mod poison;
 mod recovery;
+mod s3;
 mod sandbox;
 mod wordcount;

@@ -58,11 +58,12 @@ the same output.
 
 from ._ctx import Ctx
 from ._job import Job, State, Windows
-from ._out import Out, Record, Time, Timer, WindowInfo
+from ._out import KafkaRecord, Out, Record, Time, Timer, WindowInfo
 
 __all__ = [
     "Ctx",
     "Job",
+    "KafkaRecord",
     "Out",
     "Record",
     "State",

@@ -29,18 +29,60 @@ class Time(enum.Enum):
     sees the same)."""
 
 
+class KafkaRecord:
+    """The Kafka record a first-stage input is (`Record.kafka`): its `key`
+    (bytes or None), `partition`, `offset`, `timestamp` (milliseconds
+    since the Unix epoch, -1 when it has none) and `headers`, a list of
+    `(name, value)` pairs (value: bytes or None)."""
+
+    __slots__ = ("key", "partition", "offset", "timestamp", "headers")
+
+    def __init__(self, row):
+        self.key = row[1]
+        self.partition = row[2]
+        self.offset = row[3]
+        self.timestamp = row[4]
+        self.headers = list(zip(row[5::2], row[6::2]))
+
+    @staticmethod
+    def of(row):
+        """The record a first-stage row is, when it is a Kafka record (more
+        than one value: the value's text, key, partition, offset,
+        timestamp, then the headers' names and values); else None."""
+        if len(row) >= 5 and type(row[2]) is int and type(row[4]) is int:
+            return KafkaRecord(row)
+        return None
+
+    def header(self, name):
+        """The value of the first header named `name`, or None."""
+        for n, v in self.headers:
+            if n == name:
+                return v
+        return None
+
+    def __repr__(self):
+        return (f"KafkaRecord(key={self.key!r}, partition={self.partition}, "
+                f"offset={self.offset}, timestamp={self.timestamp}, headers={self.headers!r})")
+
+
 class Record:
     """One input of a stage: a row and its timestamp. The first stage's rows
-    are the source's lines (one text field), timestamped with the batch's
-    processing time."""
+    are the source's records: a line is one text field, timestamped with the
+    batch's processing time; a Kafka record is its value's text, then its
+    key, partition, offset, timestamp and headers (`kafka`), timestamped
+    with its Kafka timestamp, so that rows a first stage emits with
+    `out.emit` are in the records' event time."""
 
-    __slots__ = ("row", "timestamp")
+    __slots__ = ("row", "timestamp", "kafka")
 
-    def __init__(self, row, timestamp):
+    def __init__(self, row, timestamp, kafka=None):
         self.row = row
         """The row, a tuple of values."""
         self.timestamp = timestamp
         """Its timestamp, in milliseconds since the Unix epoch."""
+        self.kafka = kafka
+        """The Kafka record a first-stage input is (a `KafkaRecord`); None
+        for a line, and in later stages."""
 
     @property
     def text(self):

@@ -16,7 +16,7 @@ import sys
 from .._codec import u32_into
 from .._rt import _NoOutput, error_message
 from ._ctx import Ctx, KeyStates, encode_changes, encoded_row
-from ._out import MIN_I64, Out, Record, Time, Timer, WindowInfo
+from ._out import MIN_I64, KafkaRecord, Out, Record, Time, Timer, WindowInfo
 from ._wire import Malformed, Reader, decode_row
 from . import _plan
 
@@ -109,13 +109,19 @@ class Calls:
                                     f"the text value at byte {pos + 4} is not valid UTF-8"
                                 ) from None
                             r.pos = pos + 9 + n
+                    kafka = None
                     if row is None:
                         row = r.row()
+                        # A Kafka record: its timestamp is its event time.
+                        kafka = KafkaRecord.of(row)
+                        if kafka is not None and kafka.timestamp >= 0:
+                            ts = kafka.timestamp
                 else:
                     ts = r.i64()
                     row = r.row()
+                    kafka = None
                 out._ts = ts
-                f(Record(row, ts), out)
+                f(Record(row, ts, kafka), out)
             except Exception as e:
                 del buf[count_at:]
                 return self.result(buf, b"", index, e)

@@ -65,6 +65,7 @@
 mod ctx;
 #[doc(hidden)]
 pub mod rt;
+mod source;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -75,6 +76,7 @@ use crate::encoding;
 use crate::value::{Row, Value};
 
 pub use ctx::Ctx;
+pub use source::KafkaRecord;
 
 /// Which clock a timer or a window follows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,11 +98,16 @@ impl Time {
 }
 
 /// One input of a stage: a row and its timestamp. The first stage's rows
-/// are the source's lines (one text field), timestamped with the batch's
-/// processing time.
+/// are the source's records: a line is one text field, timestamped with
+/// the batch's processing time; a Kafka record is its value's text, then
+/// its key, partition, offset, timestamp and headers ([`Record::kafka`]),
+/// timestamped with its Kafka timestamp, so that the rows a first stage
+/// emits with [`Out::emit`] are in the records' event time.
 pub struct Record<'a> {
     pub(crate) row: &'a Row,
     pub(crate) timestamp: i64,
+    /// Whether it is a first-stage input (a source's record).
+    pub(crate) first: bool,
 }
 
 impl<'a> Record<'a> {
@@ -121,6 +128,28 @@ impl<'a> Record<'a> {
     /// Its timestamp (milliseconds since the Unix epoch).
     pub fn timestamp(&self) -> i64 {
         self.timestamp
+    }
+
+    /// The Kafka record a first-stage input is: its key, partition,
+    /// offset, timestamp and headers. `None` for a line, and in later
+    /// stages.
+    ///
+    /// ```no_run
+    /// # use sluice_guest::pipeline::{Out, Record};
+    /// /// `(key, partition, offset, value)` at the record's timestamp.
+    /// fn tag(r: &Record, out: &mut Out) {
+    ///     if let Some(k) = r.kafka() {
+    ///         let key = k.key().map(String::from_utf8_lossy).unwrap_or_default();
+    ///         out.emit((key.as_ref(), k.partition(), k.offset(), r.text()));
+    ///     }
+    /// }
+    /// ```
+    pub fn kafka(&self) -> Option<KafkaRecord<'a>> {
+        if self.first {
+            KafkaRecord::of(self.row)
+        } else {
+            None
+        }
     }
 }
 

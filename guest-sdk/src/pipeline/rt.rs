@@ -7,6 +7,7 @@ use std::sync::OnceLock;
 use crate::describe::Params;
 use crate::encoding::{self, Reader};
 use crate::pipeline::ctx::{Ctx, Slot, TimerChange};
+use crate::pipeline::source::first_timestamp;
 use crate::pipeline::{
     Assigner, Event, Job, KeyFn, Kind, Out, Record, Time, WindowInfo, Windows, read_row,
 };
@@ -115,7 +116,7 @@ pub fn map<U: UserJob>(stage: u32, header: wit::BatchHeader, input: Vec<u8>) -> 
     let mut index = 0;
     while !r.at_end() {
         let entry = if stage == 0 {
-            read_row(&mut r).map(|row| (header.processing_time, row))
+            read_row(&mut r).map(|row| (first_timestamp(row, header.processing_time), row))
         } else {
             r.i64().and_then(|ts| Ok((ts, read_row(&mut r)?)))
         };
@@ -124,7 +125,14 @@ pub fn map<U: UserJob>(stage: u32, header: wit::BatchHeader, input: Vec<u8>) -> 
             Err(m) => return malformed_after(buf, Vec::new(), index, &m),
         };
         list(&mut buf, timestamp, key, &job.sides, |out| {
-            f(&Record { row, timestamp }, out)
+            f(
+                &Record {
+                    row,
+                    timestamp,
+                    first: stage == 0,
+                },
+                out,
+            )
         });
         index += 1;
     }
@@ -212,6 +220,7 @@ pub fn process<U: UserJob>(
                 0 => Event::Row(Record {
                     row: read_row(&mut r)?,
                     timestamp: ts,
+                    first: false,
                 }),
                 1 => Event::Timer {
                     at: ts,

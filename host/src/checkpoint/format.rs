@@ -4,7 +4,9 @@
 //! # Layout (format version 1)
 //!
 //! ```text
-//! CHECKPOINT_DIR/                 --checkpoint-dir (default sluice-checkpoints/JOB_NAME)
+//! CHECKPOINT_DIR/                 --checkpoint-dir (default sluice-checkpoints/JOB_NAME),
+//!                                 a directory or s3://BUCKET/PREFIX (then the same names
+//!                                 are object keys under PREFIX)
 //!   JOB_ID/                       one directory per job; a restored job continues in it
 //!     chk-N/                      a completed checkpoint (N counts up from 1)
 //!       manifest.json             written last: what the checkpoint holds
@@ -16,6 +18,15 @@
 //!     dead-letter.jsonl           the failed records (default --dead-letter)
 //! ```
 //!
+//! `journal/`, `skipped`, `dead-letter.jsonl` and the print sink's
+//! `printed` belong to the job on this machine: they are in the job's
+//! local directory, which is the job directory above when checkpoints are
+//! local, and `--state-dir/JOB_ID` (default
+//! `sluice-checkpoints/JOB_NAME/JOB_ID`) when they are in S3. On S3 there
+//! is no `.inprogress` directory: the manifest is put last with a
+//! create-only conditional put, and objects of a `chk-N` without one are
+//! leftovers.
+//!
 //! `manifest.json` holds the format version, the job's id and name, the
 //! checkpoint id and time, the module's digest, the WIT version, the
 //! parallelism and max parallelism, the aggregation, the source position
@@ -23,6 +34,16 @@
 //! the sink position (`lines` and `bytes` written), the records skipped so
 //! far, and for every state file its name, key-group range, key count, size
 //! and xxh3 checksum.
+//!
+//! Partitioned sources and sinks (Kafka) add one field each, absent
+//! otherwise, so older manifests read as before and this host writes the
+//! same manifest as before for line sources: `source.partitions`, the next
+//! offset to read in each partition, and `sink.partitions`, the end offset
+//! of each output partition after the job's writes, each an object from
+//! partition (a string, as JSON keys are) to offset: `"partitions": {"0":
+//! 1200, "1": 998}`. A Kafka source's `seq` is then the sum of its
+//! offsets, and record numbers in `skipped_records` are `1 << 63 |
+//! partition << 47 | offset` (see `record.rs`).
 //!
 //! A state file is a sequence of key-group blocks; a block is
 //! `u32 key-group, u64 keys, u64 length, entry{keys}` and an entry is
@@ -354,11 +375,11 @@ impl Manifest {
             aggregation: info.aggregation.clone(),
             source: SourceEntry {
                 uri: info.source_uri.clone(),
-                position: snapshot.source,
+                position: snapshot.source.clone(),
             },
             sink: SinkEntry {
                 uri: info.sink_uri.clone(),
-                position: snapshot.sink,
+                position: snapshot.sink.clone(),
             },
             skipped_records: snapshot.skipped.clone(),
             keys: snapshot.keys(),
@@ -371,7 +392,7 @@ impl Manifest {
                 .zip(&snapshot.side_sinks)
                 .map(|(uri, position)| SinkEntry {
                     uri: uri.clone(),
-                    position: *position,
+                    position: position.clone(),
                 })
                 .collect(),
         }
@@ -383,14 +404,14 @@ impl Manifest {
         Snapshot {
             id: self.checkpoint_id,
             created_at_ms: self.created_at_ms,
-            source: self.source.position,
-            sink: self.sink.position,
+            source: self.source.position.clone(),
+            sink: self.sink.position.clone(),
             skipped: self.skipped_records.clone(),
             subtasks,
             stages,
             watermark: self.watermark,
             max_timestamp: self.max_timestamp,
-            side_sinks: self.side_sinks.iter().map(|s| s.position).collect(),
+            side_sinks: self.side_sinks.iter().map(|s| s.position.clone()).collect(),
         }
     }
 }

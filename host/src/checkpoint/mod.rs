@@ -2,9 +2,11 @@
 //! [`storage::CheckpointStorage`]), retention, and finding the newest intact
 //! checkpoint to restore from. The format is documented in [`format`].
 //!
-//! A job's directory also holds what belongs to the job on this machine
-//! rather than to a checkpoint: the journal, the dead letters, the records
-//! skipped since the last checkpoint, and the print sink's position.
+//! A job also has a local directory, for what belongs to the job on this
+//! machine rather than to a checkpoint: the journal, the dead letters, the
+//! records skipped since the last checkpoint, and the print sink's
+//! position. With local checkpoints it is the job's checkpoint directory;
+//! with checkpoints in S3, a directory of its own (`--state-dir`).
 
 pub mod coordinator;
 pub mod format;
@@ -19,6 +21,7 @@ pub use format::{
     FORMAT, FORMAT_VERSION, GroupState, JobInfo, JobRecord, Manifest, SinkEntry, SinkPosition,
     Snapshot, SourceEntry, SourcePosition,
 };
+pub use storage::Location;
 use storage::local::LocalStorage;
 use storage::{CheckpointStorage, StorageError};
 
@@ -46,27 +49,58 @@ impl CheckpointError {
     }
 }
 
-/// A job's directory and its checkpoints.
+/// A job's checkpoints (in its [`Location`]: a local directory or S3) and
+/// its local directory, which holds what belongs to the job on this
+/// machine: the journal, the dead letters, `skipped` and `printed`. With
+/// local checkpoints the two are one directory.
 pub struct Store {
-    local: LocalStorage,
+    location: Location,
     checkpoints: Box<dyn CheckpointStorage>,
+    /// `None` when only inspecting another machine's checkpoints.
+    local: Option<LocalStorage>,
 }
 
 impl Store {
-    /// Opens (creating it if needed) the job directory `path`, with the
-    /// checkpoints in it.
-    pub fn open(path: &Path) -> Result<Self, CheckpointError> {
-        let local = LocalStorage::open(path).map_err(|mut e| {
-            e.message.push_str("; pass a writable --checkpoint-dir");
+    /// Opens (creating them if needed) the job's checkpoint location and
+    /// its local directory `local_dir`, for running the job.
+    pub fn open(location: &Location, local_dir: &Path) -> Result<Self, CheckpointError> {
+        // The checkpoints first: a missing bucket leaves no local directory.
+        let checkpoints = location.open(true)?;
+        let local = LocalStorage::open(local_dir).map_err(|mut e| {
+            e.message
+                .push_str("; pass a writable --checkpoint-dir or --state-dir");
             e
         })?;
-        let checkpoints = Box::new(LocalStorage::open(path)?);
-        Ok(Store { local, checkpoints })
+        Ok(Store {
+            location: location.clone(),
+            checkpoints,
+            local: Some(local),
+        })
     }
 
-    /// The job directory.
+    /// Opens a job's checkpoints to read them (`host checkpoints`,
+    /// finding `latest`): nothing is created.
+    pub fn inspect(location: &Location) -> Result<Self, CheckpointError> {
+        let checkpoints = location.open(false)?;
+        let local = location
+            .local()
+            .and_then(|p| LocalStorage::open_existing(p).ok());
+        Ok(Store {
+            location: location.clone(),
+            checkpoints,
+            local,
+        })
+    }
+
+    /// Where the checkpoints are.
+    pub fn location(&self) -> &Location {
+        &self.location
+    }
+
+    /// The job's local directory (the journal, dead letters, `skipped`,
+    /// `printed`); with local checkpoints, theirs too.
     pub fn path(&self) -> &Path {
-        self.local.path()
+        self.local.as_ref().map_or(Path::new(""), |l| l.path())
     }
 
     /// Ids of the completed checkpoints present, oldest first.
@@ -160,7 +194,8 @@ impl Store {
         }
         self.clean_in_progress();
         self.checkpoints.remove_job();
-        let dir = self.local.dir();
+        let Some(local) = &self.local else { return };
+        let dir = local.dir();
         let _ = dir.remove_dir_all("journal");
         let _ = dir.remove_file("skipped");
         let _ = dir.remove_file("printed");
@@ -216,8 +251,7 @@ impl Store {
     pub fn printed_file(&self) -> Result<std::fs::File, CheckpointError> {
         let mut options = cap_std::fs::OpenOptions::new();
         options.create(true).read(true).write(true);
-        self.local
-            .dir()
+        self.local_dir()?
             .open_with("printed", &options)
             .map(|f| f.into_std())
             .map_err(|e| self.local_err("open", "printed", &e))
@@ -226,9 +260,9 @@ impl Store {
     /// Lines stdout has received, as `printed` records it.
     pub fn printed(&self) -> u64 {
         self.local
-            .dir()
-            .read("printed")
-            .ok()
+            .as_ref()
+            .and_then(|l| l.dir().read("printed").ok())
+            .as_deref()
             .and_then(|b| b.get(..8).and_then(|b| b.try_into().ok()))
             .map(u64::from_le_bytes)
             .unwrap_or(0)
@@ -239,8 +273,7 @@ impl Store {
         let mut options = cap_std::fs::OpenOptions::new();
         options.create(true).append(true);
         let mut f = self
-            .local
-            .dir()
+            .local_dir()?
             .open_with("skipped", &options)
             .map_err(|e| self.local_err("open", "skipped", &e))?;
         writeln!(f, "{seq}")
@@ -251,10 +284,17 @@ impl Store {
     /// Record numbers in `skipped`.
     pub fn skipped(&self) -> Vec<u64> {
         self.local
-            .dir()
-            .read_to_string("skipped")
+            .as_ref()
+            .and_then(|l| l.dir().read_to_string("skipped").ok())
             .map(|s| s.lines().filter_map(|l| l.trim().parse().ok()).collect())
             .unwrap_or_default()
+    }
+
+    fn local_dir(&self) -> Result<&cap_std::fs::Dir, CheckpointError> {
+        self.local
+            .as_ref()
+            .map(LocalStorage::dir)
+            .ok_or_else(|| CheckpointError::Restore("the job's local directory is not open".into()))
     }
 
     fn local_err(&self, what: &'static str, name: &str, e: &std::io::Error) -> CheckpointError {

@@ -1,86 +1,82 @@
 //! `host checkpoints list DIR` and `host checkpoints show PATH`: what the
 //! retained checkpoints hold, without running anything.
 
-use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::anyhow;
 use clap::Subcommand;
-use sluice_host::checkpoint::{Manifest, Store};
+use sluice_host::checkpoint::{Location, Manifest, Store};
 
 #[derive(Subcommand)]
 pub enum CheckpointsCommand {
-    /// List the checkpoints under a checkpoint directory (or one job's directory).
+    /// List the checkpoints under a checkpoint directory (or one job's directory); `s3://BUCKET/PREFIX` too.
     List {
         /// `--checkpoint-dir` of the job, or one job directory in it.
-        dir: PathBuf,
+        dir: String,
     },
-    /// Show one checkpoint (`.../chk-N`) in full, or a job directory's checkpoints.
+    /// Show one checkpoint (`.../chk-N`) in full, or a job directory's checkpoints; `s3://...` too.
     Show {
         /// The checkpoint's directory, or a job's directory.
-        path: PathBuf,
+        path: String,
     },
 }
 
 pub fn run(cmd: CheckpointsCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        CheckpointsCommand::List { dir } => list(&dir),
-        CheckpointsCommand::Show { path } => show(&path),
+        CheckpointsCommand::List { dir } => list(&Location::parse(&dir)?),
+        CheckpointsCommand::Show { path } => show(&Location::parse(&path)?),
     }
 }
 
-/// Whether `dir` is a job's directory: it holds a `job.json`, a
-/// checkpoint or a journal.
-fn is_job_dir(dir: &Path) -> bool {
-    dir.join("job.json").exists()
-        || dir.join("journal").is_dir()
-        || std::fs::read_dir(dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .any(|e| {
-                e.file_name()
-                    .to_str()
-                    .is_some_and(|n| n.starts_with("chk-"))
-            })
-}
-
-/// The job directories in `dir`: itself, or any found up to two levels
-/// down (`sluice-checkpoints/NAME/JOB_ID`).
-fn job_dirs(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    if !dir.is_dir() {
+/// The jobs in `dir`: itself, or any found up to two levels down
+/// (`sluice-checkpoints/NAME/JOB_ID`).
+fn job_dirs(dir: &Location) -> anyhow::Result<Vec<Location>> {
+    if let Location::Local(p) = dir
+        && !p.is_dir()
+    {
         return Err(anyhow!(
             "`{}` is not a directory; pass a job's checkpoint directory (its --checkpoint-dir) or a job's directory",
-            dir.display()
+            p.display()
         ));
     }
-    if is_job_dir(dir) {
-        return Ok(vec![dir.to_owned()]);
+    let storage = dir.open(false)?;
+    if storage.is_job() {
+        return Ok(vec![dir.clone()]);
     }
     let mut found = Vec::new();
-    let mut level = vec![dir.to_owned()];
+    let mut level = vec![(dir.clone(), storage)];
     for _ in 0..2 {
         let mut next = Vec::new();
-        for d in &level {
-            for entry in std::fs::read_dir(d).into_iter().flatten().flatten() {
-                let path = entry.path();
-                if !path.is_dir() {
+        for (location, storage) in &level {
+            for name in storage.children().unwrap_or_default() {
+                let Ok(child) = storage.child(&name) else {
                     continue;
-                }
-                if is_job_dir(&path) {
-                    found.push(path);
+                };
+                let location = location.join(&name);
+                if child.is_job() {
+                    found.push(location);
                 } else {
-                    next.push(path);
+                    next.push((location, child));
                 }
             }
         }
         level = next;
     }
-    found.sort();
+    found.sort_by_key(ToString::to_string);
     Ok(found)
 }
 
-fn list(dir: &Path) -> anyhow::Result<ExitCode> {
+/// How a job is named in the list: its location relative to `dir`.
+fn relative(dir: &Location, job: &Location) -> String {
+    let (dir, job) = (dir.to_string(), job.to_string());
+    match job.strip_prefix(&dir).map(|r| r.trim_start_matches('/')) {
+        Some(r) if !r.is_empty() => r.to_string(),
+        _ => job.rsplit('/').next().unwrap_or(&job).to_string(),
+    }
+}
+
+fn list(dir: &Location) -> anyhow::Result<ExitCode> {
+    let jobs = job_dirs(dir)?;
     out!(
         "{:<34} {:>6}  {:<24} {:>10} {:>10} {:>8} {:>10}  state",
         "job",
@@ -92,15 +88,9 @@ fn list(dir: &Path) -> anyhow::Result<ExitCode> {
         "bytes"
     );
     let mut any = false;
-    for job_dir in job_dirs(dir)? {
-        let store = Store::open(&job_dir).map_err(|e| anyhow!(e))?;
-        let job = job_dir
-            .strip_prefix(dir)
-            .ok()
-            .filter(|p| !p.as_os_str().is_empty())
-            .or_else(|| job_dir.file_name().map(Path::new))
-            .map(|p| p.display().to_string())
-            .unwrap_or_default();
+    for job_dir in jobs {
+        let store = Store::inspect(&job_dir).map_err(|e| anyhow!(e))?;
+        let job = relative(dir, &job_dir);
         for id in store.ids() {
             any = true;
             match store.load(id) {
@@ -118,39 +108,45 @@ fn list(dir: &Path) -> anyhow::Result<ExitCode> {
         }
     }
     if !any {
-        out!("(no checkpoints in `{}`)", dir.display());
+        out!("(no checkpoints in `{dir}`)");
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn show(path: &Path) -> anyhow::Result<ExitCode> {
-    if !path.exists() {
-        return Err(anyhow!(
-            "there is no checkpoint at `{}`; `host checkpoints list DIR` lists them",
-            path.display()
-        ));
+fn show(path: &Location) -> anyhow::Result<ExitCode> {
+    let missing =
+        || anyhow!("there is no checkpoint at `{path}`; `host checkpoints list DIR` lists them");
+    if let Location::Local(p) = path
+        && !p.exists()
+    {
+        return Err(missing());
     }
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-    let Some(id) = name
-        .strip_prefix("chk-")
-        .and_then(|n| n.parse::<u64>().ok())
-    else {
-        if path.is_dir() && is_job_dir(path) {
+    let id = path
+        .name()
+        .and_then(|n| n.strip_prefix("chk-"))
+        .and_then(|n| n.parse::<u64>().ok());
+    let Some(id) = id else {
+        if path.open(false)?.is_job() {
             // A job's directory: its checkpoints.
             return list(path);
         }
+        if let Location::S3 { .. } = path {
+            return Err(missing());
+        }
         return Err(anyhow!(
-            "`{}` is neither a `chk-N` checkpoint nor a job's directory",
-            path.display()
+            "`{path}` is neither a `chk-N` checkpoint nor a job's directory"
         ));
     };
     let parent = path
         .parent()
-        .ok_or_else(|| anyhow!("`{}` has no job directory", path.display()))?;
-    let store = Store::open(parent).map_err(|e| anyhow!(e))?;
+        .ok_or_else(|| anyhow!("`{path}` has no job directory"))?;
+    let store = Store::inspect(&parent).map_err(|e| anyhow!(e))?;
+    if !store.ids().contains(&id) {
+        return Err(missing());
+    }
     let (m, _): (Manifest, _) = store
         .load(id)
-        .map_err(|e| anyhow!("checkpoint `{}` is damaged: {e}", path.display()))?;
+        .map_err(|e| anyhow!("checkpoint `{path}` is damaged: {e}"))?;
     // What a restore from it skips: the checkpoint's records and those the
     // job dead-lettered since.
     let mut skipped: Vec<u64> = m
@@ -161,7 +157,7 @@ fn show(path: &Path) -> anyhow::Result<ExitCode> {
             store
                 .skipped()
                 .into_iter()
-                .filter(|s| *s >= m.source.position.seq),
+                .filter(|s| m.source.position.may_replay(*s)),
         )
         .collect();
     skipped.sort_unstable();
@@ -204,7 +200,13 @@ fn print_manifest(m: &Manifest, skipped: &[u64]) {
         m.sink.position.bytes
     );
     out!("keys:            {}", m.keys);
-    let shown: Vec<String> = skipped.iter().map(|s| (s + 1).to_string()).collect();
+    let shown: Vec<String> = skipped
+        .iter()
+        .map(|s| match sluice_host::record::partition_of(*s) {
+            Some((p, o)) => format!("{p}@{o}"),
+            None => (s + 1).to_string(),
+        })
+        .collect();
     out!(
         "skipped records: {}",
         if shown.is_empty() {

@@ -89,12 +89,15 @@ pub(crate) fn print_line(args: std::fmt::Arguments<'_>) {
 /// stderr.
 pub fn init_logging() {
     use std::io::IsTerminal;
+    // The S3 client's own retries are noise at `info`: each failed
+    // request is reported once, by the host, with its cause.
+    const DEFAULT: &str = "info,object_store=warn";
     let (filter, bad) = match std::env::var("SLUICE_LOG") {
         Ok(s) if !s.trim().is_empty() => match tracing_subscriber::EnvFilter::try_new(&s) {
             Ok(f) if valid_levels(&s) => (f, None),
-            _ => (tracing_subscriber::EnvFilter::new("info"), Some(s)),
+            _ => (tracing_subscriber::EnvFilter::new(DEFAULT), Some(s)),
         },
-        _ => (tracing_subscriber::EnvFilter::new("info"), None),
+        _ => (tracing_subscriber::EnvFilter::new(DEFAULT), None),
     };
     tracing_subscriber::fmt()
         .with_env_filter(filter)

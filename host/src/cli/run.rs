@@ -8,8 +8,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context, anyhow};
 use clap::Args;
-use sluice_host::checkpoint::Store;
 use sluice_host::checkpoint::restore::resolve_restore;
+use sluice_host::checkpoint::{Location, Store};
 use sluice_host::config::sandbox::DEFAULT_MAX_STACK;
 use sluice_host::config::{FlagConfig, JobSpec, Settings};
 use sluice_host::units::parse_bytes;
@@ -48,9 +48,12 @@ pub struct RunArgs {
     /// A checkpoint taking longer is abandoned (logged, not fatal) [default: 10m].
     #[arg(long, value_name = "DURATION")]
     checkpoint_timeout: Option<String>,
-    /// Where checkpoints, the input journal and dead letters go [default: sluice-checkpoints/JOB_NAME].
-    #[arg(long, value_name = "DIR")]
+    /// Where checkpoints go: a directory, or `s3://BUCKET/PREFIX` (endpoint and keys from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...) [default: sluice-checkpoints/JOB_NAME].
+    #[arg(long, value_name = "DIR|s3://BUCKET/PREFIX")]
     checkpoint_dir: Option<PathBuf>,
+    /// Where the job's local files (input journal, dead letters, `skipped`, `printed`) go, in a directory per job [default: the checkpoint directory when local, else sluice-checkpoints/JOB_NAME].
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
     /// Completed checkpoints kept [default: 2].
     #[arg(long, value_name = "N")]
     retain_checkpoints: Option<usize>,
@@ -142,6 +145,7 @@ impl RunArgs {
             min_pause: self.min_pause.take(),
             checkpoint_timeout: self.checkpoint_timeout.take(),
             checkpoint_dir: self.checkpoint_dir.take(),
+            state_dir: self.state_dir.take(),
             retain_checkpoints: self.retain_checkpoints,
             on_cancel: self.on_cancel.take(),
             recovery: self.recovery.take(),
@@ -219,10 +223,10 @@ fn stored(
     };
     let dir = match (restore.as_str(), &given.checkpoint_dir) {
         ("latest", None) => return Ok((None, None)),
-        (_, dir) => dir.clone().unwrap_or_default(),
+        (_, dir) => Location::of_path(&dir.clone().unwrap_or_default())?,
     };
     let (job_dir, _) = resolve_restore(restore, &dir)?;
-    let Some(record) = Store::open(&job_dir)?.job()? else {
+    let Some(record) = Store::inspect(&job_dir)?.job()? else {
         return Ok((None, None));
     };
     Ok((Some(record.settings), record.module))

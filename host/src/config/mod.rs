@@ -14,6 +14,7 @@ pub mod settings;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::checkpoint::Location;
 use crate::config::description::{Aggregation, DescribedLimits, Description};
 use crate::config::pipeline::Pipeline;
 use crate::config::sandbox::{DirGrant, Grants, Limits, MAX_MEMORY_LIMIT, Sandbox};
@@ -95,8 +96,13 @@ pub struct JobSpec {
     pub min_pause: Duration,
     /// Time after which a checkpoint in progress is abandoned.
     pub checkpoint_timeout: Duration,
-    /// Where the job's checkpoints, journal and dead letters go.
-    pub checkpoint_dir: PathBuf,
+    /// Where the job's checkpoints go: a directory or `s3://BUCKET/PREFIX`.
+    pub checkpoint_dir: Location,
+    /// Where the job's local files (journal, dead letters, `skipped`,
+    /// `printed`) go, one directory per job inside: `--state-dir`, else the
+    /// checkpoint directory when it is local, else
+    /// `sluice-checkpoints/JOB_NAME`.
+    pub state_dir: PathBuf,
     /// Completed checkpoints kept.
     pub retain_checkpoints: usize,
     /// Keep checkpoints when the job is cancelled.
@@ -141,7 +147,8 @@ struct Checkpointing {
     interval: Option<Duration>,
     min_pause: Duration,
     timeout: Duration,
-    dir: PathBuf,
+    dir: Location,
+    state_dir: PathBuf,
     retain: usize,
     retain_on_cancel: bool,
     local_recovery: bool,
@@ -195,6 +202,7 @@ impl JobSpec {
             min_pause: checkpointing.min_pause,
             checkpoint_timeout: checkpointing.timeout,
             checkpoint_dir: checkpointing.dir,
+            state_dir: checkpointing.state_dir,
             retain_checkpoints: checkpointing.retain,
             retain_on_cancel: checkpointing.retain_on_cancel,
             local_recovery: checkpointing.local_recovery,
@@ -219,6 +227,16 @@ impl JobSpec {
             pipeline: d.pipeline.clone(),
             side_sinks,
         })
+    }
+}
+
+impl JobSpec {
+    /// What the job's source is given.
+    pub fn source_options(&self) -> connector::SourceOptions {
+        connector::SourceOptions {
+            max_line_bytes: self.max_line_bytes,
+            connect_timeout: self.connect_timeout,
+        }
     }
 }
 
@@ -361,14 +379,22 @@ fn resolve_checkpointing(
     if retain == 0 {
         return Err("--retain-checkpoints must be at least 1".into());
     }
+    let default_dir = PathBuf::from("sluice-checkpoints").join(name);
+    let dir = match &s.checkpoint_dir {
+        Some(d) => Location::of_path(d).map_err(|e| format!("--checkpoint-dir: {e}"))?,
+        None => Location::Local(default_dir.clone()),
+    };
+    let state_dir = s
+        .state_dir
+        .clone()
+        .or_else(|| dir.local().map(std::path::Path::to_path_buf))
+        .unwrap_or(default_dir);
     Ok(Checkpointing {
         interval,
         min_pause: duration(&s.min_pause, "--min-pause", Duration::ZERO)?,
         timeout,
-        dir: s
-            .checkpoint_dir
-            .clone()
-            .unwrap_or_else(|| PathBuf::from("sluice-checkpoints").join(name)),
+        dir,
+        state_dir,
         retain,
         retain_on_cancel: either("--on-cancel", s.on_cancel.as_deref(), ("retain", "delete"))?,
         local_recovery: either("--recovery", s.recovery.as_deref(), ("local", "checkpoint"))?,

@@ -54,6 +54,9 @@ pub struct Settings {
     /// Where checkpoints go.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub checkpoint_dir: Option<PathBuf>,
+    /// Where the job's local files go when its checkpoints are not local.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_dir: Option<PathBuf>,
     /// Completed checkpoints kept.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retain_checkpoints: Option<usize>,
@@ -151,6 +154,7 @@ impl Settings {
             min_pause,
             checkpoint_timeout,
             checkpoint_dir,
+            state_dir,
             retain_checkpoints,
             on_cancel,
             recovery,
@@ -199,7 +203,14 @@ impl Settings {
             .into_iter()
             .map(|(name, sink)| (name, uri(sink)))
             .collect();
-        self.checkpoint_dir = self.checkpoint_dir.map(path);
+        // `s3://...` is not a path.
+        self.checkpoint_dir =
+            self.checkpoint_dir
+                .map(|p| match p.to_str().is_some_and(|s| s.contains("://")) {
+                    true => p,
+                    false => path(p),
+                });
+        self.state_dir = self.state_dir.map(path);
         self.dead_letter = self.dead_letter.map(path);
         self.allow_dir = self
             .allow_dir

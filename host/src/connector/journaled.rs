@@ -13,7 +13,7 @@ use crossbeam_channel::Receiver;
 use crate::connector::journal::{JournalReader, JournalWriter};
 use crate::connector::lines::spawn_lines;
 use crate::connector::{
-    ConnectorError, Resumption, Source, SourceEvent, SourceOptions, SourcePosition,
+    ConnectorError, Resumption, Runs, Source, SourceEvent, SourceOptions, SourcePosition,
 };
 
 /// The journal's end after `from`: records and bytes up to its last
@@ -68,8 +68,8 @@ impl Source for Journaled {
         true
     }
 
-    fn check(&self) -> Result<(), ConnectorError> {
-        self.inner.check()
+    fn check(&self, options: &SourceOptions) -> Result<(), ConnectorError> {
+        self.inner.check(options)
     }
 
     fn start(
@@ -86,6 +86,10 @@ impl Source for Journaled {
             ))
         })?;
         self.inner.start(at, options, Some(writer), cancel)
+    }
+
+    fn checkpointed(&self, at: &SourcePosition) {
+        self.inner.checkpointed(at);
     }
 
     fn replay(
@@ -109,16 +113,14 @@ impl Source for Journaled {
         )
     }
 
-    fn resume(&self, from: SourcePosition) -> Result<Resumption, ConnectorError> {
-        let end = journal_end(&self.dir, from).map_err(|e| {
+    fn resume(&self, from: SourcePosition, _written: &Runs) -> Result<Resumption, ConnectorError> {
+        let end = journal_end(&self.dir, from.clone()).map_err(|e| {
             ConnectorError::Input(format!(
                 "cannot read the input journal in `{}`: {e}; the records read after the checkpoint are lost",
                 self.dir.display()
             ))
         })?;
-        Ok(Resumption {
-            live: end,
-            replay: (end.seq > from.seq).then_some((from, end.seq)),
-        })
+        let replay = (end.seq > from.seq).then_some((from, end.seq));
+        Ok(Resumption { live: end, replay })
     }
 }

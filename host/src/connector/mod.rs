@@ -15,6 +15,7 @@
 
 pub mod journal;
 pub mod journaled;
+pub mod kafka;
 pub(crate) mod lines;
 pub mod position;
 pub mod sink;
@@ -30,7 +31,7 @@ use crossbeam_channel::Receiver;
 use crate::dataflow::exchange::Block;
 use crate::dataflow::message::SourceBatch;
 use crate::fault::Fault;
-pub use position::{SinkPosition, SourcePosition};
+pub use position::{Runs, SinkPosition, SourcePosition};
 
 /// A connector could not be configured, opened or used.
 #[derive(Debug, thiserror::Error)]
@@ -88,7 +89,7 @@ pub struct ConnectorEnv {
 
 /// Where a restored job's input goes on: the live source from `live`, after
 /// the records `replay` of a journal (`from`, up to record `until`).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Resumption {
     /// Where the live source starts.
     pub live: SourcePosition,
@@ -106,9 +107,9 @@ pub trait Source: Send + Sync {
     fn replayable(&self) -> bool;
 
     /// Checks, before the job starts, that the source can be read (a file
-    /// that is there), so nothing is created or truncated for a job that
-    /// cannot run.
-    fn check(&self) -> Result<(), ConnectorError> {
+    /// that is there, a topic that exists), so nothing is created or
+    /// truncated for a job that cannot run.
+    fn check(&self, _options: &SourceOptions) -> Result<(), ConnectorError> {
         Ok(())
     }
 
@@ -132,13 +133,21 @@ pub trait Source: Send + Sync {
         options: &SourceOptions,
     ) -> Result<Receiver<SourceEvent>, ConnectorError>;
 
-    /// Where a job restored at `from` goes on.
-    fn resume(&self, from: SourcePosition) -> Result<Resumption, ConnectorError> {
+    /// Where a job restored at `from` goes on. `written`: the order in
+    /// which the job had read the records whose output the sink already
+    /// holds past the checkpoint (only a sink that records it, Kafka's,
+    /// gives one): a source whose order depends on timing replays them in
+    /// that order first.
+    fn resume(&self, from: SourcePosition, _written: &Runs) -> Result<Resumption, ConnectorError> {
         Ok(Resumption {
             live: from,
             replay: None,
         })
     }
+
+    /// A checkpoint at `at` completed: what the source kept for replays
+    /// before it can go, and a source with a consumer group commits it.
+    fn checkpointed(&self, _at: &SourcePosition) {}
 }
 
 /// A configured sink, opened.
@@ -170,6 +179,8 @@ pub struct Resume {
 pub struct SinkContext {
     /// The job's own directory, for what the sink keeps between runs.
     pub job_dir: PathBuf,
+    /// The job's id, for a sink that marks what it wrote.
+    pub job_id: String,
     /// Where a restored job's output continues, when it is restored into
     /// the same sink.
     pub resume: Option<SinkPosition>,
@@ -202,6 +213,32 @@ pub trait SinkKind: Sync {
     fn discards(&self) -> bool {
         false
     }
+    /// Whether it keys its output: the job gives it each line's key.
+    fn keys(&self) -> bool {
+        false
+    }
+    /// Checks, before the job starts, that the sink can be written (a
+    /// server that answers, a topic that exists).
+    fn probe(
+        &self,
+        _uri: &str,
+        _env: &ConnectorEnv,
+        _connect_timeout: Duration,
+    ) -> Result<(), ConnectorError> {
+        Ok(())
+    }
+    /// The order in which the job read the records whose output this sink
+    /// holds past the checkpoint at `position`, as it recorded it (Kafka's
+    /// does, beside its output); empty for a sink that does not.
+    fn written(
+        &self,
+        _uri: &str,
+        _env: &ConnectorEnv,
+        _position: &SinkPosition,
+        _job_id: &str,
+    ) -> Result<Runs, ConnectorError> {
+        Ok(Runs::new())
+    }
     /// Whether `a` and `b` name the same sink.
     fn same(&self, a: &str, b: &str, _env: &ConnectorEnv) -> bool {
         a == b
@@ -211,7 +248,7 @@ pub trait SinkKind: Sync {
     fn check_rewind(
         &self,
         _uri: &str,
-        _position: SinkPosition,
+        _position: &SinkPosition,
         _env: &ConnectorEnv,
     ) -> Result<(), ConnectorError> {
         Ok(())
@@ -221,7 +258,7 @@ pub trait SinkKind: Sync {
     fn rewind(
         &self,
         _uri: &str,
-        _position: SinkPosition,
+        _position: &SinkPosition,
         _next: &str,
         _env: &ConnectorEnv,
     ) -> Result<(), ConnectorError> {
@@ -241,6 +278,7 @@ pub const SOURCES: &[&dyn SourceKind] = &[
     &source::socket::SocketKind,
     &source::file::FileKind,
     &source::stdin::StdinKind,
+    &source::kafka::KafkaKind,
 ];
 
 /// Every sink the host knows, by scheme.
@@ -248,6 +286,7 @@ pub const SINKS: &[&dyn SinkKind] = &[
     &sink::print::PrintKind,
     &sink::file::FileKind,
     &sink::discard::DiscardKind,
+    &sink::kafka::KafkaKind,
 ];
 
 fn usages(kinds: impl Iterator<Item = &'static str>) -> String {
@@ -305,27 +344,45 @@ pub fn open_sink(
     uri: &str,
     env: &ConnectorEnv,
     job_dir: PathBuf,
+    job_id: &str,
     resume: Option<&Resume>,
 ) -> Result<Box<dyn Sink>, ConnectorError> {
     let kind = sink_kind(uri)?;
     let mut cx = SinkContext {
         job_dir,
+        job_id: job_id.to_string(),
         resume: None,
     };
     if let Some(r) = resume {
         if kind.same(&r.previous, uri, env) {
-            cx.resume = Some(r.position);
+            cx.resume = Some(r.position.clone());
         } else {
-            sink_kind(&r.previous)?.rewind(&r.previous, r.position, uri, env)?;
+            sink_kind(&r.previous)?.rewind(&r.previous, &r.position, uri, env)?;
         }
     }
     kind.open(uri, env, &cx)
+}
+
+/// The order the job read the records in whose output the previous sink
+/// holds past the checkpoint (see [`SinkKind::written`]).
+pub fn written(resume: &Resume, env: &ConnectorEnv, job_id: &str) -> Result<Runs, ConnectorError> {
+    sink_kind(&resume.previous)?.written(&resume.previous, env, &resume.position, job_id)
+}
+
+/// Checks before a job starts that its sink can be written (a Kafka
+/// topic that exists).
+pub fn probe_sink(
+    uri: &str,
+    env: &ConnectorEnv,
+    connect_timeout: Duration,
+) -> Result<(), ConnectorError> {
+    sink_kind(uri)?.probe(uri, env, connect_timeout)
 }
 
 /// Checks before a restored job starts that its output can go on exactly
 /// once from the checkpoint.
 pub fn check_resume(uri: &str, env: &ConnectorEnv, resume: &Resume) -> Result<(), ConnectorError> {
     let previous = sink_kind(&resume.previous)?;
-    previous.check_rewind(&resume.previous, resume.position, env)?;
+    previous.check_rewind(&resume.previous, &resume.position, env)?;
     check_sink(uri, env).map(drop)
 }

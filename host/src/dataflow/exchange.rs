@@ -22,26 +22,70 @@ pub struct Block {
     pub bytes: Vec<u8>,
     /// How many lines.
     pub lines: u64,
+    /// Each line's key, back to back, for a sink that keys its output.
+    pub keys: Vec<u8>,
+    /// The end of each line's key in `keys` (empty unless keyed).
+    pub key_ends: Vec<u32>,
+    /// The order the block's records were read in, when the source's
+    /// order depends on timing (Kafka): the sink records it.
+    pub runs: Option<std::sync::Arc<crate::connector::position::Runs>>,
+}
+
+impl Block {
+    /// Line `i`'s key (empty when the block is not keyed).
+    pub fn key(&self, i: usize) -> &[u8] {
+        let start = match i {
+            0 => 0,
+            _ => self.key_ends.get(i - 1).copied().unwrap_or(0) as usize,
+        };
+        let end = self.key_ends.get(i).copied().unwrap_or(0) as usize;
+        self.keys.get(start..end).unwrap_or_default()
+    }
 }
 
 /// Merges per-subtask outputs into one block in (record, row) order.
 pub fn merge(parts: Vec<Lines>) -> Block {
     let lines = parts.iter().map(|p| p.marks.len() as u64).sum();
-    Block {
-        bytes: merge_bytes(parts),
-        lines,
+    let keyed = parts.iter().any(|p| !p.key_ends.is_empty());
+    let mut parts: Vec<Lines> = parts.into_iter().filter(|p| !p.marks.is_empty()).collect();
+    if parts.len() <= 1 {
+        let one = parts.pop().unwrap_or_default();
+        return Block {
+            bytes: one.bytes,
+            lines,
+            keys: one.keys,
+            key_ends: one.key_ends,
+            runs: None,
+        };
     }
+    let pieces = pieces(&parts);
+    let mut block = Block {
+        bytes: Vec::with_capacity(parts.iter().map(|p| p.bytes.len()).sum()),
+        lines,
+        ..Block::default()
+    };
+    for &(i, first, last) in &pieces {
+        let p = &parts[i];
+        let end_of = |line: usize| p.marks[line].1 as usize;
+        let start = if first == 0 { 0 } else { end_of(first - 1) };
+        block.bytes.extend_from_slice(&p.bytes[start..end_of(last)]);
+        if keyed {
+            let key_end = |line: usize| p.key_ends.get(line).copied().unwrap_or(0) as usize;
+            let from = if first == 0 { 0 } else { key_end(first - 1) };
+            let base = block.keys.len() - from;
+            block.keys.extend_from_slice(&p.keys[from..key_end(last)]);
+            block
+                .key_ends
+                .extend((first..=last).map(|l| (base + key_end(l)) as u32));
+        }
+    }
+    block
 }
 
-fn merge_bytes(parts: Vec<Lines>) -> Vec<u8> {
-    let mut parts: Vec<Lines> = parts.into_iter().filter(|p| !p.bytes.is_empty()).collect();
-    match parts.len() {
-        0 => return Vec::new(),
-        1 => return parts.pop().map(|p| p.bytes).unwrap_or_default(),
-        _ => {}
-    }
-    let total = parts.iter().map(|p| p.bytes.len()).sum();
-    let mut out = Vec::with_capacity(total);
+/// The pieces of the parts, in (record, row) order: `(part, first line,
+/// last line)`, each piece's lines in one run of its part.
+fn pieces(parts: &[Lines]) -> Vec<(usize, usize, usize)> {
+    let mut out = Vec::new();
     let mut next = vec![0usize; parts.len()];
     loop {
         // The part with the first line, and the first line of the others:
@@ -64,11 +108,6 @@ fn merge_bytes(parts: Vec<Lines>) -> Vec<u8> {
         let Some((i, _)) = best else { break };
         let p = &parts[i];
         let first = next[i];
-        let start = if first == 0 {
-            0
-        } else {
-            p.marks[first - 1].1 as usize
-        };
         let mut last = first;
         while p
             .marks
@@ -77,7 +116,7 @@ fn merge_bytes(parts: Vec<Lines>) -> Vec<u8> {
         {
             last += 1;
         }
-        out.extend_from_slice(&p.bytes[start..p.marks[last].1 as usize]);
+        out.push((i, first, last));
         next[i] = last + 1;
     }
     out

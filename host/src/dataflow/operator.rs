@@ -78,16 +78,28 @@ pub struct Output {
     pub dead: Vec<TaskFailure>,
 }
 
-/// Formatted output lines with their (record, row) order.
+/// Formatted output lines with their (record, row) order, and, for a sink
+/// that keys its output (Kafka), each line's key.
 #[derive(Default)]
 pub struct Lines {
     /// The lines.
     pub bytes: Vec<u8>,
     /// `(record << 32 | row, end offset in bytes)` per line.
     pub marks: Vec<(u64, u32)>,
+    /// The lines' keys, as the sink writes them (text as is, numbers in
+    /// decimal, bytes raw), back to back; empty unless the sink keys.
+    pub keys: Vec<u8>,
+    /// The end of each line's key in `keys` (one per mark, when keyed).
+    pub key_ends: Vec<u32>,
 }
 
 impl Lines {
+    /// Records the key of the line just marked.
+    pub fn push_key(&mut self, key: &[u8]) {
+        crate::encoding::key_text(key, &mut self.keys);
+        self.key_ends.push(self.keys.len() as u32);
+    }
+
     /// Marks the end of a line (or of a line not formatted, for a sink
     /// that drops them) of record `record`'s row `ordinal`.
     pub fn push_mark(&mut self, record: u32, ordinal: u32) {

@@ -49,6 +49,30 @@ impl BatchWriter {
         self.buf.extend_from_slice(bytes);
     }
 
+    /// Appends one record of `count` values (`fields` yields that many).
+    pub fn push_row<'a>(&mut self, count: usize, fields: impl IntoIterator<Item = Field<'a>>) {
+        self.starts.push(self.buf.len() as u32);
+        self.buf.extend_from_slice(&(count as u32).to_le_bytes());
+        for field in fields {
+            match field {
+                Field::Null => self.buf.push(NULL),
+                Field::Int(i) => {
+                    self.buf.push(INT);
+                    self.buf.extend_from_slice(&i.to_le_bytes());
+                }
+                Field::Text(b) | Field::Bytes(b) => {
+                    self.buf.push(if matches!(field, Field::Text(_)) {
+                        TEXT
+                    } else {
+                        BYTES
+                    });
+                    self.buf.extend_from_slice(&(b.len() as u32).to_le_bytes());
+                    self.buf.extend_from_slice(b);
+                }
+            }
+        }
+    }
+
     /// Appends one entry made of `parts` put together.
     pub fn push_parts(&mut self, parts: &[&[u8]]) {
         self.starts.push(self.buf.len() as u32);
@@ -85,6 +109,19 @@ impl BatchWriter {
         let rec = self.slice(index..index + 1);
         rec.get(9..).unwrap_or(&[])
     }
+}
+
+/// A value of a record the host writes for a guest.
+#[derive(Debug, Clone, Copy)]
+pub enum Field<'a> {
+    /// Null.
+    Null,
+    /// An int.
+    Int(i64),
+    /// Text the caller checked is UTF-8.
+    Text(&'a [u8]),
+    /// Bytes.
+    Bytes(&'a [u8]),
 }
 
 /// A malformed guest output, or one over a limit: the guest's fault.
@@ -340,6 +377,15 @@ pub(crate) fn type_name(value: &[u8]) -> &'static str {
 }
 
 /// Writes one checked value the way Flink prints a tuple field.
+/// Writes a checked key value as a sink's record key: bytes raw, anything
+/// else as the print sink formats it.
+pub(crate) fn key_text(value: &[u8], out: &mut Vec<u8>) {
+    match value.first() {
+        Some(&BYTES) => out.extend_from_slice(value.get(5..).unwrap_or_default()),
+        _ => format_value(value, out),
+    }
+}
+
 pub(crate) fn format_value(value: &[u8], out: &mut Vec<u8>) {
     match value.first() {
         Some(&NULL) => out.extend_from_slice(b"null"),

@@ -27,15 +27,15 @@ impl Runner<'_> {
         if self.replay.is_some() || replaying || self.queue[0].len() > MAP_AHEAD {
             return;
         }
-        let base = self.last.as_ref().unwrap_or(&self.origin).source;
-        if !self.checkpoints.due(self.submitted != base) {
+        let base = &self.last.as_ref().unwrap_or(&self.origin).source;
+        if !self.checkpoints.due(self.submitted != *base) {
             return;
         }
         let barrier = Barrier {
             id: self.checkpoints.start(),
-            position: self.submitted,
+            position: self.submitted.clone(),
         };
-        if let Err(f) = self.workers.submit(0, Item::Barrier(barrier)) {
+        if let Err(f) = self.workers.submit(0, Item::Barrier(barrier.clone())) {
             warn!("{}: checkpoint {} skipped: {f}", self.job, barrier.id);
             self.checkpoints.skip();
             return;
@@ -86,13 +86,14 @@ impl Runner<'_> {
         let snapshot = Snapshot {
             id,
             created_at_ms: super::now_ms(),
-            source: barrier.position,
+            source: barrier.position.clone(),
             sink,
             // Only skipped records a replay from here could meet.
             skipped: self
                 .skipped
-                .range(barrier.position.seq..)
+                .iter()
                 .copied()
+                .filter(|s| barrier.position.may_replay(*s))
                 .collect(),
             subtasks,
             stages,
@@ -124,6 +125,7 @@ impl Runner<'_> {
                 Ok(p) => side.push(SinkPosition {
                     lines: *lines,
                     bytes: p.bytes,
+                    partitions: p.partitions,
                 }),
                 Err(e) => {
                     warn!("{job}: checkpoint {id} skipped: cannot sync a side output's sink: {e}");
@@ -140,6 +142,7 @@ impl Runner<'_> {
         let sink = SinkPosition {
             lines: self.out.lines,
             bytes: synced.bytes,
+            partitions: synced.partitions,
         };
         Some((sink, side))
     }
@@ -177,6 +180,7 @@ impl Runner<'_> {
                     self.last_pause.as_micros()
                 );
                 self.status.checkpointed(&snapshot, took);
+                self.source.checkpointed(&snapshot.source);
                 if let Some(old) = self.last.replace(Arc::new(snapshot))
                     && let Ok(old) = Arc::try_unwrap(old)
                 {

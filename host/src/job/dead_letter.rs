@@ -18,8 +18,11 @@ pub fn append(path: &Path, info: &JobInfo, failure: &TaskFailure) -> std::io::Re
         "time_ms": super::now_ms(),
         "job_id": info.job_id,
         "job": info.job_name,
-        "record": failure.seq.map(|s| s + 1),
-        "position": { "seq": failure.seq },
+        "record": failure.seq.map(|s| match crate::record::partition_of(s) {
+            Some(_) => serde_json::Value::Null,
+            None => (s + 1).into(),
+        }),
+        "position": failure.seq.map(crate::record::position_json),
         "input": failure.input,
         "subtask": failure.subtask,
         "fault": failure.fault.as_str(),

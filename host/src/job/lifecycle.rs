@@ -19,9 +19,14 @@ pub(super) fn log_created(job: &str, spec: &JobSpec, prepared: &Prepared) {
         spec.source, spec.sink, spec.parallelism, spec.restart
     );
     let dir = prepared.store.path().display();
+    let checkpoints = prepared.store.location();
     match spec.checkpoint_interval {
-        Some(every) => info!(
+        Some(every) if checkpoints.local() == Some(prepared.store.path()) => info!(
             "{job}: checkpoints every {} ms go to `{dir}`",
+            every.as_millis()
+        ),
+        Some(every) => info!(
+            "{job}: checkpoints every {} ms go to `{checkpoints}`; the journal and dead letters to `{dir}`",
             every.as_millis()
         ),
         None => info!("{job}: checkpointing is off; the journal and dead letters go to `{dir}`"),
@@ -54,6 +59,12 @@ pub(super) fn log_created(job: &str, spec: &JobSpec, prepared: &Prepared) {
         ),
         None => {}
     }
+    if prepared.recorded > 0 {
+        info!(
+            "{job}: the sink holds output past the checkpoint; replaying its {} run(s) of records in the order it recorded, without writing that output again",
+            prepared.recorded
+        );
+    }
 }
 
 impl Runner<'_> {
@@ -66,10 +77,7 @@ impl Runner<'_> {
             error!("{}: sink `{}` failed: {e}", self.job, self.spec.sink);
         }
         let job = self.job.clone();
-        let dir = std::path::absolute(self.store.path())
-            .unwrap_or_else(|_| self.store.path().to_path_buf())
-            .display()
-            .to_string();
+        let dir = self.store.location().absolute().to_string();
         match outcome {
             JobOutcome::Finished => {
                 self.store.remove_checkpoints();
@@ -99,7 +107,8 @@ impl Runner<'_> {
                         format!("checkpoint `chk-{id}` and the journal are kept in `{dir}`")
                     }
                     None => format!(
-                        "no checkpoint completed; the journal and dead letters are in `{dir}`"
+                        "no checkpoint completed; the journal and dead letters are in `{}`",
+                        absolute_dir(self.store.path())
                     ),
                 };
                 error!("{job}: {kept}; resume with `{}`", self.resume_hint());
@@ -114,7 +123,10 @@ impl Runner<'_> {
     /// when that is empty then too; a directory the user named stays.
     fn remove_empty_dirs(&self) {
         let dir = self.store.path();
-        if std::fs::remove_dir(dir).is_err() || self.spec.settings.checkpoint_dir.is_some() {
+        let settings = &self.spec.settings;
+        let named = settings.state_dir.is_some()
+            || (settings.checkpoint_dir.is_some() && self.spec.checkpoint_dir.local().is_some());
+        if std::fs::remove_dir(dir).is_err() || named {
             return;
         }
         let mut parent = dir.parent();
@@ -137,7 +149,14 @@ impl Runner<'_> {
         format!(
             "host run --module {} --restore {}",
             absolute(&self.spec.module_path).display(),
-            absolute(self.store.path()).display()
+            self.store.location().absolute()
         )
     }
+}
+
+fn absolute_dir(p: &std::path::Path) -> String {
+    std::path::absolute(p)
+        .unwrap_or_else(|_| p.to_path_buf())
+        .display()
+        .to_string()
 }

@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::checkpoint::restore::resolve_restore;
-use crate::checkpoint::{self, CheckpointError, JobRecord, Snapshot, SourcePosition, Store};
+use crate::checkpoint::{
+    self, CheckpointError, JobRecord, Location, Snapshot, SourcePosition, Store,
+};
 use crate::config::JobSpec;
 use crate::connector::journaled::Journaled;
 use crate::connector::{self, Resume, Source};
@@ -35,6 +37,9 @@ pub struct Prepared {
     pub(crate) live_start: SourcePosition,
     pub(crate) replay: Option<(SourcePosition, u64)>,
     pub(crate) next_checkpoint: u64,
+    /// Runs of records the sink recorded it wrote past the checkpoint,
+    /// replayed in that order first.
+    pub(crate) recorded: usize,
 }
 
 impl Prepared {
@@ -43,9 +48,14 @@ impl Prepared {
         &self.id
     }
 
-    /// The job's checkpoint directory.
+    /// The job's local directory (with local checkpoints, theirs too).
     pub fn dir(&self) -> &std::path::Path {
         self.store.path()
+    }
+
+    /// Where the job's checkpoints go.
+    pub fn checkpoints(&self) -> &Location {
+        self.store.location()
     }
 }
 
@@ -62,7 +72,7 @@ fn absolute(path: &std::path::Path) -> Option<PathBuf> {
 /// anything of the job is created.
 fn open_source(spec: &JobSpec, store: &Store) -> Result<(Arc<dyn Source>, Option<PathBuf>), Error> {
     let source = connector::source(&spec.source, &spec.env)?;
-    source.check()?;
+    source.check(&spec.source_options())?;
     if source.replayable() {
         return Ok((source, None));
     }
@@ -77,7 +87,7 @@ pub fn prepare(module: &Module, spec: &JobSpec) -> Result<Prepared, Error> {
         return prepare_new(module, spec);
     };
     let (dir, id) = resolve_restore(restore, &spec.checkpoint_dir)?;
-    let store = Store::open(&dir)?;
+    let store = Store::open(&dir, &local_dir(spec, &dir))?;
     store.clean_in_progress();
     let (point, notes) = restore_point(&store, &dir, id)?;
     check_restore(&point, module, spec)?;
@@ -87,14 +97,22 @@ pub fn prepare(module: &Module, spec: &JobSpec) -> Result<Prepared, Error> {
     let mut skipped: BTreeSet<u64> = snapshot.skipped.iter().copied().collect();
     skipped.extend(store.skipped());
     let source_changed = (point.source != spec.source).then(|| point.source.clone());
+    let resume = Resume {
+        previous: point.sink.clone(),
+        position: snapshot.sink.clone(),
+    };
+    let mut recorded = 0;
     let resumption = if source_changed.is_none() {
-        source.resume(snapshot.source)?
+        let written = connector::written(&resume, &spec.env, &point.job_id)?;
+        recorded = written.len();
+        source.resume(snapshot.source.clone(), &written)?
     } else {
         // `--allow-source-change` (check_restore refuses it otherwise): the
         // new source from its beginning, record numbers going on.
         let live = SourcePosition {
             seq: snapshot.source.seq,
             offset: 0,
+            partitions: None,
         };
         connector::Resumption { live, replay: None }
     };
@@ -105,11 +123,8 @@ pub fn prepare(module: &Module, spec: &JobSpec) -> Result<Prepared, Error> {
         .unwrap_or(0)
         .max(point.checkpoint_id)
         + 1;
-    let resume = Resume {
-        previous: point.sink,
-        position: snapshot.sink,
-    };
     connector::check_resume(&spec.sink, &spec.env, &resume)?;
+    connector::probe_sink(&spec.sink, &spec.env, spec.connect_timeout)?;
     Ok(Prepared {
         id: point.job_id,
         store,
@@ -124,13 +139,15 @@ pub fn prepare(module: &Module, spec: &JobSpec) -> Result<Prepared, Error> {
         live_start: resumption.live,
         replay: resumption.replay,
         next_checkpoint,
+        recorded,
     })
 }
 
 fn prepare_new(module: &Module, spec: &JobSpec) -> Result<Prepared, Error> {
-    connector::source(&spec.source, &spec.env)?.check()?;
+    connector::source(&spec.source, &spec.env)?.check(&spec.source_options())?;
+    connector::probe_sink(&spec.sink, &spec.env, spec.connect_timeout)?;
     let id = uuid::Uuid::new_v4().simple().to_string();
-    let store = Store::open(&spec.checkpoint_dir.join(&id))?;
+    let store = Store::open(&spec.checkpoint_dir.join(&id), &spec.state_dir.join(&id))?;
     store.write_job(&JobRecord {
         format: checkpoint::FORMAT.into(),
         format_version: checkpoint::FORMAT_VERSION,
@@ -162,7 +179,20 @@ fn prepare_new(module: &Module, spec: &JobSpec) -> Result<Prepared, Error> {
         live_start: SourcePosition::default(),
         replay: None,
         next_checkpoint: 1,
+        recorded: 0,
     })
+}
+
+/// The local directory of a restored job whose checkpoints are at `job`:
+/// `--state-dir/JOB_ID` when given, else a local job directory itself, else
+/// the default state directory's `JOB_ID`.
+fn local_dir(spec: &JobSpec, job: &Location) -> PathBuf {
+    let id = job.name().unwrap_or("job");
+    match (&spec.settings.state_dir, job) {
+        (Some(dir), _) => dir.join(id),
+        (None, Location::Local(dir)) => dir.clone(),
+        (None, Location::S3 { .. }) => spec.state_dir.join(id),
+    }
 }
 
 /// What a restore starts from: a checkpoint, or the job's start when none
@@ -184,7 +214,7 @@ struct RestorePoint {
 /// when the job never completed a checkpoint, its start.
 fn restore_point(
     store: &Store,
-    dir: &std::path::Path,
+    dir: &Location,
     id: Option<u64>,
 ) -> Result<(RestorePoint, Vec<String>), CheckpointError> {
     let (found, notes) = match id {
@@ -192,7 +222,7 @@ fn restore_point(
             Some(store.load(id).map_err(|e| {
                 CheckpointError::Restore(format!(
                     "checkpoint `{}` is damaged ({e}); restore another one",
-                    dir.join(format!("chk-{id}")).display()
+                    dir.join(&format!("chk-{id}"))
                 ))
             })?),
             Vec::new(),
@@ -216,7 +246,7 @@ fn restore_point(
     let record = match store.job()? {
         Some(record) if notes.is_empty() => record,
         _ => {
-            let mut message = format!("no intact checkpoint to restore in `{}`", dir.display());
+            let mut message = format!("no intact checkpoint to restore in `{dir}`");
             for n in &notes {
                 message.push_str(&format!("; {n}"));
             }
@@ -256,7 +286,7 @@ fn side_resume(spec: &JobSpec, point: &RestorePoint) -> Result<Vec<Resume>, Erro
                 .snapshot
                 .side_sinks
                 .get(tag)
-                .copied()
+                .cloned()
                 .unwrap_or_default(),
         };
         connector::check_resume(uri, &spec.env, &resume)?;

@@ -112,8 +112,8 @@ impl Runner<'_> {
         match dead_letter::append(&self.dead_letter, &self.info, failure) {
             Err(e) => warn!("{job}: cannot write the dead-letter file: {e}"),
             Ok(()) => info!(
-                "{job}: record {} written to `{}`",
-                seq + 1,
+                "{job}: {} written to `{}`",
+                crate::record::shown(seq),
                 self.dead_letter.display()
             ),
         }
@@ -217,9 +217,9 @@ impl Runner<'_> {
             self.requeue.push_front(b);
         }
         info!(
-            "{} switched from RESTARTING to RUNNING: fresh guest instances, keyed state kept (the failing batch never reached it), going on after record {}",
+            "{} switched from RESTARTING to RUNNING: fresh guest instances, keyed state kept (the failing batch never reached it), going on after {}",
             self.job,
-            seq + 1
+            crate::record::shown(seq)
         );
     }
 
@@ -235,17 +235,17 @@ impl Runner<'_> {
         let stages = operators(self.module, self.spec, &self.job, Some(&snapshot))
             .map_err(|f| f.to_string())?;
         self.workers = Workers::start(stages).map_err(|f| f.to_string())?;
-        let from = snapshot.source;
+        let from = snapshot.source.clone();
         if let Some(t) = self.timeline.as_mut() {
-            t.rewind(Some(snapshot.id).filter(|id| *id > 0), from)?;
+            t.rewind(Some(snapshot.id).filter(|id| *id > 0), from.clone())?;
         }
-        self.processed = from;
-        self.submitted = from;
-        self.out = snapshot.sink;
+        self.processed = from.clone();
+        self.submitted = from.clone();
+        self.out = snapshot.sink.clone();
         self.replay = if self.frontier.seq > from.seq {
             Some(
                 self.source
-                    .replay(from, Some(self.frontier.seq), &self.options)
+                    .replay(from.clone(), Some(self.frontier.seq), &self.options)
                     .map_err(|e| format!("cannot replay the input: {e}"))?,
             )
         } else {
@@ -256,12 +256,17 @@ impl Runner<'_> {
         } else {
             format!("checkpoint `chk-{}`", snapshot.id)
         };
+        let replaying = match from.partitions {
+            Some(_) => format!(
+                "replaying {} record(s) in the order they were read",
+                self.frontier.seq.saturating_sub(from.seq)
+            ),
+            None => format!("replaying records {}..{}", from.seq + 1, self.frontier.seq),
+        };
         info!(
-            "{} switched from RESTARTING to RUNNING: state restored from {what} ({} keys), replaying records {}..{}",
+            "{} switched from RESTARTING to RUNNING: state restored from {what} ({} keys), {replaying}",
             self.job,
-            snapshot.keys(),
-            from.seq + 1,
-            self.frontier.seq
+            snapshot.keys()
         );
         Ok(())
     }
@@ -283,9 +288,9 @@ fn run_through(workers: &mut Workers, batch: Arc<SourceBatch>) -> Result<Block, 
             _ => return Err(lost()),
         };
         if stage + 1 == workers.stages() {
-            return Ok(exchange::merge(
-                outputs.into_iter().map(|o| o.lines).collect(),
-            ));
+            let mut block = exchange::merge(outputs.into_iter().map(|o| o.lines).collect());
+            block.runs = batch.runs.clone();
+            return Ok(block);
         }
         item = Item::Rows(batch.clone(), Arc::new(outputs), clock);
     }

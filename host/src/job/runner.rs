@@ -155,13 +155,15 @@ pub(super) fn operators(
     job: &Arc<str>,
     restore: Option<&Snapshot>,
 ) -> Result<Vec<Vec<Box<dyn Operator>>>, TaskFailure> {
-    let discard = connector::sink_kind(&spec.sink).is_ok_and(|k| k.discards());
+    let kind = connector::sink_kind(&spec.sink).ok();
+    let discard = kind.is_some_and(|k| k.discards());
     let cx = |subtask| StageContext {
         job: job.clone(),
         subtask,
         downstream: spec.parallelism,
         max_parallelism: spec.max_parallelism,
         discard,
+        keys: kind.is_some_and(|k| k.keys()),
     };
     let mut stages = match &spec.pipeline {
         Some(pipeline) => pipeline_stages(module, spec, pipeline, &cx)?,
@@ -271,13 +273,13 @@ fn start_source(
 ) -> Result<(Receiver<SourceEvent>, Option<Receiver<SourceEvent>>), String> {
     let live = prepared
         .source
-        .start(prepared.live_start, options, None, cancel.clone())
+        .start(prepared.live_start.clone(), options, None, cancel.clone())
         .map_err(|e| format!("cannot start the source: {e}"))?;
-    let replay = match prepared.replay {
+    let replay = match &prepared.replay {
         Some((from, until)) => Some(
             prepared
                 .source
-                .replay(from, Some(until), options)
+                .replay(from.clone(), Some(*until), options)
                 .map_err(|e| e.to_string())?,
         ),
         None => None,
@@ -295,8 +297,14 @@ fn open_side_sinks(spec: &JobSpec, prepared: &Prepared) -> Result<SideSinks, Str
         std::fs::create_dir_all(&dir)
             .map_err(|e| format!("cannot create `{}`: {e}", dir.display()))?;
         let resume = prepared.side_resume.get(tag);
-        let mut sink =
-            connector::open_sink(uri, &spec.env, dir, resume).map_err(|e| e.to_string())?;
+        let mut sink = connector::open_sink(
+            uri,
+            &spec.env,
+            dir,
+            &format!("{}/{name}", prepared.id),
+            resume,
+        )
+        .map_err(|e| e.to_string())?;
         if uri == "print" {
             sink = Box::new(Labelled::new(sink, name));
         }
@@ -321,7 +329,7 @@ fn open_timeline(
         return Ok(None);
     }
     let from = restored.map(|s| s.id).filter(|id| *id > 0);
-    let at = restored.map(|s| s.source).unwrap_or_default();
+    let at = restored.map(|s| s.source.clone()).unwrap_or_default();
     Timeline::open(prepared.store.path(), restored.is_some(), from, at).map(Some)
 }
 
@@ -343,13 +351,6 @@ fn job_info(module: &Module, spec: &JobSpec, id: &str) -> JobInfo {
     }
 }
 
-fn source_options(spec: &JobSpec) -> SourceOptions {
-    SourceOptions {
-        max_line_bytes: spec.max_line_bytes,
-        connect_timeout: spec.connect_timeout,
-    }
-}
-
 impl<'a> Runner<'a> {
     pub(super) fn new(
         module: &'a Module,
@@ -365,6 +366,7 @@ impl<'a> Runner<'a> {
             &spec.sink,
             &spec.env,
             prepared.store.path().to_path_buf(),
+            &prepared.id,
             prepared.resume.as_ref(),
         )
         .map_err(|e| e.to_string())?;
@@ -372,7 +374,7 @@ impl<'a> Runner<'a> {
             operators(module, spec, &job, restored.as_deref()).map_err(|f| f.to_string())?,
         )
         .map_err(|f| f.to_string())?;
-        let options = source_options(spec);
+        let options = spec.source_options();
         let source_cancel = Arc::new(AtomicBool::new(false));
         let (live, replay) = start_source(&prepared, &options, &source_cancel)?;
         let origin = restored.clone().unwrap_or_default();
@@ -415,10 +417,10 @@ impl<'a> Runner<'a> {
             live,
             source_cancel,
             replay,
-            frontier: prepared.live_start,
-            processed: origin.source,
-            submitted: origin.source,
-            out: origin.sink,
+            frontier: prepared.live_start.clone(),
+            processed: origin.source.clone(),
+            submitted: origin.source.clone(),
+            out: origin.sink.clone(),
             skipped: prepared.skipped,
             held: origin.id,
             last: restored,
@@ -594,9 +596,9 @@ impl<'a> Runner<'a> {
                     self.frontier = batch.end();
                     for r in &batch.rejected {
                         warn!(
-                            "{}: input fault on record {} {:?}: {}; record skipped",
+                            "{}: input fault on {} {:?}: {}; record skipped",
                             self.job,
-                            r.seq + 1,
+                            crate::record::shown(r.seq),
                             r.preview,
                             r.reason
                         );
@@ -646,7 +648,7 @@ impl<'a> Runner<'a> {
         let mut batch = batch.without(|s| skipped.contains(&s));
         self.status.add_records(batch.records.len() as u64);
         if batch.records.is_empty() && !self.timed && self.queue.iter().all(VecDeque::is_empty) {
-            self.submitted = end;
+            self.submitted = end.clone();
             self.processed = end;
             return None;
         }
@@ -665,7 +667,7 @@ impl<'a> Runner<'a> {
         if let Err(failure) = self.workers.submit(0, Item::Records(batch.clone(), clock)) {
             return Some(JobOutcome::Failed(failure.to_string()));
         }
-        self.submitted = end;
+        self.submitted = end.clone();
         self.queue[0].push_back(Entry::Batch(InFlight {
             batch,
             end,
@@ -735,12 +737,13 @@ impl<'a> Runner<'a> {
                     self.complete_checkpoint(barrier, snapshots, time);
                     return None;
                 }
+                let item = Item::Barrier(barrier.clone());
                 let entry = Entry::Barrier {
                     barrier,
                     snapshots,
                     time,
                 };
-                self.forward(next, entry, Item::Barrier(barrier))
+                self.forward(next, entry, item)
             }
             (Entry::Batch(b), Collected::Outputs(Err(failure)))
             | (Entry::Batch(b), Collected::Snapshots(Err(failure))) => {
@@ -787,7 +790,8 @@ impl<'a> Runner<'a> {
         keep_side(&mut b.side, &mut outputs);
         let next = stage + 1;
         let ended = if next == self.workers.stages() {
-            let block = exchange::merge(outputs.into_iter().map(|o| o.lines).collect());
+            let mut block = exchange::merge(outputs.into_iter().map(|o| o.lines).collect());
+            block.runs = b.batch.runs.clone();
             match self.emit_side(&b.side).and_then(|()| self.emit(&block)) {
                 Ok(()) => {
                     self.processed = b.end;

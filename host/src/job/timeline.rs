@@ -378,7 +378,11 @@ mod tests {
         tick.idle_watermark = Some(7);
         t.record(&tick).expect("records");
 
-        let at = SourcePosition { seq: 3, offset: 9 };
+        let at = SourcePosition {
+            seq: 3,
+            offset: 9,
+            ..Default::default()
+        };
         let mut r = Timeline::open(&dir, true, Some(1), at).expect("opens");
         // The source cuts the input differently this time.
         let mut got = r.recut(batch(3..4));

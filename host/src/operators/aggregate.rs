@@ -64,6 +64,8 @@ impl Operator for Aggregate {
         let mut lines = Lines {
             bytes: Vec::with_capacity(if self.cx.discard { 0 } else { rows * 16 }),
             marks: Vec::with_capacity(rows),
+            keys: Vec::new(),
+            key_ends: Vec::with_capacity(if self.cx.keys { rows } else { 0 }),
         };
         let mut failed = None;
         let mut taken = 0;
@@ -80,6 +82,9 @@ impl Operator for Aggregate {
                     break 'all;
                 }
                 lines.push_mark(r.record, r.ordinal);
+                if self.cx.keys {
+                    lines.push_key(key);
+                }
                 taken += 1;
             }
         }

@@ -33,6 +33,8 @@ pub struct StageContext {
     pub max_parallelism: u32,
     /// The sink drops everything: count lines, do not format them.
     pub discard: bool,
+    /// The sink keys its output: give each line its key.
+    pub keys: bool,
 }
 
 /// One subtask's guest: flat-map, chained with the key-selector when the
@@ -219,9 +221,14 @@ impl FlatMap {
         if unreproduced.is_empty() {
             // Every record ran alone without a fault: the batch's fault is
             // not any one record's (a deadline for the whole batch, say).
-            let seq = |i: usize| batch.seqs.get(i).map_or(0, |s| s + 1);
+            let seq = |i: usize| {
+                batch
+                    .seqs
+                    .get(i)
+                    .map_or("?".into(), |s| crate::record::shown(*s))
+            };
             let cause = format!(
-                "{first}; records {}..{} then ran one at a time without a fault",
+                "{first}; {} to {} then ran one at a time without a fault",
                 seq(range.start),
                 seq(range.end - 1)
             );

@@ -1,6 +1,7 @@
 //! A 0.2.0 map stage: the guest's fused chain of stateless steps (map,
 //! filter, flat-map), one call per batch. The first stage takes the
-//! source's records; a later one the rows routed to its subtask. Each row
+//! source's records (a Kafka record whole: see
+//! [`SourceBatch::push_rows`]); a later one the rows routed to its subtask. Each row
 //! it emits goes on with its timestamp to the next stage (to the subtask
 //! that owns its key when the next stage is keyed), to the sink (the last
 //! stage), or to a side output.
@@ -83,8 +84,7 @@ impl GuestMap {
         };
         match input {
             Input::Records { batch, range, .. } => {
-                e.buf
-                    .push_raw(batch.records.slice(range.clone()), range.len());
+                batch.push_rows(range.clone(), &mut e.buf);
                 e.orders = range.clone().map(|i| (i as u64) << 32).collect();
             }
             Input::Rows { parts, .. } => {

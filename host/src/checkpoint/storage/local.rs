@@ -30,6 +30,16 @@ impl LocalStorage {
         })
     }
 
+    /// Opens the directory `path`, which must be there.
+    pub fn open_existing(path: &Path) -> Result<Self, StorageError> {
+        let dir = Dir::open_ambient_dir(path, cap_std::ambient_authority())
+            .map_err(|e| StorageError::io("open the checkpoint directory", shown(path), &e))?;
+        Ok(LocalStorage {
+            path: path.to_owned(),
+            dir,
+        })
+    }
+
     /// The directory.
     pub fn path(&self) -> &Path {
         &self.path
@@ -173,5 +183,28 @@ impl CheckpointStorage for LocalStorage {
 
     fn remove_job(&self) {
         let _ = self.dir.remove_file("job.json");
+    }
+
+    fn children(&self) -> Result<Vec<String>, StorageError> {
+        let entries = self.dir.entries().map_err(|e| self.err("list", "", &e))?;
+        let mut names: Vec<String> = entries
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .filter_map(|e| e.file_name().to_str().map(str::to_string))
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    fn child(&self, name: &str) -> Result<Box<dyn CheckpointStorage>, StorageError> {
+        Ok(Box::new(LocalStorage::open_existing(
+            &self.path.join(name),
+        )?))
+    }
+
+    fn is_job(&self) -> bool {
+        self.dir.exists("job.json")
+            || self.dir.is_dir("journal")
+            || self.ids().is_ok_and(|ids| !ids.is_empty())
     }
 }

@@ -1,10 +1,149 @@
 //! Where checkpoints are kept: a trait over the few operations a checkpoint
 //! needs, so that local disk (`local.rs`, through cap-std) and object
-//! storage can sit behind the same format and code. A checkpoint is written
+//! storage over the S3 API (`s3.rs`) sit behind the same format and code,
+//! and the [`Location`] a `--checkpoint-dir` names. A checkpoint is written
 //! whole or not at all: its manifest goes last, atomically, and nothing
 //! without a manifest counts as a checkpoint.
 
 pub mod local;
+pub mod s3;
+
+use std::path::{Path, PathBuf};
+
+/// Where checkpoints are kept, as `--checkpoint-dir` or `--restore` names
+/// it: a local directory, or `s3://BUCKET/PREFIX`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// A directory on local disk.
+    Local(PathBuf),
+    /// A prefix (without leading or trailing `/`, maybe empty) in a bucket.
+    S3 {
+        /// The bucket.
+        bucket: String,
+        /// The prefix.
+        prefix: String,
+    },
+}
+
+impl Location {
+    /// Parses a `--checkpoint-dir` or `--restore` value. A URI of another
+    /// scheme (`gs://...`) is refused rather than taken for a directory.
+    pub fn parse(value: &str) -> Result<Location, StorageError> {
+        let refuse = |message: String| StorageError {
+            what: "use",
+            location: value.to_string(),
+            message,
+            not_found: false,
+        };
+        if let Some(rest) = value.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(refuse(
+                    "it names no bucket; use `s3://BUCKET/PREFIX`".into(),
+                ));
+            }
+            return Ok(Location::S3 {
+                bucket: bucket.to_string(),
+                prefix: prefix.trim_matches('/').to_string(),
+            });
+        }
+        if let Some((scheme, _)) = value.split_once("://") {
+            return Err(refuse(format!(
+                "`{scheme}://` is not a checkpoint storage this host knows; use a directory or `s3://BUCKET/PREFIX`"
+            )));
+        }
+        Ok(Location::Local(PathBuf::from(value)))
+    }
+
+    /// The location of a path setting (a `--checkpoint-dir` as `Settings`
+    /// keep it).
+    pub fn of_path(path: &Path) -> Result<Location, StorageError> {
+        match path.to_str() {
+            Some(s) => Location::parse(s),
+            None => Ok(Location::Local(path.to_path_buf())),
+        }
+    }
+
+    /// `name` inside this location.
+    pub fn join(&self, name: &str) -> Location {
+        match self {
+            Location::Local(p) => Location::Local(p.join(name)),
+            Location::S3 { bucket, prefix } if prefix.is_empty() => Location::S3 {
+                bucket: bucket.clone(),
+                prefix: name.to_string(),
+            },
+            Location::S3 { bucket, prefix } => Location::S3 {
+                bucket: bucket.clone(),
+                prefix: format!("{prefix}/{name}"),
+            },
+        }
+    }
+
+    /// The last part of the location (a job id, `chk-N`).
+    pub fn name(&self) -> Option<&str> {
+        match self {
+            Location::Local(p) => p.file_name().and_then(|n| n.to_str()),
+            Location::S3 { prefix, .. } => prefix.rsplit('/').next().filter(|n| !n.is_empty()),
+        }
+    }
+
+    /// The location this one is in.
+    pub fn parent(&self) -> Option<Location> {
+        match self {
+            Location::Local(p) => p.parent().map(|p| Location::Local(p.to_path_buf())),
+            Location::S3 { prefix, .. } if prefix.is_empty() => None,
+            Location::S3 { bucket, prefix } => Some(Location::S3 {
+                bucket: bucket.clone(),
+                prefix: prefix.rsplit_once('/').map_or("", |(p, _)| p).to_string(),
+            }),
+        }
+    }
+
+    /// The local directory, when it is one.
+    pub fn local(&self) -> Option<&Path> {
+        match self {
+            Location::Local(p) => Some(p),
+            Location::S3 { .. } => None,
+        }
+    }
+
+    /// The location made absolute, when it is a relative directory.
+    pub fn absolute(&self) -> Location {
+        match self {
+            Location::Local(p) => {
+                Location::Local(std::path::absolute(p).unwrap_or_else(|_| p.clone()))
+            }
+            s3 => s3.clone(),
+        }
+    }
+
+    /// Opens the storage here. `create`: make a local directory that is
+    /// not there yet, and check that an S3 bucket is there and the
+    /// credentials work.
+    pub fn open(&self, create: bool) -> Result<Box<dyn CheckpointStorage>, StorageError> {
+        match self {
+            Location::Local(p) if create => Ok(Box::new(local::LocalStorage::open(p)?)),
+            Location::Local(p) => Ok(Box::new(local::LocalStorage::open_existing(p)?)),
+            Location::S3 { bucket, prefix } => {
+                let storage = s3::S3Storage::open(bucket, prefix)?;
+                if create {
+                    storage.probe()?;
+                }
+                Ok(Box::new(storage))
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::Local(p) => write!(f, "{}", p.display()),
+            Location::S3 { bucket, prefix } if prefix.is_empty() => write!(f, "s3://{bucket}"),
+            Location::S3 { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
+        }
+    }
+}
 
 /// A failed storage operation: the environment's fault (a disk, a server).
 #[derive(Debug, thiserror::Error)]
@@ -72,4 +211,17 @@ pub trait CheckpointStorage: Send + Sync {
 
     /// Removes `job.json`.
     fn remove_job(&self);
+
+    /// Names of the locations right inside this one (job directories, in
+    /// a checkpoint directory).
+    fn children(&self) -> Result<Vec<String>, StorageError>;
+
+    /// The storage at `name` inside this one.
+    fn child(&self, name: &str) -> Result<Box<dyn CheckpointStorage>, StorageError>;
+
+    /// Whether this is a job's location: it has a `job.json` or a
+    /// complete checkpoint.
+    fn is_job(&self) -> bool {
+        self.job_modified().is_some() || self.ids().is_ok_and(|ids| !ids.is_empty())
+    }
 }

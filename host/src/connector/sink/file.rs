@@ -66,7 +66,7 @@ impl SinkKind for FileKind {
     fn check_rewind(
         &self,
         uri: &str,
-        position: SinkPosition,
+        position: &SinkPosition,
         env: &ConnectorEnv,
     ) -> Result<(), ConnectorError> {
         let path = resolve(uri, env, "sink")?;
@@ -76,7 +76,7 @@ impl SinkKind for FileKind {
     fn rewind(
         &self,
         uri: &str,
-        position: SinkPosition,
+        position: &SinkPosition,
         next: &str,
         env: &ConnectorEnv,
     ) -> Result<(), ConnectorError> {
@@ -105,7 +105,7 @@ impl SinkKind for FileKind {
                 path.display()
             ))
         };
-        let (file, position) = match cx.resume {
+        let (file, position) = match cx.resume.clone() {
             Some(position) => {
                 cut_back(&path, position.bytes)?;
                 let file = OpenOptions::new()
@@ -215,6 +215,7 @@ impl Sink for FileSink {
         Ok(SinkPosition {
             lines: self.dedup.written,
             bytes: self.bytes,
+            partitions: None,
         })
     }
 }

@@ -35,6 +35,9 @@ impl Sink for Labelled {
         let labelled = Block {
             bytes,
             lines: block.lines,
+            keys: block.keys.clone(),
+            key_ends: block.key_ends.clone(),
+            runs: block.runs.clone(),
         };
         self.inner.write(at, &labelled)
     }

@@ -1,9 +1,11 @@
-//! Sinks, one file each: stdout (`print`), a file, or nowhere (`discard`).
+//! Sinks, one file each: stdout (`print`), a file, a Kafka topic, or
+//! nowhere (`discard`).
 //! A sink receives whole blocks of formatted lines and flushes once per
 //! batch, so interactive jobs show output at once without a write per line.
 
 pub mod discard;
 pub mod file;
+pub mod kafka;
 pub mod labelled;
 pub mod print;
 

@@ -48,7 +48,7 @@ impl SinkKind for PrintKind {
             Ok(8) => u64::from_le_bytes(counter),
             _ => 0,
         };
-        let resumed = cx.resume.map_or(0, |p| p.lines);
+        let resumed = cx.resume.as_ref().map_or(0, |p| p.lines);
         Ok(Box::new(Print {
             out: io::stdout(),
             printed,
@@ -101,6 +101,7 @@ impl Sink for Print {
         Ok(SinkPosition {
             lines: self.dedup.written,
             bytes: 0,
+            partitions: None,
         })
     }
 }

@@ -100,7 +100,7 @@ impl Source for FileSource {
         self.uri.clone()
     }
 
-    fn check(&self) -> Result<(), ConnectorError> {
+    fn check(&self, _options: &SourceOptions) -> Result<(), ConnectorError> {
         std::fs::File::open(&self.path).map(|_| ()).map_err(|e| {
             ConnectorError::Input(format!(
                 "cannot open source `{}`: {e}; check the path and its permissions",

@@ -4,5 +4,6 @@
 //! of `connector/lines.rs`.
 
 pub mod file;
+pub mod kafka;
 pub mod socket;
 pub mod stdin;

@@ -159,6 +159,7 @@ fn read(
         position = SourcePosition {
             seq: lines.seq,
             offset: lines.offset,
+            partitions: None,
         };
         journal = lines.journal.take();
         match ended {

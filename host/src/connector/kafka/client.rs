@@ -1,0 +1,347 @@
+//! A small blocking Kafka client over the protocol codecs of the
+//! `kafka-protocol` crate: one TCP connection per broker (with
+//! `TCP_NODELAY`, and every request written in one piece, so no request
+//! waits on a delayed ACK), the API versions negotiated per broker, and
+//! the few calls Sluice needs — metadata, fetch, produce, list offsets,
+//! consumer-group offset commit and fetch, create topics. Every call has a
+//! deadline; nothing here retries by itself, its callers decide.
+//!
+//! It speaks plain TCP (no TLS, no SASL yet).
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, CreateTopicsRequest, CreateTopicsResponse,
+    FetchRequest, FetchResponse, FindCoordinatorRequest, FindCoordinatorResponse,
+    ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse,
+    OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse,
+    ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
+
+/// A request the client sends, with its API key and response.
+pub trait Call: Encodable + HeaderVersion {
+    /// Its API key.
+    const KEY: ApiKey;
+    /// What the broker answers.
+    type Response: Decodable + HeaderVersion;
+}
+
+macro_rules! calls {
+    ($($request:ident => $response:ident as $key:ident),* $(,)?) => {
+        $(impl Call for $request {
+            const KEY: ApiKey = ApiKey::$key;
+            type Response = $response;
+        })*
+    };
+}
+
+calls! {
+    ProduceRequest => ProduceResponse as Produce,
+    FetchRequest => FetchResponse as Fetch,
+    ListOffsetsRequest => ListOffsetsResponse as ListOffsets,
+    MetadataRequest => MetadataResponse as Metadata,
+    OffsetCommitRequest => OffsetCommitResponse as OffsetCommit,
+    OffsetFetchRequest => OffsetFetchResponse as OffsetFetch,
+    FindCoordinatorRequest => FindCoordinatorResponse as FindCoordinator,
+    CreateTopicsRequest => CreateTopicsResponse as CreateTopics,
+}
+
+/// What went wrong talking to Kafka.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum KafkaError {
+    /// The broker cannot be reached, or the connection broke: it may work
+    /// again later.
+    #[error("{0}")]
+    Unreachable(String),
+    /// The broker answered with an error.
+    #[error("{message}")]
+    Broker {
+        /// The Kafka error code.
+        code: i16,
+        /// What it means, with the call it answered.
+        message: String,
+        /// Whether trying again may work.
+        retriable: bool,
+    },
+    /// A request or response that does not fit the protocol.
+    #[error("{0}")]
+    Protocol(String),
+}
+
+impl KafkaError {
+    /// The broker's error `code` for `what`, if it is one.
+    pub fn check(code: i16, what: &str) -> Result<(), KafkaError> {
+        match ResponseError::try_from_code(code) {
+            None => Ok(()),
+            Some(e) => Err(KafkaError::Broker {
+                code,
+                message: format!("{what}: the broker answered {e} (error {code})"),
+                retriable: e.is_retriable(),
+            }),
+        }
+    }
+
+    /// Whether trying again later may work.
+    pub fn retriable(&self) -> bool {
+        match self {
+            KafkaError::Unreachable(_) => true,
+            KafkaError::Broker { retriable, .. } => *retriable,
+            KafkaError::Protocol(_) => false,
+        }
+    }
+}
+
+/// The client's name in the brokers' logs.
+const CLIENT_ID: &str = "sluice";
+/// The largest response the client reads.
+pub const MAX_RESPONSE: usize = 256 << 20;
+
+/// The newest version of each API the client speaks (all older ones down
+/// to the oldest it can use work too), and the oldest.
+fn supported(key: ApiKey) -> (i16, i16) {
+    match key {
+        // v3: record batches; v9: flexible. v13 names topics by id.
+        ApiKey::Produce => (3, 9),
+        // v4: isolation levels, v12 the last that names topics.
+        ApiKey::Fetch => (4, 12),
+        ApiKey::ListOffsets => (1, 7),
+        ApiKey::Metadata => (1, 12),
+        ApiKey::OffsetCommit => (2, 8),
+        // v8 batches groups.
+        ApiKey::OffsetFetch => (1, 7),
+        // v4 batches keys.
+        ApiKey::FindCoordinator => (1, 3),
+        ApiKey::CreateTopics => (2, 7),
+        ApiKey::ApiVersions => (0, 3),
+        _ => (0, 0),
+    }
+}
+
+/// One connection to one broker.
+pub struct Broker {
+    stream: TcpStream,
+    addr: String,
+    correlation: i32,
+    versions: HashMap<i16, i16>,
+    timeout: Duration,
+}
+
+impl Broker {
+    /// Connects to `addr` (`HOST:PORT`) within `timeout` and negotiates
+    /// the API versions.
+    pub fn connect(addr: &str, timeout: Duration) -> Result<Broker, KafkaError> {
+        let unreachable =
+            |e: String| KafkaError::Unreachable(format!("cannot reach broker `{addr}`: {e}"));
+        let addrs: Vec<_> = addr
+            .to_socket_addrs()
+            .map_err(|e| unreachable(e.to_string()))?
+            .collect();
+        let mut last = "it has no address".to_string();
+        let mut stream = None;
+        for a in addrs {
+            match TcpStream::connect_timeout(&a, timeout) {
+                Ok(s) => {
+                    stream = Some(s);
+                    break;
+                }
+                Err(e) => last = e.to_string(),
+            }
+        }
+        let stream = stream.ok_or_else(|| unreachable(last))?;
+        stream
+            .set_nodelay(true)
+            .map_err(|e| unreachable(e.to_string()))?;
+        let mut broker = Broker {
+            stream,
+            addr: addr.to_string(),
+            correlation: 0,
+            versions: HashMap::new(),
+            timeout,
+        };
+        broker.negotiate()?;
+        Ok(broker)
+    }
+
+    /// The broker's address.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    fn negotiate(&mut self) -> Result<(), KafkaError> {
+        // v0 first would do everywhere, but v3 is what current brokers
+        // expect; a broker that cannot read it answers v0.
+        let response: ApiVersionsResponse = self.call_version(
+            ApiKey::ApiVersions,
+            3,
+            &ApiVersionsRequest::default()
+                .with_client_software_name(StrBytes::from_static_str(CLIENT_ID))
+                .with_client_software_version(StrBytes::from_static_str(env!("CARGO_PKG_VERSION"))),
+            self.timeout,
+        )?;
+        KafkaError::check(response.error_code, "ApiVersions")?;
+        for v in response.api_keys {
+            let Ok(key) = ApiKey::try_from(v.api_key) else {
+                continue;
+            };
+            let (min, max) = supported(key);
+            let version = max.min(v.max_version);
+            if version >= min && version >= v.min_version {
+                self.versions.insert(v.api_key, version);
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends `request` and reads its response, at the version both sides
+    /// speak, within `timeout`.
+    pub fn call<R: Call>(
+        &mut self,
+        request: &R,
+        timeout: Duration,
+    ) -> Result<(R::Response, i16), KafkaError> {
+        let key = R::KEY;
+        let version = *self.versions.get(&(key as i16)).ok_or_else(|| {
+            let (min, max) = supported(key);
+            KafkaError::Protocol(format!(
+                "broker `{}` does not speak {key:?} versions {min} to {max}, which Sluice needs",
+                self.addr
+            ))
+        })?;
+        let response = self.call_version(key, version, request, timeout)?;
+        Ok((response, version))
+    }
+
+    fn call_version<Req: Encodable + HeaderVersion, Resp: Decodable + HeaderVersion>(
+        &mut self,
+        key: ApiKey,
+        version: i16,
+        request: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, KafkaError> {
+        self.correlation = self.correlation.wrapping_add(1);
+        let correlation = self.correlation;
+        let header = RequestHeader::default()
+            .with_request_api_key(key as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(correlation)
+            .with_client_id(Some(StrBytes::from_static_str(CLIENT_ID)));
+        let bad = |e: anyhow::Error| KafkaError::Protocol(format!("{key:?} v{version}: {e}"));
+        let mut buf = BytesMut::with_capacity(256);
+        buf.put_i32(0);
+        header
+            .encode(&mut buf, Req::header_version(version))
+            .map_err(bad)?;
+        request.encode(&mut buf, version).map_err(bad)?;
+        let len = (buf.len() - 4) as i32;
+        buf[..4].copy_from_slice(&len.to_be_bytes());
+        let mut body = self.exchange(&buf, timeout, key)?;
+        let got = ResponseHeader::decode(&mut body, Resp::header_version(version)).map_err(bad)?;
+        if got.correlation_id != correlation {
+            return Err(KafkaError::Protocol(format!(
+                "broker `{}` answered request {} for request {correlation}",
+                self.addr, got.correlation_id
+            )));
+        }
+        Resp::decode(&mut body, version).map_err(bad)
+    }
+
+    /// Writes one framed request and reads one framed response.
+    fn exchange(
+        &mut self,
+        request: &[u8],
+        timeout: Duration,
+        key: ApiKey,
+    ) -> Result<Bytes, KafkaError> {
+        let deadline = Instant::now() + timeout;
+        let broken = |e: std::io::Error| {
+            KafkaError::Unreachable(format!(
+                "the connection to broker `{}` failed during {key:?}: {e}",
+                self.addr
+            ))
+        };
+        let left = || {
+            deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(1))
+        };
+        self.stream
+            .set_write_timeout(Some(left()))
+            .map_err(broken)?;
+        self.stream.write_all(request).map_err(broken)?;
+        self.stream.set_read_timeout(Some(left())).map_err(broken)?;
+        quick_ack(&self.stream);
+        let mut len = [0u8; 4];
+        self.stream.read_exact(&mut len).map_err(broken)?;
+        let len = i32::from_be_bytes(len);
+        let len = usize::try_from(len)
+            .ok()
+            .filter(|l| *l <= MAX_RESPONSE)
+            .ok_or_else(|| {
+                KafkaError::Protocol(format!(
+                    "broker `{}` sent a response of {len} bytes to {key:?}, over the client's limit of {MAX_RESPONSE}",
+                    self.addr
+                ))
+            })?;
+        let mut body = vec![0u8; len];
+        let mut at = 0;
+        while at < len {
+            self.stream.set_read_timeout(Some(left())).map_err(broken)?;
+            match self.stream.read(&mut body[at..]) {
+                Ok(0) => return Err(broken(std::io::ErrorKind::UnexpectedEof.into())),
+                Ok(n) => at += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(broken(e)),
+            }
+        }
+        Ok(Bytes::from(body))
+    }
+}
+
+/// Asks the kernel to acknowledge what arrives at once rather than after
+/// the delayed-ACK timer (40 ms on Linux): a broker that writes a response
+/// in two pieces without `TCP_NODELAY` (Tansu) waits for that ACK before
+/// it sends the second. Linux resets the flag after each read, so it is
+/// set before every response.
+fn quick_ack(stream: &TcpStream) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let one: libc::c_int = 1;
+        // SAFETY: a valid socket, a valid option value of its size.
+        unsafe {
+            libc::setsockopt(
+                stream.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_QUICKACK,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = stream;
+}
+
+/// Reads the record batches of a fetch response's `records`, each whole
+/// (a response may end in a partial batch, which is left for the next
+/// fetch).
+pub fn whole_batches(mut records: Bytes) -> Vec<Bytes> {
+    let mut batches = Vec::new();
+    while records.len() >= 12 {
+        let length = (&records[8..12]).get_i32();
+        let Ok(length) = usize::try_from(length) else {
+            break;
+        };
+        if records.len() < 12 + length {
+            break;
+        }
+        batches.push(records.split_to(12 + length));
+    }
+    batches
+}

@@ -1,0 +1,587 @@
+//! A Kafka cluster as Sluice's source and sink see it: the bootstrap
+//! brokers, a connection per broker made when first needed, a topic's
+//! partitions and their leaders, and the calls the connectors make —
+//! fetch, produce, high watermarks, group offsets. A topic is looked up in
+//! the metadata of all topics, never by name, because some brokers (Tansu)
+//! create a topic that a metadata request names.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::find_coordinator_request::FindCoordinatorRequest;
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::offset_commit_request::{
+    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+};
+use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    BrokerId, CreateTopicsRequest, FetchRequest, GroupId, ListOffsetsRequest, MetadataRequest,
+    OffsetCommitRequest, OffsetFetchRequest, ProduceRequest, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::{Record, RecordBatchDecoder};
+
+use crate::connector::kafka::client::{Broker, KafkaError, whole_batches};
+
+/// A topic's partitions and the node that leads each.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Topic {
+    /// Partition → leader node (-1: none now).
+    pub leaders: BTreeMap<i32, i32>,
+}
+
+/// A partition's fetched records.
+#[derive(Debug, Default)]
+pub struct Fetched {
+    /// The partition.
+    pub partition: i32,
+    /// Data records, in offset order (control records and aborted
+    /// transactions left out).
+    pub records: Vec<Record>,
+    /// The offset to fetch next.
+    pub next: i64,
+    /// The partition's high watermark.
+    pub high_watermark: i64,
+    /// An error for this partition.
+    pub error: Option<KafkaError>,
+}
+
+/// A partition's base offset after a produce, or its error.
+pub type Produced = (i32, Result<i64, KafkaError>);
+
+/// The brokers of one cluster.
+pub struct Cluster {
+    bootstrap: Vec<String>,
+    /// Each request's deadline.
+    pub timeout: Duration,
+    nodes: HashMap<i32, String>,
+    connections: HashMap<i32, Broker>,
+    /// A connection to any broker, for metadata.
+    any: Option<Broker>,
+}
+
+fn name(s: &str) -> TopicName {
+    TopicName(StrBytes::from_string(s.to_string()))
+}
+
+impl Cluster {
+    /// Connects to one of `bootstrap`, trying them in turn with backoff
+    /// until `deadline` passes.
+    pub fn connect(
+        bootstrap: &[String],
+        timeout: Duration,
+        deadline: Duration,
+    ) -> Result<Cluster, KafkaError> {
+        let mut cluster = Cluster {
+            bootstrap: bootstrap.to_vec(),
+            timeout,
+            nodes: HashMap::new(),
+            connections: HashMap::new(),
+            any: None,
+        };
+        cluster.reconnect(deadline)?;
+        Ok(cluster)
+    }
+
+    /// Drops every connection and connects to a bootstrap broker again,
+    /// retrying until `deadline` passes.
+    pub fn reconnect(&mut self, deadline: Duration) -> Result<(), KafkaError> {
+        self.connections.clear();
+        self.any = None;
+        let until = Instant::now() + deadline;
+        let mut wait = Duration::from_millis(50);
+        loop {
+            let mut last = None;
+            for addr in &self.bootstrap {
+                match Broker::connect(addr, self.timeout.min(Duration::from_secs(5))) {
+                    Ok(b) => {
+                        self.any = Some(b);
+                        return Ok(());
+                    }
+                    Err(e) => last = Some(e),
+                }
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(last.unwrap_or_else(|| {
+                    KafkaError::Unreachable("no bootstrap broker given".into())
+                }));
+            }
+            std::thread::sleep(wait.min(left));
+            wait = (wait * 2).min(Duration::from_secs(1));
+        }
+    }
+
+    fn any(&mut self) -> Result<&mut Broker, KafkaError> {
+        if self.any.is_none() {
+            self.reconnect(Duration::ZERO)?;
+        }
+        self.any
+            .as_mut()
+            .ok_or_else(|| KafkaError::Unreachable("no broker connected".into()))
+    }
+
+    /// The connection to node `node`, made when first needed.
+    pub fn node(&mut self, node: i32) -> Result<&mut Broker, KafkaError> {
+        if !self.connections.contains_key(&node) {
+            let addr = self.nodes.get(&node).cloned().ok_or_else(|| {
+                KafkaError::Unreachable(format!("broker node {node} is not in the metadata"))
+            })?;
+            let broker = Broker::connect(&addr, self.timeout.min(Duration::from_secs(5)))?;
+            self.connections.insert(node, broker);
+        }
+        self.connections
+            .get_mut(&node)
+            .ok_or_else(|| KafkaError::Unreachable(format!("broker node {node} went away")))
+    }
+
+    /// Forgets the connection to `node` (it failed); the next call makes a
+    /// new one.
+    pub fn forget(&mut self, node: i32) {
+        self.connections.remove(&node);
+        self.any = None;
+    }
+
+    /// The topic's partitions and leaders; `None` when the cluster has no
+    /// such topic. Asks for every topic, so no broker creates this one.
+    pub fn topic(&mut self, topic: &str) -> Result<Option<Topic>, KafkaError> {
+        let timeout = self.timeout;
+        let request = MetadataRequest::default()
+            .with_topics(None)
+            .with_allow_auto_topic_creation(false);
+        let result = self.any()?.call(&request, timeout);
+        let (response, _) = result.inspect_err(|_| self.any = None)?;
+        self.nodes = response
+            .brokers
+            .iter()
+            .map(|b| (b.node_id.0, format!("{}:{}", b.host, b.port)))
+            .collect();
+        let Some(t) = response
+            .topics
+            .iter()
+            .find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == topic))
+        else {
+            return Ok(None);
+        };
+        KafkaError::check(t.error_code, &format!("metadata of topic `{topic}`"))?;
+        Ok(Some(Topic {
+            leaders: t
+                .partitions
+                .iter()
+                .map(|p| (p.partition_index, p.leader_id.0))
+                .collect(),
+        }))
+    }
+
+    /// Fetches `partitions` (partition, offset) of `topic` from node
+    /// `node`, waiting up to `max_wait` for data.
+    pub fn fetch(
+        &mut self,
+        node: i32,
+        topic: &str,
+        partitions: &[(i32, i64)],
+        max_wait: Duration,
+        max_bytes: i32,
+    ) -> Result<Vec<Fetched>, KafkaError> {
+        let request = FetchRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_max_wait_ms(max_wait.as_millis().clamp(1, 30_000) as i32)
+            .with_min_bytes(1)
+            .with_max_bytes(max_bytes)
+            .with_isolation_level(1)
+            .with_session_epoch(-1)
+            .with_topics(vec![
+                FetchTopic::default()
+                    .with_topic(name(topic))
+                    .with_partitions(
+                        partitions
+                            .iter()
+                            .map(|&(p, offset)| {
+                                FetchPartition::default()
+                                    .with_partition(p)
+                                    .with_fetch_offset(offset)
+                                    .with_current_leader_epoch(-1)
+                                    .with_last_fetched_epoch(-1)
+                                    .with_log_start_offset(-1)
+                                    .with_partition_max_bytes(max_bytes)
+                            })
+                            .collect(),
+                    ),
+            ]);
+        let timeout = self.timeout + max_wait;
+        let result = self.node(node)?.call(&request, timeout);
+        let (response, _) = result.inspect_err(|_| self.forget(node))?;
+        KafkaError::check(response.error_code, "fetch")?;
+        let asked: HashMap<i32, i64> = partitions.iter().copied().collect();
+        let mut out = Vec::new();
+        for t in response.responses {
+            for p in t.partitions {
+                let from = asked.get(&p.partition_index).copied().unwrap_or(0);
+                let mut fetched = Fetched {
+                    partition: p.partition_index,
+                    next: from,
+                    high_watermark: p.high_watermark,
+                    ..Default::default()
+                };
+                let what = format!("fetch of `{topic}` partition {}", p.partition_index);
+                match KafkaError::check(p.error_code, &what) {
+                    Err(e) => fetched.error = Some(e),
+                    Ok(()) => {
+                        let aborted = p
+                            .aborted_transactions
+                            .unwrap_or_default()
+                            .iter()
+                            .map(|a| (a.first_offset, a.producer_id.0))
+                            .collect();
+                        if let Err(e) = decode(p.records, from, aborted, &mut fetched) {
+                            fetched.error = Some(KafkaError::Protocol(format!(
+                                "cannot read the records of `{topic}` partition {} at offset {}: {e}",
+                                p.partition_index, fetched.next
+                            )));
+                        }
+                    }
+                }
+                out.push(fetched);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Produces one encoded record batch per partition to node `node`;
+    /// each partition's base offset, or its error.
+    pub fn produce(
+        &mut self,
+        node: i32,
+        topic: &str,
+        batches: Vec<(i32, Bytes)>,
+    ) -> Result<Vec<Produced>, KafkaError> {
+        let timeout = self.timeout;
+        let request = ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(timeout.as_millis().min(i32::MAX as u128) as i32)
+            .with_topic_data(vec![
+                TopicProduceData::default()
+                    .with_name(name(topic))
+                    .with_partition_data(
+                        batches
+                            .into_iter()
+                            .map(|(p, records)| {
+                                PartitionProduceData::default()
+                                    .with_index(p)
+                                    .with_records(Some(records))
+                            })
+                            .collect(),
+                    ),
+            ]);
+        let result = self.node(node)?.call(&request, timeout);
+        let (response, _) = result.inspect_err(|_| self.forget(node))?;
+        let mut out = Vec::new();
+        for t in response.responses {
+            for p in t.partition_responses {
+                let what = format!("produce to `{topic}` partition {}", p.index);
+                let result = KafkaError::check(p.error_code, &what).map(|()| p.base_offset);
+                out.push((p.index, result));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The earliest offset of each partition led by `node`.
+    pub fn earliest(
+        &mut self,
+        node: i32,
+        topic: &str,
+        partitions: &[i32],
+    ) -> Result<BTreeMap<i32, i64>, KafkaError> {
+        let request = ListOffsetsRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(vec![
+                ListOffsetsTopic::default()
+                    .with_name(name(topic))
+                    .with_partitions(
+                        partitions
+                            .iter()
+                            .map(|&p| {
+                                ListOffsetsPartition::default()
+                                    .with_partition_index(p)
+                                    .with_current_leader_epoch(-1)
+                                    .with_timestamp(-2)
+                            })
+                            .collect(),
+                    ),
+            ]);
+        let timeout = self.timeout;
+        let result = self.node(node)?.call(&request, timeout);
+        let (response, _) = result.inspect_err(|_| self.forget(node))?;
+        let mut out = BTreeMap::new();
+        for t in response.topics {
+            for p in t.partitions {
+                let what = format!(
+                    "earliest offset of `{topic}` partition {}",
+                    p.partition_index
+                );
+                KafkaError::check(p.error_code, &what)?;
+                out.insert(p.partition_index, p.offset.max(0));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The end (high watermark) of each partition led by `node`, from a
+    /// fetch at its start: a fetch's high watermark is right on every
+    /// broker, a ListOffsets "latest" is not on all (Tansu).
+    pub fn ends(
+        &mut self,
+        node: i32,
+        topic: &str,
+        partitions: &[i32],
+    ) -> Result<BTreeMap<i32, i64>, KafkaError> {
+        let starts: Vec<(i32, i64)> = self
+            .earliest(node, topic, partitions)?
+            .into_iter()
+            .collect();
+        let fetched = self.fetch(node, topic, &starts, Duration::from_millis(1), 1)?;
+        let mut out = BTreeMap::new();
+        for f in fetched {
+            if let Some(e) = f.error {
+                return Err(e);
+            }
+            out.insert(f.partition, f.high_watermark.max(0));
+        }
+        Ok(out)
+    }
+
+    /// The node that coordinates consumer group `group`.
+    pub fn coordinator(&mut self, group: &str) -> Result<i32, KafkaError> {
+        let request = FindCoordinatorRequest::default()
+            .with_key(StrBytes::from_string(group.to_string()))
+            .with_key_type(0);
+        let timeout = self.timeout;
+        let result = self.any()?.call(&request, timeout);
+        let (response, _) = result.inspect_err(|_| self.any = None)?;
+        KafkaError::check(
+            response.error_code,
+            &format!("the coordinator of group `{group}`"),
+        )?;
+        self.nodes.insert(
+            response.node_id.0,
+            format!("{}:{}", response.host, response.port),
+        );
+        Ok(response.node_id.0)
+    }
+
+    /// Commits `offsets` (the next offset to read, per partition) of
+    /// `topic` for group `group`, without joining it, as Flink does.
+    pub fn commit(
+        &mut self,
+        group: &str,
+        topic: &str,
+        offsets: &BTreeMap<i32, i64>,
+    ) -> Result<(), KafkaError> {
+        let node = self.coordinator(group)?;
+        let request = OffsetCommitRequest::default()
+            .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
+            .with_generation_id_or_member_epoch(-1)
+            .with_member_id(StrBytes::from_static_str(""))
+            .with_topics(vec![
+                OffsetCommitRequestTopic::default()
+                    .with_name(name(topic))
+                    .with_partitions(
+                        offsets
+                            .iter()
+                            .map(|(&p, &o)| {
+                                OffsetCommitRequestPartition::default()
+                                    .with_partition_index(p)
+                                    .with_committed_offset(o)
+                                    .with_committed_leader_epoch(-1)
+                            })
+                            .collect(),
+                    ),
+            ]);
+        let timeout = self.timeout;
+        let result = self.node(node)?.call(&request, timeout);
+        let (response, _) = result.inspect_err(|_| self.forget(node))?;
+        for t in response.topics {
+            for p in t.partitions {
+                KafkaError::check(
+                    p.error_code,
+                    &format!("commit of group `{group}` partition {}", p.partition_index),
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The offsets group `group` committed for `partitions` of `topic`
+    /// (partitions without a commit left out).
+    pub fn committed(
+        &mut self,
+        group: &str,
+        topic: &str,
+        partitions: &[i32],
+    ) -> Result<BTreeMap<i32, i64>, KafkaError> {
+        let node = self.coordinator(group)?;
+        let request = OffsetFetchRequest::default()
+            .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
+            .with_topics(Some(vec![
+                OffsetFetchRequestTopic::default()
+                    .with_name(name(topic))
+                    .with_partition_indexes(partitions.to_vec()),
+            ]));
+        let timeout = self.timeout;
+        let result = self.node(node)?.call(&request, timeout);
+        let (response, _) = result.inspect_err(|_| self.forget(node))?;
+        KafkaError::check(response.error_code, &format!("offsets of group `{group}`"))?;
+        let mut out = BTreeMap::new();
+        for t in response.topics {
+            for p in t.partitions {
+                if p.error_code == 0 && p.committed_offset >= 0 {
+                    out.insert(p.partition_index, p.committed_offset);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Cluster {
+    /// Creates `topic` with `partitions` partitions (for tests and tools:
+    /// the connectors never create topics).
+    pub fn create_topic(&mut self, topic: &str, partitions: i32) -> Result<(), KafkaError> {
+        let request = CreateTopicsRequest::default()
+            .with_timeout_ms(self.timeout.as_millis().min(60_000) as i32)
+            .with_topics(vec![
+                CreatableTopic::default()
+                    .with_name(name(topic))
+                    .with_num_partitions(partitions)
+                    .with_replication_factor(1),
+            ]);
+        let timeout = self.timeout;
+        let result = self.any()?.call(&request, timeout);
+        let (response, _) = result.inspect_err(|_| self.any = None)?;
+        for t in response.topics {
+            KafkaError::check(t.error_code, &format!("create topic `{topic}`"))?;
+        }
+        Ok(())
+    }
+}
+
+/// A record to write with [`encode_records`] (tests and tools; the sink
+/// writes its batches in place).
+#[derive(Debug, Clone, Default)]
+pub struct NewRecord {
+    /// Its key.
+    pub key: Option<Bytes>,
+    /// Its value.
+    pub value: Bytes,
+    /// Its timestamp (Unix ms).
+    pub timestamp: i64,
+    /// Its headers: name and value (none: null).
+    pub headers: Vec<(String, Option<Bytes>)>,
+}
+
+/// Encodes records (key, value, headers) with one timestamp as one
+/// uncompressed record batch, for a produce request.
+pub fn encode_batch(
+    records: impl IntoIterator<Item = (Option<Bytes>, Bytes, Vec<(String, Bytes)>)>,
+    timestamp: i64,
+) -> Result<Bytes, KafkaError> {
+    encode_records(records.into_iter().map(|(key, value, headers)| NewRecord {
+        key,
+        value,
+        timestamp,
+        headers: headers.into_iter().map(|(k, v)| (k, Some(v))).collect(),
+    }))
+}
+
+/// Encodes records as one uncompressed record batch, for a produce request.
+pub fn encode_records(records: impl IntoIterator<Item = NewRecord>) -> Result<Bytes, KafkaError> {
+    let records: Vec<Record> = records
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: kafka_protocol::records::TimestampType::Creation,
+            offset: i as i64,
+            // One batch (kafka-protocol cuts where `offset - sequence`
+            // changes), base sequence -1.
+            sequence: (i as i32).wrapping_sub(1),
+            timestamp: r.timestamp,
+            key: r.key,
+            value: Some(r.value),
+            headers: r
+                .headers
+                .into_iter()
+                .map(|(k, v)| (StrBytes::from_string(k), v))
+                .collect(),
+        })
+        .collect();
+    let mut buf = bytes::BytesMut::with_capacity(
+        records
+            .iter()
+            .map(|r| r.value.as_ref().map_or(0, |v| v.len()) + 32)
+            .sum(),
+    );
+    kafka_protocol::records::RecordBatchEncoder::encode(
+        &mut buf,
+        records.iter(),
+        &kafka_protocol::records::RecordEncodeOptions {
+            version: 2,
+            compression: kafka_protocol::records::Compression::None,
+        },
+    )
+    .map_err(|e| KafkaError::Protocol(format!("cannot encode a record batch: {e}")))?;
+    Ok(buf.freeze())
+}
+
+/// Decodes a partition's fetched batches into `fetched`, leaving out
+/// control records and the records of aborted transactions (`aborted`:
+/// (first offset, producer id), as the fetch response lists them).
+fn decode(
+    records: Option<Bytes>,
+    from: i64,
+    mut aborted: Vec<(i64, i64)>,
+    fetched: &mut Fetched,
+) -> Result<(), String> {
+    aborted.sort_unstable();
+    let mut aborted = aborted.into_iter().peekable();
+    let mut aborting: Vec<i64> = Vec::new();
+    for mut batch in whole_batches(records.unwrap_or_default()) {
+        let set = RecordBatchDecoder::decode(&mut batch).map_err(|e| e.to_string())?;
+        for r in set.records {
+            if r.offset < from {
+                continue;
+            }
+            while let Some(&(first, producer)) = aborted.peek() {
+                if first > r.offset {
+                    break;
+                }
+                aborting.push(producer);
+                aborted.next();
+            }
+            fetched.next = r.offset + 1;
+            if r.control {
+                // A transaction's end: an abort marker ends its skipping.
+                let abort = r.key.as_ref().is_some_and(|k| k.get(2..4) == Some(&[0, 0]));
+                if abort {
+                    aborting.retain(|p| *p != r.producer_id);
+                }
+                continue;
+            }
+            if r.transactional && aborting.contains(&r.producer_id) {
+                continue;
+            }
+            fetched.records.push(r);
+        }
+    }
+    Ok(())
+}
