@@ -77,8 +77,8 @@ enum Cmd {
     /// 0.2.0 jobs (keyed value state, windows, the fraud detector in every
     /// language) against native Rust doing the same work.
     Pipeline {
-        /// Input lines (the fraud detector gets half as many).
-        #[arg(long, default_value_t = 1_000_000)]
+        /// Input lines (the fraud detector gets a quarter as many).
+        #[arg(long, default_value_t = 2_000_000)]
         lines: usize,
         /// Runs per configuration; the median is reported.
         #[arg(long, default_value_t = 3)]
@@ -142,7 +142,7 @@ fn real_main() -> Result<()> {
             .and_then(|()| recovery(&env, 15))
             .and_then(|()| soak(&env, 10_000))
             .and_then(|()| languages(&env, 200_000, 3))
-            .and_then(|()| pipeline::pipeline(&env, 1_000_000, 3))
+            .and_then(|()| pipeline::pipeline(&env, 2_000_000, 3))
             .and_then(|()| kafka::run(&env, 1_000_000, 100_000)),
     };
     let _ = std::fs::remove_dir_all(&env.work);

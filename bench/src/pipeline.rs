@@ -292,5 +292,5 @@ pub fn pipeline(env: &Env, lines: usize, runs: usize) -> Result<()> {
         }
     }
     state_and_windows(env, lines, runs)?;
-    fraud(env, lines / 2, runs)
+    fraud(env, lines / 4, runs)
 }
