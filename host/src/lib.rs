@@ -39,6 +39,7 @@ pub mod fault;
 pub mod job;
 pub mod operators;
 pub mod restart;
+pub mod server;
 pub mod state;
 pub mod units;
 pub mod wasm;

@@ -63,6 +63,18 @@ impl Runtime {
     /// interruption for call deadlines, the pooling allocator so that a fresh
     /// instance after a trap is cheap.
     pub fn with_options(options: EngineOptions) -> Result<Self, EngineError> {
+        Self::build(options, true)
+    }
+
+    /// An engine that only compiles (a child process compiling an untrusted
+    /// module under memory and time limits): the same settings, so what it
+    /// compiles loads into [`Runtime::with_options`]'s engine, without the
+    /// instance pool's address-space reservation or the epoch thread.
+    pub fn compiler(options: EngineOptions) -> Result<Self, EngineError> {
+        Self::build(options, false)
+    }
+
+    fn build(options: EngineOptions, pooling: bool) -> Result<Self, EngineError> {
         let mut config = Config::new();
         config.wasm_component_model(true);
         config.wasm_backtrace_max_frames(None);
@@ -75,12 +87,14 @@ impl Runtime {
             .total_memories(1024)
             .total_tables(1024)
             .max_memory_size(MAX_MEMORY_LIMIT as usize);
-        config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+        if pooling {
+            config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+        }
         let engine = Engine::new(&config).map_err(|e| EngineError(format!("{e:#}")))?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|e| EngineError(format!("{e:#}")))?;
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(!pooling));
         let ticking = engine.clone();
         let stopped = stop.clone();
         std::thread::Builder::new()

@@ -8,9 +8,11 @@
 //! and says what went wrong when a call fails.
 
 mod cache;
+pub mod compiled;
 pub mod engine;
 pub mod instance;
 mod log;
+mod meter;
 pub mod module;
 mod sandbox;
 pub mod trap;

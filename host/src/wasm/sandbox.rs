@@ -20,6 +20,8 @@ pub(crate) struct GuestState {
     wasi: WasiCtx,
     table: ResourceTable,
     pub(crate) limiter: MemoryLimiter,
+    /// The CPU meter of the call in progress, when the job is metered.
+    pub(crate) cpu: Option<crate::wasm::meter::CallMeter>,
 }
 
 impl WasiView for GuestState {
@@ -68,6 +70,7 @@ impl GuestState {
                 limit: sandbox.limits.memory_bytes,
                 used: 0,
             },
+            cpu: None,
         })
     }
 }
