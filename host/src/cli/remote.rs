@@ -459,6 +459,14 @@ fn jobs(client: &Client, remote: &Remote, t: &str, command: RemoteCommand) -> an
             )?;
             show(remote, &v, None, &JOB_COLUMNS);
         }
+        other => ops(client, remote, t, other)?,
+    }
+    Ok(())
+}
+
+fn ops(client: &Client, remote: &Remote, t: &str, command: RemoteCommand) -> anyhow::Result<()> {
+    let j = |job: &str| format!("{t}/jobs/{job}");
+    match command {
         RemoteCommand::Stop(op) => operation(
             client,
             remote,

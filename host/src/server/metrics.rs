@@ -18,31 +18,16 @@ use crate::server::state::AppState;
 
 type Labels = Vec<(&'static str, String)>;
 
-/// One series: its labels and value.
-struct Series(Labels, f64);
-
 /// A family of series to encode.
+#[derive(Debug)]
 struct Family {
     name: &'static str,
     help: &'static str,
     counter: bool,
-    series: Vec<Series>,
+    series: Vec<(Labels, f64)>,
 }
 
 impl Family {
-    fn new(name: &'static str, help: &'static str, counter: bool) -> Self {
-        Family {
-            name,
-            help,
-            counter,
-            series: Vec::new(),
-        }
-    }
-
-    fn add(&mut self, labels: Labels, value: f64) {
-        self.series.push(Series(labels, value));
-    }
-
     fn encode(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let kind = if self.counter {
             MetricType::Counter
@@ -50,7 +35,7 @@ impl Family {
             MetricType::Gauge
         };
         let mut metric = encoder.encode_descriptor(self.name, self.help, None, kind)?;
-        for Series(labels, value) in &self.series {
+        for (labels, value) in &self.series {
             let family = metric.encode_family(labels)?;
             if self.counter {
                 ConstCounter::new(*value).encode(family)?;
@@ -63,18 +48,33 @@ impl Family {
 }
 
 /// Every family a scrape shows, filled from the server's state.
-#[derive(Debug)]
-struct Snapshot {
-    families: Vec<(&'static str, &'static str, bool, Vec<(Labels, f64)>)>,
+#[derive(Debug, Default)]
+struct Families(Vec<Family>);
+
+impl Families {
+    fn push(
+        &mut self,
+        name: &'static str,
+        help: &'static str,
+        counter: bool,
+        labels: Labels,
+        value: f64,
+    ) {
+        match self.0.iter_mut().find(|f| f.name == name) {
+            Some(f) => f.series.push((labels, value)),
+            None => self.0.push(Family {
+                name,
+                help,
+                counter,
+                series: vec![(labels, value)],
+            }),
+        }
+    }
 }
 
-impl Collector for Snapshot {
+impl Collector for Families {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        for (name, help, counter, series) in &self.families {
-            let mut f = Family::new(name, help, *counter);
-            for (labels, value) in series {
-                f.add(labels.clone(), *value);
-            }
+        for f in &self.0 {
             f.encode(&mut encoder)?;
         }
         Ok(())
@@ -171,6 +171,12 @@ fn job_series(
         labels.clone(),
         busy as f64 / 1000.0,
     );
+    dead_series(out, labels, dead);
+    checkpoint_series(out, labels, m);
+}
+
+/// The dead letters' series.
+fn dead_series(out: &mut Families, labels: &Labels, dead: &crate::server::jobs::DeadLetters) {
     for (kind, n) in &dead.by_fault {
         let mut l = labels.clone();
         l.push(("kind", kind.clone()));
@@ -193,6 +199,10 @@ fn job_series(
             *n as f64,
         );
     }
+}
+
+/// The last checkpoint's series.
+fn checkpoint_series(out: &mut Families, labels: &Labels, m: &JobMetrics) {
     if let Some(c) = &m.last_checkpoint {
         let age = crate::server::disk::now_ms().saturating_sub(c.created_at_ms) as f64 / 1000.0;
         out.push(
@@ -230,26 +240,6 @@ fn job_series(
             labels.clone(),
             c.bytes as f64,
         );
-    }
-}
-
-/// Families being filled, in the order they were first named.
-#[derive(Default)]
-struct Families(Vec<(&'static str, &'static str, bool, Vec<(Labels, f64)>)>);
-
-impl Families {
-    fn push(
-        &mut self,
-        name: &'static str,
-        help: &'static str,
-        counter: bool,
-        labels: Labels,
-        value: f64,
-    ) {
-        match self.0.iter_mut().find(|f| f.0 == name) {
-            Some(f) => f.3.push((labels, value)),
-            None => self.0.push((name, help, counter, vec![(labels, value)])),
-        }
     }
 }
 
@@ -374,7 +364,7 @@ pub fn render(state: &AppState, tenant: Option<&str>) -> String {
         }
     }
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(Snapshot { families: out.0 }));
+    registry.register_collector(Box::new(out));
     let mut text = String::new();
     if prometheus_client::encoding::text::encode(&mut text, &registry).is_err() {
         text.clear();

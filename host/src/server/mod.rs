@@ -175,7 +175,7 @@ fn monitor(state: Arc<Server>) {
             let s = state.clone();
             let _ = tokio::task::spawn_blocking(move || {
                 s.jobs.tick();
-                if round % 10 == 0 {
+                if round.is_multiple_of(10) {
                     for t in s.tenants.all() {
                         t.measure();
                     }

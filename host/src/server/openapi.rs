@@ -25,7 +25,7 @@ impl utoipa::Modify for Bearer {
 #[openapi(
     info(title = "Sluice serve", description = "Tenants deploy WebAssembly stream jobs: modules, jobs, savepoints, operations, files and metrics. Errors are application/problem+json.", version = "1"),
     paths(
-        system::healthz, system::whoami, system::metrics, system::openapi,
+        system::healthz, system::whoami, system::metrics, serve,
         tenants::create, tenants::list, tenants::get, tenants::change, tenants::quota,
         tenants::create_token, tenants::list_tokens, tenants::revoke_token,
         modules::upload, modules::list, modules::get, modules::delete,
@@ -38,6 +38,17 @@ impl utoipa::Modify for Bearer {
     modifiers(&Bearer),
 )]
 struct ApiDoc;
+
+/// The API document (OpenAPI 3.1).
+#[utoipa::path(get, path = "/openapi.json", tag = "server", responses((status = 200, description = "the OpenAPI document")))]
+pub async fn serve() -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        document(),
+    )
+        .into_response()
+}
 
 /// The API document, as JSON.
 pub fn document() -> String {

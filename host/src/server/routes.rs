@@ -44,7 +44,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(system::healthz))
         .route("/metrics", get(system::metrics))
-        .route("/openapi.json", get(system::openapi))
+        .route("/openapi.json", get(crate::server::openapi::serve))
         .route("/v1/whoami", get(system::whoami))
         .route("/v1/tenants", get(tenants::list).post(tenants::create))
         .route(t, get(tenants::get).patch(tenants::change))

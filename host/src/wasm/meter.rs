@@ -12,7 +12,12 @@ use std::time::{Duration, Instant};
 use wasmtime::{Store, UpdateDeadline};
 
 use crate::config::sandbox::CpuMeter;
-use crate::wasm::sandbox::GuestState;
+
+/// A store's data that can hold a call meter.
+pub(crate) trait Metered: 'static {
+    /// The meter of the call in progress, when the store is metered.
+    fn cpu(&mut self) -> &mut Option<CallMeter>;
+}
 
 /// A metered instance's state for the call in progress.
 pub(crate) struct CallMeter {
@@ -37,8 +42,12 @@ impl CallMeter {
 }
 
 /// Meters `store`'s guest calls with `meter` and a deadline of `deadline`.
-pub(crate) fn install(store: &mut Store<GuestState>, meter: Arc<dyn CpuMeter>, deadline: Duration) {
-    store.data_mut().cpu = Some(CallMeter {
+pub(crate) fn install<T: Metered>(
+    store: &mut Store<T>,
+    meter: Arc<dyn CpuMeter>,
+    deadline: Duration,
+) {
+    *store.data_mut().cpu() = Some(CallMeter {
         meter,
         deadline,
         started: Instant::now(),
@@ -46,7 +55,7 @@ pub(crate) fn install(store: &mut Store<GuestState>, meter: Arc<dyn CpuMeter>, d
         last_cpu: thread_cpu(),
     });
     store.epoch_deadline_callback(|mut cx| {
-        let Some(m) = cx.data_mut().cpu.as_mut() else {
+        let Some(m) = cx.data_mut().cpu().as_mut() else {
             return Ok(UpdateDeadline::Continue(1));
         };
         m.charge();
@@ -59,8 +68,8 @@ pub(crate) fn install(store: &mut Store<GuestState>, meter: Arc<dyn CpuMeter>, d
 }
 
 /// Starts metering a call; `false` when the store is not metered.
-pub(crate) fn arm(store: &mut Store<GuestState>) -> bool {
-    let Some(m) = store.data_mut().cpu.as_mut() else {
+pub(crate) fn arm<T: Metered>(store: &mut Store<T>) -> bool {
+    let Some(m) = store.data_mut().cpu().as_mut() else {
         return false;
     };
     m.started = Instant::now();
@@ -71,8 +80,8 @@ pub(crate) fn arm(store: &mut Store<GuestState>) -> bool {
 }
 
 /// Charges the rest of a call that returned.
-pub(crate) fn settle(store: &mut Store<GuestState>) {
-    if let Some(m) = store.data_mut().cpu.as_mut() {
+pub(crate) fn settle<T: Metered>(store: &mut Store<T>) {
+    if let Some(m) = store.data_mut().cpu().as_mut() {
         m.charge();
     }
 }

@@ -33,6 +33,12 @@ impl WasiView for GuestState {
     }
 }
 
+impl crate::wasm::meter::Metered for GuestState {
+    fn cpu(&mut self) -> &mut Option<crate::wasm::meter::CallMeter> {
+        &mut self.cpu
+    }
+}
+
 impl GuestState {
     /// The store data of a fresh instance in `sandbox`, writing its stdout
     /// and stderr to `log`.

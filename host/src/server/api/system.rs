@@ -1,5 +1,4 @@
-//! The server itself: its health, who a token is, its metrics and its API
-//! document.
+//! The server itself: its health, who a token is, its metrics.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -65,14 +64,4 @@ pub async fn metrics(State(state): State<AppState>, caller: Caller) -> AppResult
         text,
     )
         .into_response())
-}
-
-/// The API document (OpenAPI 3.1).
-#[utoipa::path(get, path = "/openapi.json", tag = "server", responses((status = 200, description = "the OpenAPI document")))]
-pub async fn openapi() -> Response {
-    (
-        [(CONTENT_TYPE, "application/json")],
-        crate::server::openapi::document(),
-    )
-        .into_response()
 }
