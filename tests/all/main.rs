@@ -8,4 +8,5 @@ mod languages;
 mod poison;
 mod recovery;
 mod sandbox;
+mod serve;
 mod wordcount;
