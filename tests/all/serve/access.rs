@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 use sluice_tests::TempDir;
 
-use super::{ADMIN, Send, Served, counts, tenant_with, wordcount};
+use super::{ADMIN, Api, Send, Served, counts, tenant_with, wordcount};
 
 const ROLES: [&str; 4] = ["viewer", "operator", "developer", "tenant-admin"];
 
@@ -76,6 +76,39 @@ fn send(s: &Send) -> Send {
     }
 }
 
+/// A finished wordcount job of tenant `a`.
+fn finished_job(api: &Api, dev: &str) -> String {
+    let module = api.push("a", dev, wordcount());
+    api.put_file("a", dev, "in.txt", b"to be or not to be\n")
+        .expect(201);
+    let settings = json!({"source": "file://in.txt", "sink": "file://out.txt"});
+    let job = api.submit("a", dev, &module, settings);
+    api.wait_job("a", dev, &job, "FINISHED", |v| v["state"] == "FINISHED");
+    let out = api.wait_lines("a", dev, "out.txt", 6);
+    assert_eq!(out, counts(&["to be or not to be"]));
+    job
+}
+
+/// Tokens of tenant `a` that must be refused: missing, wrong, expired,
+/// revoked, garbage.
+fn bad_tokens(api: &Api, good: &str) -> Vec<(&'static str, Option<String>)> {
+    let body = json!({"name": "soon", "role": "tenant-admin", "expires-in-s": 1});
+    let expiring = api.post("/v1/tenants/a/tokens", ADMIN, body).expect(201);
+    let revoked = api.token("a", "tenant-admin");
+    let id = revoked.split('_').nth(1).unwrap_or_default().to_string();
+    let path = format!("/v1/tenants/a/tokens/{id}");
+    api.call("DELETE", &path, Some(ADMIN), Send::None)
+        .expect(200);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    vec![
+        ("missing", None),
+        ("wrong", Some(format!("{}x", &good[..good.len() - 1]))),
+        ("expired", expiring["token"].as_str().map(String::from)),
+        ("revoked", Some(revoked)),
+        ("garbage", Some("sluice_zz".into())),
+    ]
+}
+
 #[test]
 fn every_role_and_every_bad_token_against_every_route_group() {
     let dir = TempDir::new("serve-roles");
@@ -83,68 +116,23 @@ fn every_role_and_every_bad_token_against_every_route_group() {
     let api = server.api();
     let dev = tenant_with(&api, "a", None, Value::Null);
     let other = tenant_with(&api, "b", None, Value::Null);
-    let module = api.push("a", &dev, wordcount());
-    assert_eq!(
-        api.put_file("a", &dev, "in.txt", b"to be or not to be\n")
-            .status,
-        201
-    );
-    let job = api.submit(
-        "a",
-        &dev,
-        &module,
-        json!({"source": "file://in.txt", "sink": "file://out.txt"}),
-    );
-    api.wait_job("a", &dev, &job, "FINISHED", |v| v["state"] == "FINISHED");
-    assert_eq!(
-        api.wait_lines("a", &dev, "out.txt", 6),
-        counts(&["to be or not to be"])
-    );
-
+    let job = finished_job(&api, &dev);
     let tokens: Vec<String> = ROLES.iter().map(|r| api.token("a", r)).collect();
-    let expiring = api
-        .post(
-            "/v1/tenants/a/tokens",
-            ADMIN,
-            json!({"name": "soon", "role": "tenant-admin", "expires-in-s": 1}),
-        )
-        .expect(201);
-    let revoked = api.token("a", "tenant-admin");
-    let revoked_id = revoked.split('_').nth(1).unwrap_or_default().to_string();
-    api.call(
-        "DELETE",
-        &format!("/v1/tenants/a/tokens/{revoked_id}"),
-        Some(ADMIN),
-        Send::None,
-    )
-    .expect(200);
-    std::thread::sleep(std::time::Duration::from_millis(1100));
-    let expired = expiring["token"].as_str().unwrap_or_default().to_string();
-    let wrong = format!("{}x", &tokens[3][..tokens[3].len() - 1]);
-
+    let bad = bad_tokens(&api, &tokens[3]);
     for (method, path, needs, body, allowed) in routes(&job) {
         for (rank, token) in tokens.iter().enumerate() {
             let r = api.call(method, &path, Some(token), send(&body));
             let want = if rank >= needs { allowed } else { 403 };
             assert_eq!(
                 r.status, want,
-                "{} token: {method} {path}: {:#}",
+                "{}: {method} {path}: {:#}",
                 ROLES[rank], r.body
             );
         }
-        assert_eq!(
-            api.call(method, &path, Some(ADMIN), send(&body)).status,
-            allowed,
-            "admin: {method} {path}"
-        );
-        for (what, token) in [
-            ("missing", None),
-            ("wrong", Some(wrong.as_str())),
-            ("expired", Some(expired.as_str())),
-            ("revoked", Some(revoked.as_str())),
-            ("garbage", Some("sluice_zz")),
-        ] {
-            let r = api.call(method, &path, token, send(&body));
+        let r = api.call(method, &path, Some(ADMIN), send(&body));
+        assert_eq!(r.status, allowed, "admin: {method} {path}");
+        for (what, token) in &bad {
+            let r = api.call(method, &path, token.as_deref(), send(&body));
             assert_eq!(r.status, 401, "{what} token: {method} {path}");
             assert_eq!(r.content_type, "application/problem+json");
         }
@@ -152,38 +140,75 @@ fn every_role_and_every_bad_token_against_every_route_group() {
         let r = api.call(method, &path, Some(&other), send(&body));
         assert_eq!(r.status, 404, "tenant b: {method} {path}: {:#}", r.body);
     }
-    // The admin's routes.
+    // The admin's own routes.
     for token in tokens.iter().chain([&other]) {
-        api.call(
-            "POST",
-            "/v1/tenants",
-            Some(token),
-            Send::Json(json!({"name": "c"})),
-        )
-        .problem(403, "admin");
+        let body = Send::Json(json!({"name": "c"}));
+        api.call("POST", "/v1/tenants", Some(token), body)
+            .problem(403, "admin");
         api.call("GET", "/v1/tenants", Some(token), Send::None)
             .problem(403, "admin");
     }
-    let metrics = api
-        .get("/metrics", ADMIN)
-        .expect(200)
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    assert!(
-        metrics.contains("sluice_auth_failures_total{reason=\"expired\"}"),
-        "{metrics}"
+    let metrics = api.get("/metrics", ADMIN).expect(200);
+    let metrics = metrics.as_str().unwrap_or_default();
+    for series in [
+        "sluice_auth_failures_total{reason=\"expired\"}",
+        "sluice_auth_failures_total{reason=\"revoked\"}",
+        "sluice_api_requests_total{route=\"GET /v1/tenants/{tenant}/jobs\",status=\"404\"}",
+    ] {
+        assert!(metrics.contains(series), "{series} is missing:\n{metrics}");
+    }
+}
+
+/// Submits a job of tenant `b` with `settings`: the answer.
+fn submit_b(api: &Api, b: &str, module: &str, settings: Value) -> super::Reply {
+    api.post(
+        "/v1/tenants/b/jobs",
+        b,
+        json!({"module": module, "settings": settings}),
+    )
+}
+
+/// Nothing tenant `b` sends reaches a path outside its own directory.
+fn paths_stay_inside(api: &Api, b: &str) {
+    api.put_file("b", b, "x", b"1\n").expect(201);
+    let module = api.push("b", b, wordcount());
+    for source in [
+        "file://../a/files/secret.txt",
+        "file:///etc/passwd",
+        "file://../../../../etc/passwd",
+    ] {
+        let r = submit_b(api, b, &module, json!({"source": source}));
+        assert_eq!(r.status, 422, "{source}: {:#}", r.body);
+    }
+    let r = submit_b(
+        api,
+        b,
+        &module,
+        json!({"source": "file://x", "sink": "file://../a/files/secret.txt"}),
     );
-    assert!(
-        metrics.contains("sluice_auth_failures_total{reason=\"revoked\"}"),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains(
-            "sluice_api_requests_total{route=\"GET /v1/tenants/{tenant}/jobs\",status=\"404\"}"
-        ),
-        "{metrics}"
-    );
+    assert_eq!(r.status, 422, "{:#}", r.body);
+    for path in [
+        "%2E%2E/a/files/secret.txt",
+        "..%2F..%2Ftenant.json",
+        ".hidden",
+    ] {
+        api.get(&format!("/v1/tenants/b/files/{path}"), b)
+            .problem(422, "not valid");
+        api.put_file("b", b, path, b"x").problem(422, "not valid");
+    }
+    // Settings that name the server's paths or environment are refused.
+    for (key, value) in [
+        ("checkpoint-dir", json!("/tmp")),
+        ("dead-letter", json!("/tmp/x")),
+        ("allow-dir", json!(["/"])),
+        ("allow-env", json!(["HOME"])),
+        ("source", json!("-")),
+    ] {
+        submit_b(api, b, &module, json!({key: value})).problem(422, "cannot be set on a server");
+    }
+    // A socket only to the admin's allow-list.
+    let r = submit_b(api, b, &module, json!({"source": "socket://127.0.0.1:9"}));
+    assert_eq!(r.status, 422, "{:#}", r.body);
 }
 
 #[test]
@@ -195,14 +220,9 @@ fn a_tenant_cannot_see_read_or_touch_anothers_modules_jobs_checkpoints_metrics_o
     let b = tenant_with(&api, "b", None, Value::Null);
     let module = api.push("a", &a, wordcount());
     api.put_file("a", &a, "secret.txt", b"a b\n").expect(201);
-    let job = api.submit(
-        "a",
-        &a,
-        &module,
-        json!({"source": "file://secret.txt", "sink": "file://out.txt"}),
-    );
+    let settings = json!({"source": "file://secret.txt", "sink": "file://out.txt"});
+    let job = api.submit("a", &a, &module, settings);
     api.wait_job("a", &a, &job, "FINISHED", |v| v["state"] == "FINISHED");
-
     // Through b's own paths, a's ids name nothing.
     for path in [
         format!("/v1/tenants/b/jobs/{job}"),
@@ -218,61 +238,10 @@ fn a_tenant_cannot_see_read_or_touch_anothers_modules_jobs_checkpoints_metrics_o
     );
     assert_eq!(api.get("/v1/tenants/b/modules", &b).expect(200), json!([]));
     assert_eq!(api.get("/v1/tenants/b/files", &b).expect(200), json!([]));
-    // Nor can b reach a's files by a path.
-    api.put_file("b", &b, "x", b"1\n").expect(201);
-    let b_module = api.push("b", &b, wordcount());
-    for source in [
-        "file://../a/files/secret.txt",
-        "file:///etc/passwd",
-        "file://../../../../etc/passwd",
-    ] {
-        let r = api.post(
-            "/v1/tenants/b/jobs",
-            &b,
-            json!({"module": b_module, "settings": {"source": source}}),
-        );
-        assert_eq!(r.status, 422, "{source}: {:#}", r.body);
-    }
-    let r = api.post("/v1/tenants/b/jobs", &b, json!({"module": b_module, "settings": {"source": "file://x", "sink": "file://../a/files/secret.txt"}}));
-    assert_eq!(r.status, 422, "{:#}", r.body);
-    for (path, needle) in [
-        ("%2E%2E/a/files/secret.txt", "not valid"),
-        ("..%2F..%2Ftenant.json", "not valid"),
-        (".hidden", "not valid"),
-    ] {
-        api.get(&format!("/v1/tenants/b/files/{path}"), &b)
-            .problem(422, needle);
-        api.put_file("b", &b, path, b"x").problem(422, needle);
-    }
-    // Settings that name the server's paths or environment are refused.
-    for (key, value) in [
-        ("checkpoint-dir", json!("/tmp")),
-        ("dead-letter", json!("/tmp/x")),
-        ("allow-dir", json!(["/"])),
-        ("allow-env", json!(["HOME"])),
-        ("source", json!("-")),
-    ] {
-        let r = api.post(
-            "/v1/tenants/b/jobs",
-            &b,
-            json!({"module": b_module, "settings": {key: value}}),
-        );
-        r.problem(422, "cannot be set on a server");
-    }
-    // A socket only to the admin's allow-list.
-    let r = api.post(
-        "/v1/tenants/b/jobs",
-        &b,
-        json!({"module": b_module, "settings": {"source": "socket://127.0.0.1:9"}}),
-    );
-    assert_eq!(r.status, 422, "{:#}", r.body);
+    paths_stay_inside(&api, &b);
     // b's metrics hold b's series only.
-    let metrics = api
-        .get("/metrics", &b)
-        .expect(200)
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let metrics = api.get("/metrics", &b).expect(200);
+    let metrics = metrics.as_str().unwrap_or_default();
     assert!(metrics.contains("tenant=\"b\""), "{metrics}");
     assert!(
         !metrics.contains("tenant=\"a\"") && !metrics.contains(&job),

@@ -1,7 +1,9 @@
 //! The CLI client in the same binary, against a real server: push,
-//! submit, list, status, exceptions, tokens, `-o json`; and the server's
-//! refusal to listen beyond loopback without TLS, its TLS, and its API
-//! document.
+//! submit, list, status, files, tokens, `-o json`, errors with their HTTP
+//! status; and the server's refusal to listen beyond loopback without
+//! TLS, its TLS, and its API document.
+
+use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 use sluice_tests::{HostCommand, TempDir};
@@ -14,77 +16,82 @@ fn cli(server: &Served, token: &str, args: &[&str]) -> sluice_tests::Output {
     HostCommand::new(all).run()
 }
 
+/// Runs the CLI with `-o json`; its JSON.
+fn cli_json(server: &Served, token: &str, args: &[&str]) -> Value {
+    let mut all = args.to_vec();
+    all.extend_from_slice(&["-o", "json"]);
+    let out = cli(server, token, &all);
+    serde_json::from_str(&out.assert_code(0).stdout).expect("json on stdout")
+}
+
+/// A token of tenant `acme` with `role`, made through the CLI.
+fn cli_token(server: &Served, role: &str) -> String {
+    let made = cli_json(
+        server,
+        ADMIN,
+        &["--tenant", "acme", "tokens", "create", "--role", role],
+    );
+    made["token"].as_str().unwrap_or_default().to_string()
+}
+
 #[test]
 fn the_cli_pushes_submits_lists_and_shows_jobs() {
     let dir = TempDir::new("serve-cli");
     let server = Served::start(&dir, &[]);
     let made = cli(&server, ADMIN, &["tenants", "create", "acme"]);
-    made.assert_code(0);
-    assert!(made.stdout.contains("acme"), "{}", made.stdout);
-    let token = cli(
-        &server,
-        ADMIN,
-        &[
-            "--tenant",
-            "acme",
-            "tokens",
-            "create",
-            "--role",
-            "developer",
-            "-o",
-            "json",
-        ],
+    assert!(
+        made.assert_code(0).stdout.contains("acme"),
+        "{}",
+        made.stdout
     );
-    let token: Value = serde_json::from_str(&token.assert_code(0).stdout).expect("json");
-    let token = token["token"].as_str().unwrap_or_default().to_string();
-    let input = dir.write("in.txt", "to be or not to be\n");
-    cli(
-        &server,
-        &token,
-        &["files", "put", &input.display().to_string()],
-    )
-    .assert_code(0);
-    let module = dir.write("wordcount.wasm", wordcount());
-    let pushed = cli(&server, &token, &["push", &module.display().to_string()]);
+    let token = cli_token(&server, "developer");
+    let input = dir
+        .write("in.txt", "to be or not to be\n")
+        .display()
+        .to_string();
+    cli(&server, &token, &["files", "put", &input]).assert_code(0);
+    let module = dir
+        .write("wordcount.wasm", wordcount())
+        .display()
+        .to_string();
+    let pushed = cli(&server, &token, &["push", &module]);
     let digest = pushed.assert_code(0).stdout.trim().to_string();
     assert_eq!(digest.len(), 64, "{}", pushed.stdout);
-    let submitted = cli(
-        &server,
-        &token,
-        &[
-            "submit",
-            "--module",
-            &digest,
-            "--source",
-            "file://in.txt",
-            "--sink",
-            "file://out.txt",
-            "--set",
-            "max-line-bytes=4096",
-        ],
-    );
-    submitted.assert_code(0);
-    let table = submitted
+    let args = [
+        "submit",
+        "--module",
+        &digest,
+        "--source",
+        "file://in.txt",
+        "--sink",
+        "file://out.txt",
+        "--set",
+        "max-line-bytes=4096",
+    ];
+    let submitted = cli(&server, &token, &args);
+    let header = submitted
+        .assert_code(0)
         .stdout
         .lines()
         .next()
         .unwrap_or_default()
         .to_string();
     assert!(
-        table.starts_with("id") && table.contains("state"),
+        header.starts_with("id") && header.contains("state"),
         "{}",
         submitted.stdout
     );
-    let listed = cli(&server, &token, &["list", "-o", "json"]);
-    let listed: Value = serde_json::from_str(&listed.assert_code(0).stdout).expect("json");
+    let listed = cli_json(&server, &token, &["list"]);
+    assert_eq!(listed["jobs"][0]["settings"]["max-line-bytes"], 4096);
     let job = listed["jobs"][0]["id"]
         .as_str()
         .unwrap_or_default()
         .to_string();
-    let api = server.api();
-    api.wait_job("acme", &token, &job, "FINISHED", |v| {
-        v["state"] == "FINISHED"
-    });
+    server
+        .api()
+        .wait_job("acme", &token, &job, "FINISHED", |v| {
+            v["state"] == "FINISHED"
+        });
     let status = cli(&server, &token, &["status", &job]);
     assert!(
         status.assert_code(0).stdout.contains("FINISHED"),
@@ -93,31 +100,23 @@ fn the_cli_pushes_submits_lists_and_shows_jobs() {
     );
     let out = cli(&server, &token, &["files", "get", "out.txt"]);
     assert_eq!(out.assert_code(0).stdout, counts(&["to be or not to be"]));
-    let missing = cli(&server, &token, &["status", "nope"]);
-    missing
+    cli(&server, &token, &["status", "nope"])
         .assert_code(2)
         .assert_stderr_has("no job `nope` (HTTP 404)");
-    let viewer = cli(
-        &server,
-        ADMIN,
-        &[
-            "--tenant", "acme", "tokens", "create", "--role", "viewer", "-o", "json",
-        ],
-    );
-    let viewer: Value = serde_json::from_str(&viewer.assert_code(0).stdout).expect("json");
-    let viewer = viewer["token"].as_str().unwrap_or_default().to_string();
+    let viewer = cli_token(&server, "viewer");
     cli(&server, &viewer, &["cancel", &job])
         .assert_code(2)
         .assert_stderr_has("(HTTP 403)");
+    cli(&server, "sluice_0_0", &["list"])
+        .assert_code(2)
+        .assert_stderr_has("(HTTP 401)");
 }
 
 #[test]
-fn the_server_listens_beyond_loopback_only_with_tls() {
-    let dir = TempDir::new("serve-tls");
-    let token = dir.write("admin.token", ADMIN);
-    let data = dir.path("data");
-    let serve = |listen: &str, token: &std::path::Path| {
-        let data = data.display().to_string();
+fn the_server_refuses_to_listen_beyond_loopback_without_tls() {
+    let dir = TempDir::new("serve-loopback");
+    let data = dir.path("data").display().to_string();
+    let serve = |listen: &str, token: &Path| {
         let token = token.display().to_string();
         HostCommand::new([
             "serve",
@@ -130,6 +129,7 @@ fn the_server_listens_beyond_loopback_only_with_tls() {
         ])
         .run()
     };
+    let token = dir.write("admin.token", ADMIN);
     let refused = serve("0.0.0.0:0", &token);
     refused
         .assert_code(2)
@@ -138,8 +138,14 @@ fn the_server_listens_beyond_loopback_only_with_tls() {
     serve("127.0.0.1:0", &weak)
         .assert_code(2)
         .assert_stderr_has("at least 16 characters");
-    // A self-signed certificate, when openssl is there to make one.
+}
+
+/// A self-signed certificate for 127.0.0.1 and its key, when openssl is
+/// there to make one.
+fn self_signed(dir: &TempDir) -> Option<(PathBuf, PathBuf)> {
     let (cert, key) = (dir.path("cert.pem"), dir.path("key.pem"));
+    let san = "subjectAltName=IP:127.0.0.1";
+    let leaf = "basicConstraints=critical,CA:FALSE";
     let made = std::process::Command::new("openssl")
         .args([
             "req",
@@ -151,11 +157,8 @@ fn the_server_listens_beyond_loopback_only_with_tls() {
             "1",
             "-subj",
             "/CN=localhost",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            "-addext",
-            "basicConstraints=critical,CA:FALSE",
         ])
+        .args(["-addext", san, "-addext", leaf])
         .arg("-keyout")
         .arg(&key)
         .arg("-out")
@@ -163,44 +166,53 @@ fn the_server_listens_beyond_loopback_only_with_tls() {
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .status();
-    if !made.is_ok_and(|s| s.success()) {
-        eprintln!("openssl is not installed: the TLS handshake is not tried");
-        return;
-    }
-    let server = Served::start(
-        &dir,
-        &[
-            "--tls-cert",
-            &cert.display().to_string(),
-            "--tls-key",
-            &key.display().to_string(),
-        ],
-    );
-    assert!(
-        server.url.starts_with("https://127.0.0.1:"),
-        "{}",
-        server.url
-    );
-    let pem = std::fs::read(&cert).expect("cert");
+    made.is_ok_and(|s| s.success()).then_some((cert, key))
+}
+
+/// A client that trusts `cert` only.
+fn trusting(cert: &Path) -> ureq::Agent {
+    let pem = std::fs::read(cert).expect("cert");
     let der = ureq::tls::parse_pem(&pem)
         .find_map(|item| match item {
             Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
             _ => None,
         })
         .expect("a certificate");
-    let tls = ureq::tls::TlsConfig::builder()
-        .root_certs(ureq::tls::RootCerts::new_with_certs(&[der]))
-        .build();
-    let agent: ureq::Agent = ureq::Agent::config_builder()
+    let roots = ureq::tls::RootCerts::new_with_certs(&[der]);
+    let tls = ureq::tls::TlsConfig::builder().root_certs(roots).build();
+    ureq::Agent::config_builder()
         .tls_config(tls)
         .http_status_as_error(false)
         .build()
-        .into();
-    let mut r = agent
+        .into()
+}
+
+#[test]
+fn the_server_speaks_tls_with_a_certificate_and_key() {
+    let dir = TempDir::new("serve-tls");
+    let Some((cert, key)) = self_signed(&dir) else {
+        eprintln!("openssl is not installed: the TLS handshake is not tried");
+        return;
+    };
+    let (cert_arg, key_arg) = (cert.display().to_string(), key.display().to_string());
+    let server = Served::start(&dir, &["--tls-cert", &cert_arg, "--tls-key", &key_arg]);
+    assert!(
+        server.url.starts_with("https://127.0.0.1:"),
+        "{}",
+        server.url
+    );
+    let mut r = trusting(&cert)
         .get(format!("{}/healthz", server.url))
         .call()
         .expect("TLS request");
     assert_eq!(r.body_mut().read_to_string().unwrap_or_default(), "ok");
+    // Plain HTTP to it gets no answer.
+    let plain = format!("http{}/healthz", server.url.trim_start_matches("https"));
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(std::time::Duration::from_secs(5)))
+        .build()
+        .into();
+    assert!(agent.get(plain).call().is_err());
 }
 
 #[test]
@@ -223,6 +235,7 @@ fn the_api_document_is_served_and_describes_every_route_group() {
         "/v1/tenants/{tenant}/modules",
         "/v1/tenants/{tenant}/jobs/{job}/stop",
         "/v1/tenants/{tenant}/operations/{op}",
+        "/v1/tenants/{tenant}/files/{path}",
         "/metrics",
     ] {
         assert!(

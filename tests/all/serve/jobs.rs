@@ -86,6 +86,95 @@ fn quotas_refuse_with_problem_json_naming_the_resource_its_limit_and_its_use() {
     assert_eq!(quota["usage"]["running-jobs"], 0);
 }
 
+/// One job driven through its operations, with the lines sent so far.
+struct Drive<'a> {
+    api: &'a Api,
+    dev: &'a str,
+    feeder: &'a Feeder,
+    job: String,
+    sent: Vec<&'static str>,
+}
+
+impl Drive<'_> {
+    fn path(&self, op: &str) -> String {
+        match op {
+            "" => format!("/v1/tenants/a/jobs/{}", self.job),
+            op => format!("/v1/tenants/a/jobs/{}/{op}", self.job),
+        }
+    }
+
+    /// Sends `lines` on connection `conn`; the output must then be exactly
+    /// wordcount's of every line sent.
+    fn feed(&mut self, conn: usize, lines: &[&'static str]) {
+        self.feeder.send(conn, lines);
+        self.sent.extend_from_slice(lines);
+        let want = counts(&self.sent);
+        let got = self
+            .api
+            .wait_lines("a", self.dev, "out.txt", want.lines().count());
+        assert_eq!(got, want);
+    }
+
+    /// Runs operation `op` to its end; the operation.
+    fn op(&self, op: &str, body: Value) -> Value {
+        let started = self.api.post(&self.path(op), self.dev, body).expect(202);
+        let done = self.api.wait_op("a", self.dev, &started);
+        assert_eq!(done["status"], "succeeded", "{done:#}");
+        done
+    }
+
+    fn get(&self, what: &str) -> Value {
+        self.api.get(&self.path(what), self.dev).expect(200)
+    }
+}
+
+/// Upgrades: an incompatible module is reported and refused; a compatible
+/// one (the hostile guest counts words like wordcount) says what changes
+/// and takes over the state.
+fn upgrade(d: &mut Drive<'_>) {
+    let other = d
+        .api
+        .push("a", d.dev, guest(sluice_tests::guests::ENV_READER));
+    let report = d
+        .api
+        .post(
+            &d.path("upgrade"),
+            d.dev,
+            json!({"module": other, "dry-run": true}),
+        )
+        .expect(200);
+    assert_eq!(report["compatible"], false, "{report:#}");
+    let problem = report["problems"][0].as_str().unwrap_or_default();
+    assert!(problem.contains("aggregation `sum:1`"), "{report:#}");
+    d.api
+        .post(&d.path("upgrade"), d.dev, json!({"module": other}))
+        .problem(422, "not compatible");
+    let next = d.api.push("a", d.dev, guest(sluice_tests::guests::HOSTILE));
+    let report = d
+        .api
+        .post(
+            &d.path("upgrade"),
+            d.dev,
+            json!({"module": next, "dry-run": true}),
+        )
+        .expect(200);
+    assert_eq!(report["compatible"], true, "{report:#}");
+    let renamed = |c: &Value| c["field"] == "name" && c["to"] == "hostile";
+    assert!(
+        report["changes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(renamed),
+        "{report:#}"
+    );
+    d.op("upgrade", json!({"module": next}));
+    let upgraded = d
+        .api
+        .wait_job("a", d.dev, &d.job, "RUNNING", |v| v["state"] == "RUNNING");
+    assert_eq!(upgraded["module"], json!(next));
+}
+
 #[test]
 fn savepoint_stop_start_rescale_and_upgrade_each_keep_the_exact_counts() {
     let dir = TempDir::new("serve-ops");
@@ -95,126 +184,44 @@ fn savepoint_stop_start_rescale_and_upgrade_each_keep_the_exact_counts() {
     let dev = tenant_with(&api, "a", Some(&feeder), Value::Null);
     let module = api.push("a", &dev, wordcount());
     let job = socket_job(&api, &dev, &module, &feeder, json!({}));
-    let path = |op: &str| match op {
-        "" => format!("/v1/tenants/a/jobs/{job}"),
-        op => format!("/v1/tenants/a/jobs/{job}/{op}"),
+    let mut d = Drive {
+        api: &api,
+        dev: &dev,
+        feeder: &feeder,
+        job,
+        sent: Vec::new(),
     };
-    let mut sent: Vec<&str> = Vec::new();
-    let feed = |conn: usize, lines: &[&'static str], sent: &mut Vec<&str>| {
-        feeder.send(conn, lines);
-        sent.extend_from_slice(lines);
-        let want = counts(sent);
-        assert_eq!(
-            api.wait_lines("a", &dev, "out.txt", want.lines().count()),
-            want
-        );
-    };
-    feed(1, &["a b", "a"], &mut sent);
-
+    d.feed(1, &["a b", "a"]);
     // A savepoint: the job goes on.
-    let op = api.post(&path("savepoint"), &dev, json!({})).expect(202);
-    let done = api.wait_op("a", &dev, &op);
-    assert_eq!(done["status"], "succeeded", "{done:#}");
-    let savepoint = done["savepoint"].as_str().unwrap_or_default().to_string();
-    feed(1, &["b"], &mut sent);
-
+    let savepoint = d.op("savepoint", json!({}))["savepoint"].clone();
+    d.feed(1, &["b"]);
     // Stop with a savepoint.
-    let op = api.post(&path("stop"), &dev, json!({})).expect(202);
-    assert_eq!(api.wait_op("a", &dev, &op)["status"], "succeeded");
-    assert_eq!(api.get(&path(""), &dev).expect(200)["state"], "STOPPED");
-    assert_eq!(
-        api.get(&path("savepoints"), &dev)
-            .expect(200)
-            .as_array()
-            .map(Vec::len),
-        Some(2)
-    );
-
+    d.op("stop", json!({}));
+    assert_eq!(d.get("")["state"], "STOPPED");
+    assert_eq!(d.get("savepoints").as_array().map(Vec::len), Some(2));
     // Start from the first savepoint: the output goes back to it and the
     // journal replays what came after, so nothing is lost or doubled.
     let started = api
-        .post(&path("start"), &dev, json!({"savepoint": savepoint}))
+        .post(&d.path("start"), &dev, json!({"savepoint": savepoint}))
         .expect(200);
     assert_eq!(started["starts"], 2);
-    feed(2, &["c"], &mut sent);
-
+    d.feed(2, &["c"]);
     // Rescale to 2: the keyed state is split by key group.
-    let op = api
-        .post(&path("rescale"), &dev, json!({"parallelism": 2}))
-        .expect(202);
-    assert_eq!(api.wait_op("a", &dev, &op)["status"], "succeeded");
-    assert_eq!(api.get(&path(""), &dev).expect(200)["parallelism"], 2);
-    feed(3, &["a c", "b d"], &mut sent);
-
-    // Upgrade: a dry run of an incompatible module says why; a compatible
-    // one (the hostile guest counts words like wordcount) says what changes.
-    let other = api.push("a", &dev, guest(sluice_tests::guests::ENV_READER));
-    let report = api
-        .post(
-            &path("upgrade"),
-            &dev,
-            json!({"module": other, "dry-run": true}),
-        )
-        .expect(200);
-    assert_eq!(report["compatible"], false, "{report:#}");
-    assert!(
-        report["problems"][0]
-            .as_str()
-            .unwrap_or_default()
-            .contains("aggregation `sum:1`"),
-        "{report:#}"
-    );
-    api.post(&path("upgrade"), &dev, json!({"module": other}))
-        .problem(422, "not compatible");
-    let next = api.push("a", &dev, guest(sluice_tests::guests::HOSTILE));
-    let report = api
-        .post(
-            &path("upgrade"),
-            &dev,
-            json!({"module": next, "dry-run": true}),
-        )
-        .expect(200);
-    assert_eq!(report["compatible"], true, "{report:#}");
-    assert!(
-        report["changes"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|c| c["field"] == "name" && c["to"] == "hostile"),
-        "{report:#}"
-    );
-    let op = api
-        .post(&path("upgrade"), &dev, json!({"module": next}))
-        .expect(202);
-    assert_eq!(api.wait_op("a", &dev, &op)["status"], "succeeded");
-    let upgraded = api.wait_job("a", &dev, &job, "RUNNING", |v| v["state"] == "RUNNING");
-    assert_eq!(upgraded["module"], json!(next));
-    feed(4, &["a b c d"], &mut sent);
-    assert_eq!(
-        api.file("a", &dev, "out.txt"),
-        counts(&["a b", "a", "b", "c", "a c", "b d", "a b c d"])
-    );
-
+    d.op("rescale", json!({"parallelism": 2}));
+    assert_eq!(d.get("")["parallelism"], 2);
+    d.feed(3, &["a c", "b d"]);
+    upgrade(&mut d);
+    d.feed(4, &["a b c d"]);
     // The upgraded guest's poison record is an exception with its record
     // and message, and the job goes on.
-    feeder.send(4, &["recurse", "e"]);
-    let want = counts(&["a b", "a", "b", "c", "a c", "b d", "a b c d", "e"]);
-    assert_eq!(
-        api.wait_lines("a", &dev, "out.txt", want.lines().count()),
-        want
-    );
-    let exceptions = api.get(&path("exceptions"), &dev).expect(200);
+    d.feeder.send(4, &["recurse"]);
+    d.feed(4, &["e"]);
+    let exceptions = d.get("exceptions");
     assert_eq!(exceptions[0]["input"], "recurse", "{exceptions:#}");
-    assert!(
-        exceptions[0]["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("wasm stack"),
-        "{exceptions:#}"
-    );
+    let message = exceptions[0]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("wasm stack"), "{exceptions:#}");
     assert_eq!(exceptions[0]["key"], Value::Null);
-
-    let events = api.get(&path("events"), &dev).expect(200);
+    let events = d.get("events");
     let states: Vec<&str> = events
         .as_array()
         .into_iter()
@@ -225,12 +232,45 @@ fn savepoint_stop_start_rescale_and_upgrade_each_keep_the_exact_counts() {
         states.contains(&"RUNNING") && states.contains(&"STOPPED"),
         "{events:#}"
     );
-    let logs = api.get(&path("logs"), &dev).expect(200).to_string();
+    let logs = d.get("logs").to_string();
     assert!(logs.contains("switched from CREATED to RUNNING"), "{logs}");
     assert!(
         !logs.contains(&dir.0.display().to_string()),
         "the server's paths stay hidden: {logs}"
     );
+}
+
+/// Submits with an `Idempotency-Key`: the status and the answer.
+fn submit_once(url: &str, token: &str, key: &str, body: Value) -> (u16, Value) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut r = agent
+        .post(format!("{url}/v1/tenants/a/jobs"))
+        .header("Authorization", format!("Bearer {token}"))
+        .header("Idempotency-Key", key)
+        .send_json(body)
+        .expect("submit");
+    let text = r.body_mut().read_to_string().unwrap_or_default();
+    (
+        r.status().as_u16(),
+        serde_json::from_str(&text).unwrap_or(Value::Null),
+    )
+}
+
+/// The job's output tail once it has `n` lines (up to 30 s).
+fn output(api: &Api, dev: &str, job: &str, n: usize) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let out = api
+            .get(&format!("/v1/tenants/a/jobs/{job}/output?lines=10"), dev)
+            .expect(200);
+        if out.as_array().map(Vec::len) == Some(n) || std::time::Instant::now() > deadline {
+            return out;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
 }
 
 #[test]
@@ -241,27 +281,10 @@ fn idempotency_keys_start_nothing_twice_and_deleted_jobs_leave_no_series() {
     let feeder = Feeder::start();
     let dev = tenant_with(&api, "a", Some(&feeder), Value::Null);
     let module = api.push("a", &dev, wordcount());
-    let body = json!({"module": module, "settings": {"source": format!("socket://{}", feeder.addr()), "sink": "print", "checkpoint-interval": "100ms"}});
-    let submit = |key: &str, body: Value| {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build()
-            .into();
-        let mut r = agent
-            .post(format!("{}/v1/tenants/a/jobs", server.url))
-            .header("Authorization", format!("Bearer {dev}"))
-            .header("Idempotency-Key", key)
-            .send_json(body)
-            .expect("submit");
-        let status = r.status().as_u16();
-        (
-            status,
-            serde_json::from_str::<Value>(&r.body_mut().read_to_string().unwrap_or_default())
-                .unwrap_or(Value::Null),
-        )
-    };
-    let (s1, first) = submit("job-1", body.clone());
-    let (s2, again) = submit("job-1", body.clone());
+    let source = format!("socket://{}", feeder.addr());
+    let body = json!({"module": module, "settings": {"source": source, "sink": "print", "checkpoint-interval": "100ms"}});
+    let (s1, first) = submit_once(&server.url, &dev, "job-1", body.clone());
+    let (s2, again) = submit_once(&server.url, &dev, "job-1", body);
     assert_eq!((s1, s2), (201, 201));
     assert_eq!(first["id"], again["id"]);
     assert_eq!(
@@ -270,71 +293,35 @@ fn idempotency_keys_start_nothing_twice_and_deleted_jobs_leave_no_series() {
             .map(Vec::len),
         Some(1)
     );
-    let (s3, refused) = submit(
-        "job-1",
-        json!({"module": module, "settings": {"source": "socket://x:1"}}),
-    );
-    assert_eq!(s3, 422, "{refused:#}");
+    let other = json!({"module": module, "settings": {"source": "socket://x:1"}});
+    assert_eq!(submit_once(&server.url, &dev, "job-1", other).0, 422);
     let job = first["id"].as_str().unwrap_or_default().to_string();
-
     // The print sink's output is the job's own, tailed through the API.
     feeder.send(1, &["x y", "x"]);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let output = loop {
-        let out = api
-            .get(&format!("/v1/tenants/a/jobs/{job}/output?lines=10"), &dev)
-            .expect(200);
-        if out.as_array().map(Vec::len) == Some(3) || std::time::Instant::now() > deadline {
-            break out;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(25));
-    };
-    assert_eq!(output, json!(["(x,1)", "(y,1)", "(x,2)"]));
-
-    let metrics = api
-        .get("/metrics", &dev)
-        .expect(200)
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    let series = format!("sluice_job_records_in_total{{tenant=\"a\",job=\"{job}\"}} 2");
-    assert!(metrics.contains(&series), "{metrics}");
-    assert!(
-        metrics.contains(&format!(
-            "sluice_job_state{{tenant=\"a\",job=\"{job}\",state=\"RUNNING\"}} 1"
-        )),
-        "{metrics}"
+    assert_eq!(
+        output(&api, &dev, &job, 3),
+        json!(["(x,1)", "(y,1)", "(x,2)"])
     );
-    assert!(
-        metrics.contains("sluice_tenant_quota_limit{tenant=\"a\",resource=\"running-jobs\"} 10"),
-        "{metrics}"
-    );
-    api.call(
-        "DELETE",
-        &format!("/v1/tenants/a/jobs/{job}"),
-        Some(&dev),
-        Send::None,
-    )
-    .problem(409, "cancel or stop it first");
-    api.post(&format!("/v1/tenants/a/jobs/{job}/cancel"), &dev, json!({}))
+    let metrics = api.get("/metrics", &dev).expect(200);
+    let metrics = metrics.as_str().unwrap_or_default();
+    for series in [
+        format!("sluice_job_records_in_total{{tenant=\"a\",job=\"{job}\"}} 2"),
+        format!("sluice_job_state{{tenant=\"a\",job=\"{job}\",state=\"RUNNING\"}} 1"),
+        "sluice_tenant_quota_limit{tenant=\"a\",resource=\"running-jobs\"} 10".to_string(),
+    ] {
+        assert!(metrics.contains(&series), "{series} is missing:\n{metrics}");
+    }
+    let path = format!("/v1/tenants/a/jobs/{job}");
+    api.call("DELETE", &path, Some(&dev), Send::None)
+        .problem(409, "cancel or stop it first");
+    api.post(&format!("{path}/cancel"), &dev, json!({}))
         .expect(200);
-    api.call(
-        "DELETE",
-        &format!("/v1/tenants/a/jobs/{job}"),
-        Some(&dev),
-        Send::None,
-    )
-    .expect(204);
-    let metrics = api
-        .get("/metrics", &dev)
-        .expect(200)
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    api.call("DELETE", &path, Some(&dev), Send::None)
+        .expect(204);
+    let metrics = api.get("/metrics", &dev).expect(200);
     assert!(
-        !metrics.contains(&job),
+        !metrics.as_str().unwrap_or_default().contains(&job),
         "a deleted job's series are gone: {metrics}"
     );
-    api.get(&format!("/v1/tenants/a/jobs/{job}"), &dev)
-        .problem(404, "no job");
+    api.get(&path, &dev).problem(404, "no job");
 }

@@ -107,6 +107,9 @@ impl Served {
 
 impl Drop for Served {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- the server's log\n{}", self.log());
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
