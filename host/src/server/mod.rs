@@ -7,7 +7,8 @@
 //! their savepoints (`jobs`, `savepoints`), long operations and
 //! idempotency keys (`operations`), events and logs (`events`), metrics
 //! (`metrics`), the API document (`openapi`), problem+json errors
-//! (`error`), the route table (`routes`) and its handlers (`api/`), TLS
+//! (`error`), the route table (`routes`) and its handlers (`api/`), the
+//! web dashboard (`dashboard`, assets embedded in the binary), TLS
 //! (`tls`) and crash-safe records (`disk`).
 //!
 //! Everything it keeps is under the data directory, so a server killed
@@ -18,6 +19,7 @@
 pub mod api;
 pub mod auth;
 pub mod compile;
+pub mod dashboard;
 pub mod disk;
 pub mod error;
 pub mod events;

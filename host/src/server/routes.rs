@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
 use crate::server::api::{actions, files, jobs, modules, streams, system, tenants};
+use crate::server::dashboard;
 use crate::server::error::AppError;
 use crate::server::state::AppState;
 
@@ -42,6 +43,11 @@ pub fn router(state: AppState) -> Router {
     let t = "/v1/tenants/{tenant}";
     let j = "/v1/tenants/{tenant}/jobs/{job}";
     Router::new()
+        .route("/", get(dashboard::root))
+        .route("/ui", get(dashboard::root))
+        .route("/ui/", get(dashboard::index))
+        .route("/ui/app.js", get(dashboard::script))
+        .route("/ui/app.css", get(dashboard::style))
         .route("/healthz", get(system::healthz))
         .route("/metrics", get(system::metrics))
         .route("/openapi.json", get(crate::server::openapi::serve))
