@@ -21,7 +21,7 @@
  *     SLUICE_EXPORT(flat_map, key)
  *
  * The helper (sluice.c, compiled with the C bindings that wit-bindgen
- * generates for the world `stream-job` of wit/stream.wit) owns the batching,
+ * generates for the world `stream-job` of wit/sluice-stream@0.1.0/stream.wit) owns the batching,
  * the flat encoding of records, the keyed output, turning a failed record
  * into a `record-error` and the job description. It allocates nothing per
  * record: rows are encoded straight into one growing output buffer.

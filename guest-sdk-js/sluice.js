@@ -3,7 +3,7 @@
 // A guest is two plain functions — a flat-map that turns one input line into
 // any number of rows, and a key-selector that picks the key of a row — plus
 // one line that exports them. This module owns the batching and the encoding
-// of records across the WebAssembly boundary (see `wit/stream.wit`), so the
+// of records across the WebAssembly boundary (see `wit/sluice-stream@0.1.0/stream.wit`), so the
 // user's code never sees a byte buffer:
 //
 //     import { exportJob, splitWhitespace, JobDescription, Restart } from "../../guest-sdk-js/sluice.js";

@@ -197,15 +197,15 @@ impl HostCommand {
         Self::new(args)
     }
 
-    /// Runs the host in `dir`.
-    pub fn current_dir(mut self, dir: impl AsRef<std::path::Path>) -> Self {
-        self.cmd.current_dir(dir);
-        self
-    }
-
     /// Sets an environment variable for the host.
     pub fn env(mut self, key: &str, value: impl AsRef<std::ffi::OsStr>) -> Self {
         self.cmd.env(key, value);
+        self
+    }
+
+    /// Runs the host in `dir`, as a user who `cd`s there first.
+    pub fn current_dir(mut self, dir: impl AsRef<std::path::Path>) -> Self {
+        self.cmd.current_dir(dir);
         self
     }
 

@@ -15,7 +15,7 @@ const codec = await import("../sluice.js?without-text-codecs");
 globalThis.TextEncoder = TE;
 globalThis.TextDecoder = TD;
 
-// ---- an independent encoder of `wit/stream.wit`'s batch format
+// ---- an independent encoder of `wit/sluice-stream@0.1.0/stream.wit`'s batch format
 
 const enc = new TE();
 const u32 = (n) => [n & 255, (n >> 8) & 255, (n >> 16) & 255, (n >>> 24) & 255];

@@ -1,4 +1,4 @@
-"""The flat little-endian encoding of rows and values (see wit/stream.wit).
+"""The flat little-endian encoding of rows and values (see wit/sluice-stream@0.1.0/stream.wit).
 
     row   := u32 value-count, value{value-count}
     value := 0x00 | 0x01 u8 | 0x02 s64 | 0x03 f64 | 0x04 u32 len, utf-8 | 0x05 u32 len, bytes

@@ -34,7 +34,7 @@ def setUpModule():
         raise unittest.SkipTest("componentize-py not found: run examples/wordcount-python/build once")
     _bindings = tempfile.mkdtemp(prefix="sluice-bindings-")
     subprocess.run(
-        [tool, "-q", "-d", os.path.join(ROOT, "wit"), "-w", "stream-job", "bindings", _bindings],
+        [tool, "-q", "-d", os.path.join(ROOT, "wit", "sluice-stream@0.1.0"), "-w", "stream-job", "bindings", _bindings],
         check=True,
     )
     sys.path.insert(0, _bindings)

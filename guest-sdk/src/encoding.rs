@@ -1,4 +1,4 @@
-//! The flat batch encoding of `sluice:stream@0.1.0` (see `wit/stream.wit`):
+//! The flat batch encoding of `sluice:stream@0.1.0` (see `wit/sluice-stream@0.1.0/stream.wit`):
 //! little-endian, `row := u32 count, value*`, `value := tag payload`.
 
 pub(crate) const NULL: u8 = 0;

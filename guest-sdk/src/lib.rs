@@ -36,9 +36,50 @@
 //! sluice_guest::export!(flat_map, key, describe = describe);
 //! ```
 //!
-//! Build it with `cargo build --release --target wasm32-wasip2` (the crate
-//! is a `cdylib`) and run it with `host run --module
-//! target/wasm32-wasip2/release/NAME.wasm`.
+//! # A guest crate of your own
+//!
+//! `host new NAME` creates one, anywhere (`--dir DIR`, default the current
+//! directory), and prints the commands that build and run it, with the
+//! paths of your machine (`host` is `target/release/host` in the Sluice
+//! checkout):
+//!
+//! ```text
+//! host new my-guest
+//! cd my-guest && cargo build --release
+//! host run --module target/wasm32-wasip2/release/my_guest.wasm --source -
+//! ```
+//!
+//! The build writes `target/wasm32-wasip2/release/NAME.wasm` with every `-`
+//! of the crate's name written `_` (cargo's rule for a library's file), so
+//! `my-guest` builds `my_guest.wasm`. Written by hand, the crate needs:
+//!
+//! ```toml
+//! [lib]
+//! crate-type = ["cdylib"]
+//!
+//! [dependencies]
+//! sluice-guest = { path = "/path/to/sluice/guest-sdk" }
+//!
+//! # The guest settings: small and fast; a panic traps, and the host
+//! # replaces the instance.
+//! [profile.release]
+//! opt-level = 3
+//! lto = true
+//! codegen-units = 1
+//! panic = "abort"
+//! strip = true
+//! debug = false
+//!
+//! # Its own workspace, also when it sits inside another one's directory.
+//! [workspace]
+//! ```
+//!
+//! and a `.cargo/config.toml` with `[build] target = "wasm32-wasip2"` (or
+//! pass `--target wasm32-wasip2` to every build); `rustup target add
+//! wasm32-wasip2` installs the target. Inside the Sluice workspace the examples
+//! build with its `guest` profile instead: `cargo build --profile guest
+//! --target wasm32-wasip2 -p wordcount` writes
+//! `target/wasm32-wasip2/guest/wordcount.wasm`.
 //!
 //! Guests must be deterministic: the host replays records after a failure
 //! and finds a failing record by running it again in a fresh instance.
@@ -59,7 +100,7 @@ pub use value::{IntoValue, Row, RowIter, Value};
 pub mod wit {
     //! Generated bindings; not part of the SDK's API.
     wit_bindgen::generate!({
-        path: "../wit",
+        path: "../wit/sluice-stream@0.1.0",
         world: "stream-job",
         pub_export_macro: true,
         export_macro_name: "__export_stream_job",

@@ -92,7 +92,7 @@ fn a_component_of_another_wit_version() {
     assert_clean_error(
         &out,
         2,
-        "was built against `sluice:stream/operator@0.2.0`, but this host serves sluice:stream@0.1.0",
+        "was built against `sluice:stream/operator@0.9.0`, but this host serves sluice:stream@0.1.0 or sluice:stream@0.2.0",
     );
 }
 

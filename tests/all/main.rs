@@ -5,6 +5,7 @@ mod bad_input;
 mod first_hour;
 mod inspect;
 mod languages;
+mod new_guest;
 mod poison;
 mod recovery;
 mod sandbox;

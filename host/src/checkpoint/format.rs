@@ -27,7 +27,7 @@
 //! A state file is a sequence of key-group blocks; a block is
 //! `u32 key-group, u64 keys, u64 length, entry{keys}` and an entry is
 //! `u32 key-length, key, u32 row-length, row`, where key and row are in the
-//! batch encoding of `wit/stream.wit`. All integers are little-endian.
+//! batch encoding of `wit/sluice-stream@0.1.0/stream.wit`. All integers are little-endian.
 //! Because state is stored by key group, a checkpoint restores at any
 //! parallelism up to the max parallelism.
 //!
@@ -75,14 +75,37 @@ pub struct Snapshot {
     pub sink: SinkPosition,
     /// Records skipped so far.
     pub skipped: Vec<u64>,
-    /// Key-group state, by subtask (each subtask's groups in order).
+    /// Key-group state, by subtask (each subtask's groups in order), with
+    /// the stage each file is of (`None`: the job's only stateful stage).
     pub subtasks: Vec<Vec<GroupState>>,
+    /// The stage of each of `subtasks` (0.2.0 pipelines; empty otherwise).
+    pub stages: Vec<Option<u32>>,
+    /// The event-time watermark (0.2.0 pipelines).
+    pub watermark: Option<i64>,
+    /// The largest timestamp seen (0.2.0 pipelines).
+    pub max_timestamp: Option<i64>,
+    /// Where each side output's sink was (0.2.0 pipelines), by tag - 1.
+    pub side_sinks: Vec<SinkPosition>,
 }
 
 impl Snapshot {
     /// Keys held.
     pub fn keys(&self) -> u64 {
         self.subtasks.iter().flatten().map(|g| g.keys).sum()
+    }
+
+    /// The key groups of stage `stage` (and, when `only` — the stage is the
+    /// job's only stateful one — those of files that name no stage).
+    pub fn groups_of(&self, stage: u32, only: bool) -> Vec<GroupState> {
+        self.subtasks
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| match self.stages.get(*i).copied().flatten() {
+                Some(s) => s == stage,
+                None => only,
+            })
+            .flat_map(|(_, groups)| groups.iter().cloned())
+            .collect()
     }
 }
 
@@ -99,6 +122,10 @@ pub struct FileEntry {
     pub bytes: u64,
     /// xxh3-64 of the file, hex.
     pub xxh3: String,
+    /// The stage whose state it holds (0.2.0 pipelines; absent: the job's
+    /// only stateful stage).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<u32>,
 }
 
 /// Source details in the manifest.
@@ -156,6 +183,15 @@ pub struct Manifest {
     pub keys: u64,
     /// State files.
     pub files: Vec<FileEntry>,
+    /// The event-time watermark (0.2.0 pipelines).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watermark: Option<i64>,
+    /// The largest timestamp seen (0.2.0 pipelines).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_timestamp: Option<i64>,
+    /// The side outputs' sinks (0.2.0 pipelines), by tag - 1.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub side_sinks: Vec<SinkEntry>,
 }
 
 /// What the manifest says about the job, besides the snapshot itself.
@@ -179,6 +215,8 @@ pub struct JobInfo {
     pub source_uri: String,
     /// Sink URI.
     pub sink_uri: String,
+    /// The side outputs' sink URIs, by tag - 1.
+    pub side_sink_uris: Vec<String>,
 }
 
 /// `job.json`: the job as it started, written before any record flows, so
@@ -235,6 +273,7 @@ pub fn encode_state(name: String, groups: &[GroupState]) -> (Vec<u8>, FileEntry)
         keys,
         bytes: bytes.len() as u64,
         xxh3: checksum(&bytes),
+        stage: None,
     };
     (bytes, entry)
 }
@@ -324,11 +363,23 @@ impl Manifest {
             skipped_records: snapshot.skipped.clone(),
             keys: snapshot.keys(),
             files,
+            watermark: snapshot.watermark,
+            max_timestamp: snapshot.max_timestamp,
+            side_sinks: info
+                .side_sink_uris
+                .iter()
+                .zip(&snapshot.side_sinks)
+                .map(|(uri, position)| SinkEntry {
+                    uri: uri.clone(),
+                    position: *position,
+                })
+                .collect(),
         }
     }
 
     /// The snapshot this manifest describes, with its decoded state.
     pub fn snapshot(&self, subtasks: Vec<Vec<GroupState>>) -> Snapshot {
+        let stages = self.files.iter().map(|f| f.stage).collect();
         Snapshot {
             id: self.checkpoint_id,
             created_at_ms: self.created_at_ms,
@@ -336,6 +387,10 @@ impl Manifest {
             sink: self.sink.position,
             skipped: self.skipped_records.clone(),
             subtasks,
+            stages,
+            watermark: self.watermark,
+            max_timestamp: self.max_timestamp,
+            side_sinks: self.side_sinks.iter().map(|s| s.position).collect(),
         }
     }
 }

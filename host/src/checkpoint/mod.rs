@@ -78,8 +78,23 @@ impl Store {
     pub fn write(&self, info: &JobInfo, snapshot: &Snapshot) -> Result<Manifest, CheckpointError> {
         let mut files = Vec::new();
         let mut entries = Vec::new();
-        for (subtask, groups) in snapshot.subtasks.iter().enumerate() {
-            let (bytes, entry) = format::encode_state(format!("state-{subtask}.bin"), groups);
+        for (i, groups) in snapshot.subtasks.iter().enumerate() {
+            let stage = snapshot.stages.get(i).copied().flatten();
+            // One file a subtask of a stage: `state-S.bin` for a job with one
+            // stateful stage, `state-STAGE-S.bin` in a pipeline.
+            let name = match stage {
+                None => format!("state-{i}.bin"),
+                Some(stage) => {
+                    let first = snapshot
+                        .stages
+                        .iter()
+                        .position(|s| *s == Some(stage))
+                        .unwrap_or(0);
+                    format!("state-{stage}-{}.bin", i - first)
+                }
+            };
+            let (bytes, mut entry) = format::encode_state(name, groups);
+            entry.stage = stage;
             files.push((entry.name.clone(), bytes));
             entries.push(entry);
         }

@@ -10,6 +10,7 @@ macro_rules! out {
 
 mod checkpoints;
 mod inspect;
+mod new;
 mod remote;
 mod run;
 mod serve;
@@ -56,6 +57,8 @@ enum Command {
     /// List or show retained checkpoints.
     #[command(subcommand)]
     Checkpoints(checkpoints::CheckpointsCommand),
+    /// Create a Rust guest crate that builds with one command, outside this repository too.
+    New(new::NewArgs),
     /// Serve many tenants' jobs over a REST API (see the README's "Serve mode").
     Serve(Box<serve::ServeArgs>),
     /// Compile a module for `host serve`, in the child process it runs under limits.
@@ -81,6 +84,10 @@ pub fn main() -> anyhow::Result<ExitCode> {
         Command::Checkpoints(cmd) => {
             init_logging(None);
             checkpoints::run(cmd)
+        }
+        Command::New(args) => {
+            init_logging(None);
+            new::new(args)
         }
         Command::Serve(args) => {
             let router = std::sync::Arc::new(sluice_host::server::events::LogRouter::default());

@@ -117,6 +117,9 @@ pub struct RunArgs {
     /// A parameter for the guest (repeatable).
     #[arg(long = "param", value_name = "KEY=VALUE", value_parser = super::parse_param)]
     params: Vec<(String, String)>,
+    /// The sink of a 0.2.0 pipeline's side output (repeatable) [default: the module's, else print].
+    #[arg(long = "side-output", value_name = "NAME=URI", value_parser = super::parse_param)]
+    side_outputs: Vec<(String, String)>,
     /// Settings in a TOML file; flags override it, it overrides the module's description.
     #[arg(long, value_name = "FILE.toml")]
     config: Option<PathBuf>,
@@ -155,6 +158,7 @@ impl RunArgs {
             fuel: self.fuel,
             max_stack: self.max_stack.take(),
             params: Default::default(),
+            side_outputs: std::mem::take(&mut self.side_outputs).into_iter().collect(),
         }
     }
 }

@@ -85,6 +85,9 @@ pub struct Description {
     pub parallelism: Option<u32>,
     /// Per-instance limits.
     pub limits: Option<DescribedLimits>,
+    /// A 0.2.0 guest's pipeline; `None` for a 0.1.0 guest (flat-map,
+    /// key-selector and a host aggregation).
+    pub pipeline: Option<crate::config::pipeline::Pipeline>,
 }
 
 /// Limits a guest describes for itself.

@@ -7,6 +7,7 @@
 //! This module parses and checks settings; it runs nothing.
 
 pub mod description;
+pub mod pipeline;
 pub mod sandbox;
 pub mod settings;
 
@@ -14,6 +15,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::config::description::{Aggregation, DescribedLimits, Description};
+use crate::config::pipeline::Pipeline;
 use crate::config::sandbox::{DirGrant, Grants, Limits, MAX_MEMORY_LIMIT, Sandbox};
 use crate::connector::{self, ConnectorEnv};
 use crate::restart::RestartStrategy;
@@ -115,6 +117,10 @@ pub struct JobSpec {
     /// The settings the job was given (every layer but the description),
     /// for its `job.json`, so that `--restore` alone resumes it as it was.
     pub settings: Settings,
+    /// A 0.2.0 guest's pipeline; `None` for a 0.1.0 guest.
+    pub pipeline: Option<Pipeline>,
+    /// The sinks of the pipeline's side outputs, by tag - 1: (name, URI).
+    pub side_sinks: Vec<(String, String)>,
 }
 
 /// Default checkpoint timeout (Flink's: 10 minutes).
@@ -164,6 +170,7 @@ impl JobSpec {
         let env = flags.env.clone();
         let (source, sink) = resolve_connectors(d, s, &env)?;
         let (aggregation, parallelism, max_parallelism) = resolve_keys(d, s)?;
+        let side_sinks = resolve_pipeline(d, s, &env)?;
         let mut params: Vec<(String, String)> = s
             .params
             .iter()
@@ -210,6 +217,8 @@ impl JobSpec {
             max_line_bytes,
             connect_timeout,
             settings: s.clone(),
+            pipeline: d.pipeline.clone(),
+            side_sinks,
         })
     }
 }
@@ -231,6 +240,56 @@ fn resolve_connectors(
     let sink = s.sink.as_deref().or(d.sink.as_deref()).unwrap_or("print");
     let sink = connector::check_sink(sink, env).map_err(|e| e.to_string())?;
     Ok((source, sink))
+}
+
+/// Checks a 0.2.0 pipeline and resolves its side outputs' sinks: the
+/// settings' (`--side-output NAME=URI`), else the description's, else
+/// `print`.
+fn resolve_pipeline(
+    d: &Description,
+    s: &Settings,
+    env: &ConnectorEnv,
+) -> Result<Vec<(String, String)>, String> {
+    let Some(p) = &d.pipeline else {
+        if let Some(name) = s.side_outputs.keys().next() {
+            return Err(format!(
+                "--side-output `{name}`: a 0.1.0 guest has no side outputs"
+            ));
+        }
+        return Ok(Vec::new());
+    };
+    p.check()?;
+    if s.aggregate.is_some() {
+        return Err("--aggregate: a 0.2.0 pipeline keeps its own state; drop --aggregate".into());
+    }
+    if let Some(name) = s.side_outputs.keys().find(|n| p.side_tag(n).is_none()) {
+        let known: Vec<String> = p
+            .side_outputs
+            .iter()
+            .map(|o| format!("`{}`", o.name))
+            .collect();
+        return Err(format!(
+            "--side-output `{name}`: the module has no side output of that name (it has {})",
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            }
+        ));
+    }
+    p.side_outputs
+        .iter()
+        .map(|o| {
+            let uri = s
+                .side_outputs
+                .get(&o.name)
+                .or(o.sink.as_ref())
+                .map_or("print", |u| u);
+            let uri = connector::check_sink(uri, env)
+                .map_err(|e| format!("side output `{}`: {e}", o.name))?;
+            Ok((o.name.clone(), uri))
+        })
+        .collect()
 }
 
 /// The aggregation, the parallelism and the key groups.
@@ -429,7 +488,12 @@ mod tests {
         };
         let spec = JobSpec::resolve(&description, &file, &flags).expect("valid");
         assert_eq!(spec.name, "wordcount");
-        assert_eq!(spec.source, "file://in.txt");
+        // A file source is remembered by its absolute path (af5b1a8).
+        let cwd = std::env::current_dir().expect("a working directory");
+        assert_eq!(
+            spec.source,
+            format!("file://{}", cwd.join("in.txt").display())
+        );
         assert_eq!(spec.parallelism, 2);
         assert_eq!(spec.sink, "print");
     }

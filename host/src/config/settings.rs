@@ -102,6 +102,10 @@ pub struct Settings {
     /// Job parameters (a table in TOML).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub params: BTreeMap<String, String>,
+    /// The sinks of a 0.2.0 pipeline's side outputs, by name (a table in
+    /// TOML; `--side-output NAME=URI`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub side_outputs: BTreeMap<String, String>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -117,6 +121,12 @@ macro_rules! over {
             allow_clocks: $top.allow_clocks || $lower.allow_clocks,
             allow_random: $top.allow_random || $lower.allow_random,
             params: $lower.params.clone().into_iter().chain($top.params.clone()).collect(),
+            side_outputs: $lower
+                .side_outputs
+                .clone()
+                .into_iter()
+                .chain($top.side_outputs.clone())
+                .collect(),
         }
     };
 }
@@ -184,6 +194,11 @@ impl Settings {
         };
         self.source = self.source.map(uri);
         self.sink = self.sink.map(uri);
+        self.side_outputs = self
+            .side_outputs
+            .into_iter()
+            .map(|(name, sink)| (name, uri(sink)))
+            .collect();
         self.checkpoint_dir = self.checkpoint_dir.map(path);
         self.dead_letter = self.dead_letter.map(path);
         self.allow_dir = self

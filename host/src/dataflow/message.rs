@@ -32,6 +32,12 @@ pub struct SourceBatch {
     pub end_seq: u64,
     /// Bytes of input consumed after this batch, from where the source started.
     pub end_offset: u64,
+    /// The processing time the job gave the batch (0.2.0 jobs), kept so a
+    /// batch run again sees the same.
+    pub processing_time: Option<i64>,
+    /// For an empty batch the job makes while its source is idle: where the
+    /// idle timeout moves the watermark.
+    pub idle_watermark: Option<i64>,
 }
 
 impl SourceBatch {
@@ -61,6 +67,8 @@ impl SourceBatch {
         let mut kept = SourceBatch {
             end_seq: self.end_seq,
             end_offset: self.end_offset,
+            processing_time: self.processing_time,
+            idle_watermark: self.idle_watermark,
             ..Default::default()
         };
         for (i, seq) in self.seqs.iter().enumerate() {
@@ -78,7 +86,31 @@ impl SourceBatch {
         SourceBatch {
             end_seq: self.end_seq,
             end_offset: self.end_offset,
+            processing_time: self.processing_time,
+            idle_watermark: self.idle_watermark,
             ..self.prefix(self.records.len())
+        }
+    }
+}
+
+/// Time as a batch sees it (0.2.0 stages): the processing time the host
+/// gave it, and the event-time watermark before and after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Clock {
+    /// The batch's processing time (Unix ms).
+    pub processing_time: i64,
+    /// The watermark the batch's rows arrive at (lateness is judged by it).
+    pub watermark: i64,
+    /// The watermark after the batch: timers and windows up to it fire.
+    pub advance_to: i64,
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock {
+            processing_time: 0,
+            watermark: i64::MIN,
+            advance_to: i64::MIN,
         }
     }
 }

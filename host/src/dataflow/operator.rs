@@ -14,7 +14,7 @@ use std::ops::Range;
 use std::time::Duration;
 
 use crate::checkpoint::format::GroupState;
-use crate::dataflow::message::SourceBatch;
+use crate::dataflow::message::{Clock, SourceBatch};
 use crate::encoding::RowRef;
 use crate::fault::TaskFailure;
 use crate::state::keyed::{CopyOnWrite, StateError};
@@ -27,6 +27,9 @@ pub enum Input<'a> {
         batch: &'a SourceBatch,
         /// The records this subtask takes.
         range: Range<usize>,
+        /// Time as the batch sees it (the watermark after it is not known
+        /// yet: it comes from this stage's output).
+        clock: Clock,
     },
     /// Every upstream subtask's output for a batch; this subtask takes the
     /// rows routed to it.
@@ -35,6 +38,8 @@ pub enum Input<'a> {
         batch: &'a SourceBatch,
         /// One output per upstream subtask.
         parts: &'a [Output],
+        /// Time as the batch sees it.
+        clock: Clock,
     },
 }
 
@@ -62,6 +67,11 @@ pub struct Output {
     pub unreproduced: Vec<TaskFailure>,
     /// Records taken in (the first stage) or rows taken in.
     pub taken: u64,
+    /// Lines for each side output (0.2.0), by tag - 1.
+    pub side: Vec<Lines>,
+    /// The largest timestamp of the rows on the main output (0.2.0): the
+    /// first stage's drive the watermark.
+    pub max_timestamp: Option<i64>,
 }
 
 /// Formatted output lines with their (record, row) order.
@@ -93,6 +103,8 @@ pub struct OperatorSnapshot {
     pub copies: CopyOnWrite,
     /// How long taking it held the operator up.
     pub paused: Duration,
+    /// The stage it is of (the job sets it).
+    pub stage: usize,
 }
 
 /// One stage of a job, one instance per subtask.

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Select, Sender, TryRecvError, bounded};
 
 use crate::checkpoint::Snapshot;
-use crate::dataflow::message::{Barrier, SourceBatch};
+use crate::dataflow::message::{Barrier, Clock, SourceBatch};
 use crate::dataflow::operator::{Input, Operator, OperatorSnapshot, Output};
 use crate::fault::{Fault, TaskFailure};
 
@@ -38,9 +38,9 @@ const IDLE: Duration = Duration::from_micros(200);
 #[derive(Clone)]
 pub enum Item {
     /// A batch's records: each subtask of the stage takes its slice.
-    Records(Arc<SourceBatch>),
+    Records(Arc<SourceBatch>, Clock),
     /// A batch's output from every subtask of the stage before.
-    Rows(Arc<SourceBatch>, Arc<Vec<Output>>),
+    Rows(Arc<SourceBatch>, Arc<Vec<Output>>, Clock),
     /// A barrier: each instance snapshots its state.
     Barrier(Barrier),
 }
@@ -54,8 +54,8 @@ enum Command {
 
 /// An item as one instance gets it.
 enum Work {
-    Records(Arc<SourceBatch>, Range<usize>),
-    Rows(Arc<SourceBatch>, Arc<Vec<Output>>),
+    Records(Arc<SourceBatch>, Range<usize>, Clock),
+    Rows(Arc<SourceBatch>, Arc<Vec<Output>>, Clock),
     Barrier,
 }
 
@@ -117,13 +117,15 @@ impl Instance {
             Reply::Stale
         } else {
             match work {
-                Work::Records(batch, range) => self.process(Input::Records {
+                Work::Records(batch, range, clock) => self.process(Input::Records {
                     batch: &batch,
                     range,
+                    clock,
                 }),
-                Work::Rows(batch, parts) => self.process(Input::Rows {
+                Work::Rows(batch, parts, clock) => self.process(Input::Rows {
                     batch: &batch,
                     parts: &parts,
+                    clock,
                 }),
                 Work::Barrier => Reply::Snapshot(self.op.snapshot()),
             }
@@ -388,11 +390,11 @@ impl Workers {
         let p = st.links.len();
         for (i, link) in st.links.iter().enumerate() {
             let work = match &item {
-                Item::Records(batch) => {
+                Item::Records(batch, clock) => {
                     let n = batch.records.len();
-                    Work::Records(batch.clone(), (n * i / p)..(n * (i + 1) / p))
+                    Work::Records(batch.clone(), (n * i / p)..(n * (i + 1) / p), *clock)
                 }
-                Item::Rows(batch, parts) => Work::Rows(batch.clone(), parts.clone()),
+                Item::Rows(batch, parts, clock) => Work::Rows(batch.clone(), parts.clone(), *clock),
                 Item::Barrier(_) => Work::Barrier,
             };
             let command = Command::Process {

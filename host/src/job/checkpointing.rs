@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use tracing::{info, warn};
 
-use crate::checkpoint::Snapshot;
 use crate::checkpoint::coordinator::Written;
+use crate::checkpoint::{SinkPosition, Snapshot};
 use crate::connector::journal;
 use crate::dataflow::message::Barrier;
 use crate::dataflow::operator::OperatorSnapshot;
@@ -40,6 +40,7 @@ impl Runner<'_> {
         self.queue[0].push_back(Entry::Barrier {
             barrier,
             snapshots: Vec::new(),
+            time: (i64::MIN, None),
         });
     }
 
@@ -50,37 +51,23 @@ impl Runner<'_> {
         &mut self,
         barrier: Barrier,
         snapshots: Vec<OperatorSnapshot>,
+        time: (i64, Option<i64>),
     ) {
         let id = barrier.id;
-        let synced = match self.sink.sync() {
-            Ok(position) => position,
-            Err(e) => {
-                warn!(
-                    "{}: checkpoint {id} skipped: cannot sync the sink: {e}",
-                    self.job
-                );
-                self.checkpoints.skip();
-                return;
-            }
-        };
-        if let Some(dir) = &self.journal
-            && let Err(e) = journal::sync(dir)
-        {
-            warn!(
-                "{}: checkpoint {id} skipped: cannot sync the journal: {e}",
-                self.job
-            );
+        let Some((sink, side_sinks)) = self.sync_outputs(id) else {
             self.checkpoints.skip();
             return;
-        }
+        };
         let mut copies = CopyOnWrite::default();
         let mut subtasks = Vec::new();
+        let mut stages = Vec::new();
         self.last_pause = Default::default();
         for s in snapshots {
             copies.add(s.copies);
             self.last_pause = self.last_pause.max(s.paused);
             if !s.groups.is_empty() {
                 subtasks.push(s.groups);
+                stages.push(self.timed.then_some(s.stage as u32));
             }
         }
         self.log_copies(copies);
@@ -89,10 +76,7 @@ impl Runner<'_> {
             id,
             created_at_ms: super::now_ms(),
             source: barrier.position,
-            sink: crate::checkpoint::SinkPosition {
-                lines: self.out.lines,
-                bytes: synced.bytes,
-            },
+            sink,
             // Only skipped records a replay from here could meet.
             skipped: self
                 .skipped
@@ -100,11 +84,53 @@ impl Runner<'_> {
                 .copied()
                 .collect(),
             subtasks,
+            stages,
+            watermark: self.timed.then_some(time.0),
+            max_timestamp: time.1,
+            side_sinks,
         };
         if let Err(e) = self.checkpoints.write(&self.info, snapshot) {
             warn!("{}: checkpoint {id} skipped: {e}", self.job);
             self.checkpoints.skip();
         }
+    }
+
+    /// Makes the output up to the barrier durable: the sinks, the journal,
+    /// the timeline. The sinks' positions, or `None` (logged) when the
+    /// checkpoint cannot be taken.
+    fn sync_outputs(&mut self, id: u64) -> Option<(SinkPosition, Vec<SinkPosition>)> {
+        let job = self.job.clone();
+        let synced = match self.sink.sync() {
+            Ok(position) => position,
+            Err(e) => {
+                warn!("{job}: checkpoint {id} skipped: cannot sync the sink: {e}");
+                return None;
+            }
+        };
+        let mut side = Vec::new();
+        for (sink, lines) in &mut self.side_sinks {
+            match sink.sync() {
+                Ok(p) => side.push(SinkPosition {
+                    lines: *lines,
+                    bytes: p.bytes,
+                }),
+                Err(e) => {
+                    warn!("{job}: checkpoint {id} skipped: cannot sync a side output's sink: {e}");
+                    return None;
+                }
+            }
+        }
+        if let Some(dir) = &self.journal
+            && let Err(e) = journal::sync(dir)
+        {
+            warn!("{job}: checkpoint {id} skipped: cannot sync the journal: {e}");
+            return None;
+        }
+        let sink = SinkPosition {
+            lines: self.out.lines,
+            bytes: synced.bytes,
+        };
+        Some((sink, side))
     }
 
     fn log_copies(&self, copies: CopyOnWrite) {

@@ -17,6 +17,7 @@ mod lifecycle;
 pub mod prepare;
 mod recovery;
 mod runner;
+pub mod time;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -26,6 +26,8 @@ pub struct Prepared {
     pub(crate) restored: Option<Snapshot>,
     /// Where a restored job's output continues.
     pub(crate) resume: Option<Resume>,
+    /// Where a restored job's side outputs continue, by tag - 1.
+    pub(crate) side_resume: Vec<Resume>,
     pub(crate) notes: Vec<String>,
     /// The checkpoint's own source, when the job is restored onto another.
     pub(crate) source_changed: Option<String>,
@@ -80,6 +82,7 @@ pub fn prepare(module: &Module, spec: &JobSpec) -> Result<Prepared, Error> {
     let (point, notes) = restore_point(&store, &dir, id)?;
     check_restore(&point, module, spec)?;
     let (source, journal) = open_source(spec, &store)?;
+    let side = side_resume(spec, &point)?;
     let snapshot = point.snapshot;
     let mut skipped: BTreeSet<u64> = snapshot.skipped.iter().copied().collect();
     skipped.extend(store.skipped());
@@ -112,6 +115,7 @@ pub fn prepare(module: &Module, spec: &JobSpec) -> Result<Prepared, Error> {
         store,
         source,
         journal,
+        side_resume: side,
         resume: Some(resume),
         restored: Some(snapshot),
         notes,
@@ -151,6 +155,7 @@ fn prepare_new(module: &Module, spec: &JobSpec) -> Result<Prepared, Error> {
         journal,
         restored: None,
         resume: None,
+        side_resume: Vec::new(),
         notes: Vec::new(),
         source_changed: None,
         skipped: BTreeSet::new(),
@@ -170,6 +175,8 @@ struct RestorePoint {
     aggregation: Option<String>,
     source: String,
     sink: String,
+    /// The side outputs' sinks, by tag - 1 (a checkpoint's).
+    side_sinks: Vec<String>,
     snapshot: Snapshot,
 }
 
@@ -201,6 +208,7 @@ fn restore_point(
             aggregation: Some(m.aggregation),
             source: m.source.uri,
             sink: m.sink.uri,
+            side_sinks: m.side_sinks.into_iter().map(|s| s.uri).collect(),
             snapshot,
         };
         return Ok((point, notes));
@@ -226,9 +234,35 @@ fn restore_point(
         aggregation: None,
         source: record.source,
         sink: record.sink,
+        side_sinks: Vec::new(),
         snapshot: Snapshot::default(),
     };
     Ok((point, notes))
+}
+
+/// Where each side output of a restored job continues: after its
+/// checkpoint's position, in its sink then (a job restored from its start:
+/// from nothing, in this job's sinks).
+fn side_resume(spec: &JobSpec, point: &RestorePoint) -> Result<Vec<Resume>, Error> {
+    let mut resumes = Vec::new();
+    for (tag, (_, uri)) in spec.side_sinks.iter().enumerate() {
+        let resume = Resume {
+            previous: point
+                .side_sinks
+                .get(tag)
+                .cloned()
+                .unwrap_or_else(|| uri.clone()),
+            position: point
+                .snapshot
+                .side_sinks
+                .get(tag)
+                .copied()
+                .unwrap_or_default(),
+        };
+        connector::check_resume(uri, &spec.env, &resume)?;
+        resumes.push(resume);
+    }
+    Ok(resumes)
 }
 
 /// Refuses a restore that cannot work with this module and these settings.

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use tracing::{error, info, warn};
 
 use crate::dataflow::exchange::{self, Block};
-use crate::dataflow::message::SourceBatch;
+use crate::dataflow::message::{Clock, SourceBatch};
 use crate::dataflow::worker::{Collected, Item, Workers};
 use crate::fault::{Fault, TaskFailure};
 use crate::job::JobOutcome;
@@ -37,7 +37,7 @@ impl Runner<'_> {
             .iter_mut()
             .flat_map(|q| q.drain(..))
             .filter_map(|e| match e {
-                Entry::Batch { batch, .. } => Some(batch),
+                Entry::Batch(b) => Some(b.batch),
                 Entry::Barrier { .. } => None,
             })
             .collect();
@@ -238,7 +238,11 @@ impl Runner<'_> {
 /// flight: the output for the sink.
 fn run_through(workers: &mut Workers, batch: Arc<SourceBatch>) -> Result<Block, TaskFailure> {
     let lost = || TaskFailure::of_subtask(0, "the stage's threads stopped", Fault::Environment);
-    let mut item = Item::Records(batch.clone());
+    let clock = Clock {
+        processing_time: batch.processing_time.unwrap_or_default(),
+        ..Clock::default()
+    };
+    let mut item = Item::Records(batch.clone(), clock);
     for stage in 0..workers.stages() {
         workers.submit(stage, item)?;
         let outputs = match workers.collect(stage, true) {
@@ -250,7 +254,7 @@ fn run_through(workers: &mut Workers, batch: Arc<SourceBatch>) -> Result<Block, 
                 outputs.into_iter().map(|o| o.lines).collect(),
             ));
         }
-        item = Item::Rows(batch.clone(), Arc::new(outputs));
+        item = Item::Rows(batch.clone(), Arc::new(outputs), clock);
     }
     Err(lost())
 }

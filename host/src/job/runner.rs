@@ -24,12 +24,13 @@ use crate::checkpoint::{JobInfo, SinkPosition, Snapshot, SourcePosition, Store};
 use crate::config::JobSpec;
 use crate::connector::{self, Sink, Source, SourceEvent, SourceOptions};
 use crate::dataflow::exchange;
-use crate::dataflow::message::{Barrier, SourceBatch};
+use crate::dataflow::message::{Barrier, Clock, SourceBatch};
 use crate::dataflow::operator::{Operator, OperatorSnapshot, Output};
 use crate::dataflow::worker::{Collected, Item, MAP_AHEAD, Workers};
 use crate::fault::{Fault, TaskFailure};
 use crate::job::handle::Status;
 use crate::job::prepare::Prepared;
+use crate::job::time::{self, EventTime};
 use crate::job::{CancelToken, JobOutcome};
 use crate::operators::aggregate::Aggregate;
 use crate::operators::flat_map::{FlatMap, StageContext};
@@ -48,16 +49,22 @@ pub(super) enum Advance {
 
 /// An item in a stage, as the job keeps track of it.
 pub(super) enum Entry {
-    /// A batch, and where the source is after it.
-    Batch {
-        batch: Arc<SourceBatch>,
-        end: SourcePosition,
-    },
-    /// A barrier, and the state of the stages it passed.
+    /// A batch.
+    Batch(InFlight),
+    /// A barrier, the state of the stages it passed, and the event time
+    /// where it passed the first stage.
     Barrier {
         barrier: Barrier,
         snapshots: Vec<OperatorSnapshot>,
+        time: (i64, Option<i64>),
     },
+}
+
+/// A batch in a stage: where the source is after it, and its clock.
+pub(super) struct InFlight {
+    pub(super) batch: Arc<SourceBatch>,
+    pub(super) end: SourcePosition,
+    pub(super) clock: Clock,
 }
 
 /// The running job: the coordinator of its stages, source, sink,
@@ -108,6 +115,13 @@ pub(super) struct Runner<'a> {
     pub(super) restarted: bool,
     /// The live source ended while a restart's replay was still to come.
     pub(super) live_ended: bool,
+    /// Event time (0.2.0 pipelines).
+    pub(super) time: EventTime,
+    /// Whether the job is a 0.2.0 pipeline (its batches carry time, and
+    /// empty ones still go through the stages: they advance it).
+    pub(super) timed: bool,
+    /// The side outputs' sinks, by tag - 1, and their lines so far.
+    pub(super) side_sinks: Vec<(Box<dyn Sink>, u64)>,
 }
 
 /// The stages of a job: the guest's flat-map, then, when the job
@@ -178,6 +192,30 @@ fn start_source(
     Ok((live, replay))
 }
 
+/// Opens the side outputs' sinks, each after its checkpoint's position
+/// when the job is restored; each keeps what it needs in a directory of its
+/// own in the job's.
+fn open_side_sinks(
+    spec: &JobSpec,
+    prepared: &Prepared,
+) -> Result<Vec<(Box<dyn Sink>, u64)>, String> {
+    let mut sinks = Vec::new();
+    for (tag, (name, uri)) in spec.side_sinks.iter().enumerate() {
+        let dir = prepared.store.path().join(format!("side-{name}"));
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create `{}`: {e}", dir.display()))?;
+        let resume = prepared.side_resume.get(tag);
+        let sink = connector::open_sink(uri, &spec.env, dir, resume).map_err(|e| e.to_string())?;
+        let lines = prepared
+            .restored
+            .as_ref()
+            .and_then(|s| s.side_sinks.get(tag))
+            .map_or(0, |p| p.lines);
+        sinks.push((sink, lines));
+    }
+    Ok(sinks)
+}
+
 /// What the checkpoints record of the job.
 fn job_info(module: &Module, spec: &JobSpec, id: &str) -> JobInfo {
     JobInfo {
@@ -192,6 +230,7 @@ fn job_info(module: &Module, spec: &JobSpec, id: &str) -> JobInfo {
             .map_or_else(|| "none".to_string(), |a| a.to_string()),
         source_uri: spec.source.clone(),
         sink_uri: spec.sink.clone(),
+        side_sink_uris: spec.side_sinks.iter().map(|(_, uri)| uri.clone()).collect(),
     }
 }
 
@@ -212,6 +251,7 @@ impl<'a> Runner<'a> {
         job: Arc<str>,
     ) -> Result<Self, String> {
         let restored = prepared.restored.take().map(Arc::new);
+        let side_sinks = open_side_sinks(spec, &prepared)?;
         let sink = connector::open_sink(
             &spec.sink,
             &spec.env,
@@ -240,7 +280,15 @@ impl<'a> Runner<'a> {
             retain: spec.retain_checkpoints,
         };
         let stages = workers.stages();
+        let time = EventTime::new(
+            spec.pipeline.as_ref().and_then(|p| p.watermarks),
+            origin.watermark.unwrap_or(i64::MIN),
+            origin.max_timestamp,
+        );
         Ok(Runner {
+            time,
+            timed: spec.pipeline.is_some(),
+            side_sinks,
             module,
             spec,
             cancel,
@@ -414,19 +462,24 @@ impl<'a> Runner<'a> {
         self.restarted = false;
         let end = batch.end();
         let skipped = &self.skipped;
-        let batch = batch.without(|s| skipped.contains(&s));
+        let mut batch = batch.without(|s| skipped.contains(&s));
         self.status.add_records(batch.records.len() as u64);
-        if batch.records.is_empty() && self.queue.iter().all(VecDeque::is_empty) {
+        if batch.records.is_empty() && !self.timed && self.queue.iter().all(VecDeque::is_empty) {
             self.submitted = end;
             self.processed = end;
             return None;
         }
+        let ptime = *batch.processing_time.get_or_insert_with(time::now_ms);
+        if !batch.records.is_empty() {
+            self.time.saw_records();
+        }
+        let clock = self.time.entering(ptime);
         let batch = Arc::new(batch);
-        if let Err(failure) = self.workers.submit(0, Item::Records(batch.clone())) {
+        if let Err(failure) = self.workers.submit(0, Item::Records(batch.clone(), clock)) {
             return Some(JobOutcome::Failed(failure.to_string()));
         }
         self.submitted = end;
-        self.queue[0].push_back(Entry::Batch { batch, end });
+        self.queue[0].push_back(Entry::Batch(InFlight { batch, end, clock }));
         // A restart meanwhile abandons this batch too: it is replayed.
         while self.queue[0].len() > MAP_AHEAD && !self.restarted {
             if let Advance::Ended(outcome) = self.advance(true) {
@@ -468,30 +521,42 @@ impl<'a> Runner<'a> {
             }
         }
         match (entry, collected) {
-            (Entry::Batch { batch, end }, Collected::Outputs(Ok(outputs))) => {
-                self.pass_batch(stage, batch, end, outputs)
+            (Entry::Batch(b), Collected::Outputs(Ok(outputs))) => {
+                self.pass_batch(stage, b, outputs)
             }
             (
                 Entry::Barrier {
                     barrier,
                     mut snapshots,
+                    mut time,
                 },
                 Collected::Snapshots(Ok(taken)),
             ) => {
-                snapshots.extend(taken);
+                snapshots.extend(taken.into_iter().map(|mut s| {
+                    s.stage = stage;
+                    s
+                }));
+                if stage == 0 {
+                    time = (self.time.watermark, self.time.max_timestamp);
+                }
                 if next == self.workers.stages() {
-                    self.complete_checkpoint(barrier, snapshots);
+                    self.complete_checkpoint(barrier, snapshots, time);
                     return None;
                 }
-                self.forward(
-                    next,
-                    Entry::Barrier { barrier, snapshots },
-                    Item::Barrier(barrier),
-                )
+                let entry = Entry::Barrier {
+                    barrier,
+                    snapshots,
+                    time,
+                };
+                self.forward(next, entry, Item::Barrier(barrier))
             }
-            (Entry::Batch { batch, .. }, Collected::Outputs(Err(failure)))
-            | (Entry::Batch { batch, .. }, Collected::Snapshots(Err(failure))) => {
-                self.fail(stage, &batch, failure)
+            (Entry::Batch(b), Collected::Outputs(Err(failure)))
+            | (Entry::Batch(b), Collected::Snapshots(Err(failure))) => {
+                if stage > 0 {
+                    // The batch had moved the watermark: it runs again from before.
+                    self.time.rewind(b.clock.watermark);
+                }
+                self.fail(stage, &b.batch, failure)
             }
             (Entry::Barrier { .. }, Collected::Outputs(Err(failure)))
             | (Entry::Barrier { .. }, Collected::Snapshots(Err(failure))) => {
@@ -506,8 +571,7 @@ impl<'a> Runner<'a> {
     fn pass_batch(
         &mut self,
         stage: usize,
-        batch: Arc<SourceBatch>,
-        end: SourcePosition,
+        mut b: InFlight,
         mut outputs: Vec<Output>,
     ) -> Option<JobOutcome> {
         let mut give_up = None;
@@ -519,19 +583,26 @@ impl<'a> Runner<'a> {
                 give_up = self.unreproduced(fault);
             }
         }
+        if stage == 0 && self.timed {
+            let max_ts = outputs.iter().filter_map(|o| o.max_timestamp).max();
+            b.clock = self.time.passed(b.clock, max_ts, b.batch.idle_watermark);
+        }
+        if let Err(e) = self.emit_side(&mut outputs) {
+            return Some(JobOutcome::Failed(e));
+        }
         let next = stage + 1;
         let ended = if next == self.workers.stages() {
             let block = exchange::merge(outputs.into_iter().map(|o| o.lines).collect());
             match self.emit(&block) {
                 Ok(()) => {
-                    self.processed = end;
+                    self.processed = b.end;
                     None
                 }
                 Err(e) => Some(JobOutcome::Failed(e)),
             }
         } else {
-            let item = Item::Rows(batch.clone(), Arc::new(outputs));
-            self.forward(next, Entry::Batch { batch, end }, item)
+            let item = Item::Rows(b.batch.clone(), Arc::new(outputs), b.clock);
+            self.forward(next, Entry::Batch(b), item)
         };
         if ended.is_some() {
             return ended;
@@ -584,6 +655,30 @@ impl<'a> Runner<'a> {
             }
         }
         None
+    }
+
+    /// Writes what a stage sent to the side outputs, each to its sink.
+    fn emit_side(&mut self, outputs: &mut [Output]) -> Result<(), String> {
+        let tags = outputs.iter().map(|o| o.side.len()).max().unwrap_or(0);
+        for tag in 0..tags {
+            let parts = outputs
+                .iter_mut()
+                .map(|o| o.side.get_mut(tag).map(std::mem::take).unwrap_or_default())
+                .collect();
+            let block = exchange::merge(parts);
+            if block.lines == 0 {
+                continue;
+            }
+            let Some((sink, lines)) = self.side_sinks.get_mut(tag) else {
+                return Err(format!(
+                    "internal error: no sink for side output {}",
+                    tag + 1
+                ));
+            };
+            sink.write(*lines, &block).map_err(|e| e.to_string())?;
+            *lines += block.lines;
+        }
+        Ok(())
     }
 
     /// Writes a block of output; the sink leaves out lines it already has.

@@ -44,7 +44,7 @@ impl Aggregate {
 
 impl Operator for Aggregate {
     fn process(&mut self, input: Input<'_>) -> Result<Output, TaskFailure> {
-        let Input::Rows { batch, parts } = input else {
+        let Input::Rows { batch, parts, .. } = input else {
             return Err(failure_at(
                 self.cx.subtask,
                 input.batch(),
@@ -112,6 +112,7 @@ impl Operator for Aggregate {
             groups,
             copies: std::mem::take(&mut self.copies),
             paused: started.elapsed(),
+            stage: 0,
         }
     }
 

@@ -10,17 +10,15 @@
 
 use std::ops::Range;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-use tracing::{info, warn};
 
 use crate::config::sandbox::Sandbox;
 use crate::dataflow::exchange;
 use crate::dataflow::message::SourceBatch;
 use crate::dataflow::operator::{Input, Lines, Operator, Output};
 use crate::encoding;
-use crate::fault::{Fault, MAX_MESSAGE, TaskFailure, shorten};
-use crate::wasm::{GuestFailure, Instance, Module};
+use crate::fault::{Fault, TaskFailure};
+use crate::operators::guest::{Guest, Isolation};
+use crate::wasm::Module;
 
 /// What a stage's operators know of the job they run in.
 #[derive(Debug, Clone)]
@@ -41,18 +39,10 @@ pub struct StageContext {
 /// rows go on to keyed state.
 pub struct FlatMap {
     cx: StageContext,
-    module: Module,
-    params: Vec<(String, String)>,
-    sandbox: Sandbox,
+    guest: Guest,
     /// Whether rows are keyed.
     keyed: bool,
-    instance: Option<Instance>,
-    log_window: Instant,
-    log_lines: u32,
 }
-
-/// Guest log lines passed to the host's log per second per subtask.
-const GUEST_LOG_LINES: u32 = 20;
 
 /// Describes a failure on record `record` of `batch`.
 pub(crate) fn failure_at(
@@ -78,7 +68,7 @@ pub(crate) fn failure_at(
 impl Operator for FlatMap {
     fn process(&mut self, input: Input<'_>) -> Result<Output, TaskFailure> {
         match input {
-            Input::Records { batch, range } => self.map(batch, range),
+            Input::Records { batch, range, .. } => self.map(batch, range),
             Input::Rows { batch, .. } => Err(self.failure(
                 batch,
                 None,
@@ -89,7 +79,7 @@ impl Operator for FlatMap {
     }
 
     fn reset(&mut self) {
-        self.instance = None;
+        self.guest.reset();
     }
 }
 
@@ -104,24 +94,11 @@ impl FlatMap {
         sandbox: &Sandbox,
         keyed: bool,
     ) -> Result<Self, TaskFailure> {
-        let mut op = FlatMap {
-            cx,
-            module: module.clone(),
-            params: params.to_vec(),
-            sandbox: sandbox.clone(),
-            keyed,
-            instance: None,
-            log_window: Instant::now(),
-            log_lines: 0,
-        };
-        if let Err(f) = op.instance() {
-            return Err(TaskFailure::of_subtask(
-                op.cx.subtask,
-                f.message,
-                Fault::Guest,
-            ));
+        let mut guest = Guest::new(cx.job.clone(), cx.subtask, module, params, sandbox);
+        if let Err(f) = guest.instance() {
+            return Err(TaskFailure::of_subtask(cx.subtask, f.message, Fault::Guest));
         }
-        Ok(op)
+        Ok(FlatMap { cx, guest, keyed })
     }
 
     fn failure(
@@ -136,55 +113,8 @@ impl FlatMap {
 
     fn output_limits(&self) -> encoding::OutputLimits {
         encoding::OutputLimits {
-            rows: self.sandbox.limits.rows_per_record,
-            bytes: self.sandbox.limits.bytes_per_record,
-        }
-    }
-
-    /// Passes what the guest printed to the host's log, at most
-    /// [`GUEST_LOG_LINES`] lines per second per subtask; says how many it dropped.
-    fn forward_log(&mut self) {
-        let Some(instance) = &self.instance else {
-            return;
-        };
-        let text = instance.take_log();
-        if text.is_empty() {
-            return;
-        }
-        let now = Instant::now();
-        if now.duration_since(self.log_window) >= Duration::from_secs(1) {
-            self.log_window = now;
-            self.log_lines = 0;
-        }
-        let (job, subtask) = (&self.cx.job, self.cx.subtask);
-        let mut dropped = 0u64;
-        for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            if self.log_lines >= GUEST_LOG_LINES {
-                dropped += 1;
-                continue;
-            }
-            self.log_lines += 1;
-            let shown: String = line.chars().take(500).collect();
-            info!("{job} subtask {subtask} guest: {shown}");
-        }
-        if dropped > 0 {
-            warn!(
-                "{job} subtask {subtask}: {dropped} more guest log line(s) dropped (at most {GUEST_LOG_LINES} a second, {} bytes a call; --max-guest-log)",
-                self.sandbox.limits.log_bytes
-            );
-        }
-    }
-
-    fn instance(&mut self) -> Result<&mut Instance, GuestFailure> {
-        if self.instance.is_none() {
-            self.instance = Some(self.module.instantiate_with(&self.params, &self.sandbox)?);
-        }
-        match self.instance.as_mut() {
-            Some(instance) => Ok(instance),
-            None => Err(GuestFailure {
-                message: "no guest instance".into(),
-                record: None,
-            }),
+            rows: self.guest.sandbox.limits.rows_per_record,
+            bytes: self.guest.sandbox.limits.bytes_per_record,
         }
     }
 
@@ -253,21 +183,6 @@ impl FlatMap {
         .map_err(malformed)
     }
 
-    /// One guest call on records `range`, its output checked: the output,
-    /// or the fault worded for the user.
-    fn run(
-        &mut self,
-        batch: &SourceBatch,
-        range: Range<usize>,
-        keyed: bool,
-    ) -> Result<Vec<u8>, String> {
-        let records = range.len();
-        let out = self.call(batch, range, keyed)?;
-        encoding::read_output(&out, records, keyed, self.output_limits(), |_| {})
-            .map_err(malformed)?;
-        Ok(out)
-    }
-
     /// Runs the records of a batch that faulted one at a time, to pin the
     /// fault to its record. A record that fails on an instance that ran
     /// others before it is run again alone in a fresh instance: only if it
@@ -281,35 +196,26 @@ impl FlatMap {
         keyed: bool,
         first: String,
     ) -> Result<(Vec<u8>, Vec<TaskFailure>), TaskFailure> {
-        self.instance = None;
-        let mut out = Vec::new();
-        let mut unreproduced = Vec::new();
-        for i in range.clone() {
-            let fresh = self.instance.is_none();
-            self.start_instance(batch)?;
-            let cause = match self.run(batch, i..i + 1, keyed) {
-                Ok(one) => {
-                    out.extend_from_slice(&one);
-                    continue;
-                }
-                Err(cause) => cause,
-            };
-            self.instance = None;
-            if fresh {
+        let limits = self.output_limits();
+        let isolated = self.guest.isolate(range.clone(), |guest, i| {
+            let out = guest.flat_map(batch.records.slice(i..i + 1), keyed, 1)?;
+            encoding::read_output(&out, 1, keyed, limits, |_| {}).map_err(malformed)?;
+            Ok(out)
+        });
+        let found = match isolated {
+            Ok(found) => found,
+            Err(Isolation::Poison(i, cause)) => {
                 return Err(self.failure(batch, Some(i), cause, Fault::Guest));
             }
-            self.start_instance(batch)?;
-            match self.run(batch, i..i + 1, keyed) {
-                Ok(one) => {
-                    out.extend_from_slice(&one);
-                    unreproduced.push(self.failure(batch, Some(i), cause, Fault::Guest));
-                }
-                Err(again) => {
-                    self.instance = None;
-                    return Err(self.failure(batch, Some(i), again, Fault::Guest));
-                }
+            Err(Isolation::Start(cause)) => {
+                return Err(self.failure(batch, None, cause, Fault::Environment));
             }
-        }
+        };
+        let mut unreproduced: Vec<TaskFailure> = found
+            .unreproduced
+            .into_iter()
+            .map(|(i, cause)| self.failure(batch, Some(i), cause, Fault::Guest))
+            .collect();
         if unreproduced.is_empty() {
             // Every record ran alone without a fault: the batch's fault is
             // not any one record's (a deadline for the whole batch, say).
@@ -321,22 +227,20 @@ impl FlatMap {
             );
             unreproduced.push(self.failure(batch, None, cause, Fault::Guest));
         }
-        Ok((out, unreproduced))
+        Ok((found.results.concat(), unreproduced))
     }
 
     /// Makes sure there is a guest instance. Failing to create one is not
     /// any record's fault: the guest started before (the job checks that it
     /// does), so this is the environment's (the instance pool, say).
     fn start_instance(&mut self, batch: &SourceBatch) -> Result<(), TaskFailure> {
-        match self.instance() {
+        match self.guest.instance() {
             Ok(_) => Ok(()),
             Err(f) => Err(self.failure(batch, None, f.message, Fault::Environment)),
         }
     }
 
     /// One guest call on records `range`: the output, or why it failed.
-    /// A failure the guest reports counts only for a record of `range`;
-    /// any other report is malformed output.
     fn call(
         &mut self,
         batch: &SourceBatch,
@@ -344,28 +248,7 @@ impl FlatMap {
         keyed: bool,
     ) -> Result<Vec<u8>, String> {
         let records = batch.records.slice(range.clone());
-        let result = self.instance().and_then(|i| i.flat_map(records, keyed));
-        if result.is_ok() {
-            self.forward_log();
-        }
-        match result {
-            Ok(out) => match out.failed {
-                None => Ok(out.output),
-                Some((index, message)) if (index as usize) < range.len() => Err(format!(
-                    "the guest failed the record: {}",
-                    shorten(&message, MAX_MESSAGE)
-                )),
-                Some((index, _)) => Err(format!(
-                    "the guest's output is malformed: it reports record index {index} failed, \
-                     but the batch held {} record(s)",
-                    range.len()
-                )),
-            },
-            Err(failure) => {
-                self.instance = None;
-                Err(shorten(&failure.message, MAX_MESSAGE))
-            }
-        }
+        self.guest.flat_map(records, keyed, range.len())
     }
 }
 

@@ -3,3 +3,4 @@
 
 pub mod aggregate;
 pub mod flat_map;
+pub mod guest;

@@ -12,7 +12,8 @@ use crate::wasm::meter;
 use crate::wasm::module::Module;
 use crate::wasm::sandbox::{GuestState, deadline_ticks};
 use crate::wasm::trap::{GuestFailure, TrapContext};
-use crate::wasm::types::BatchOutput;
+use crate::wasm::types::{BatchOutput, Header};
+use crate::wasm::v0_2::Call;
 use crate::wasm::world::Exports;
 
 /// A live guest instance.
@@ -105,6 +106,19 @@ impl Instance {
         let result = self.exports.flat_map(&mut self.store, records, keyed);
         meter::settle(&mut self.store);
         result.map_err(|e| self.failure("flat-map", &e))
+    }
+
+    /// Runs a call of a 0.2.0 guest's stage `stage`.
+    pub fn call(
+        &mut self,
+        stage: u32,
+        header: Header,
+        call: Call<'_>,
+    ) -> Result<BatchOutput, GuestFailure> {
+        self.arm();
+        let result = self.exports.call(&mut self.store, stage, header, call);
+        meter::settle(&mut self.store);
+        result.map_err(|e| self.failure(call.name(), &e))
     }
 
     /// What the guest wrote to stdout and stderr since the last call, for the log.

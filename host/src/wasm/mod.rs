@@ -18,11 +18,13 @@ mod sandbox;
 pub mod trap;
 mod types;
 mod v0_1;
+pub mod v0_2;
 pub mod world;
 
 pub use engine::{EngineOptions, Runtime};
 pub use instance::Instance;
 pub use module::{MAX_MODULE_BYTES, Module, ModuleInfo};
 pub use trap::GuestFailure;
-pub use types::{BatchOutput, EngineError, ModuleError};
+pub use types::{BatchOutput, EngineError, Header, ModuleError};
+pub use v0_2::Call;
 pub use world::{SERVED, Version};

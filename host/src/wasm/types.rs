@@ -31,6 +31,17 @@ pub struct BatchOutput {
     pub output: Vec<u8>,
     /// A record the guest failed without trapping: its index and message.
     pub failed: Option<(u32, String)>,
+    /// The state changes (0.2.0 stateful calls; empty otherwise).
+    pub changes: Vec<u8>,
+}
+
+/// What the host tells a 0.2.0 call about time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// The batch's processing time (Unix ms).
+    pub processing_time: i64,
+    /// The event-time watermark (`i64::MIN` before the first).
+    pub watermark: i64,
 }
 
 /// The first line of a (wasmtime) error message.

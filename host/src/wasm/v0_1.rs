@@ -1,5 +1,5 @@
 //! `sluice:stream@0.1.0`, released and frozen: the bindings generated from
-//! `wit/stream.wit`, and the conversion of what its guests return into the
+//! `wit/sluice-stream@0.1.0/stream.wit`, and the conversion of what its guests return into the
 //! host's own types. One file per served WIT version; `world.rs` picks.
 
 use wasmtime::Store;
@@ -12,7 +12,7 @@ use crate::wasm::types::BatchOutput;
 
 mod bindings {
     wasmtime::component::bindgen!({
-        path: "../wit",
+        path: "../wit/sluice-stream@0.1.0",
         world: "stream-job",
     });
 }
@@ -55,6 +55,7 @@ pub(crate) fn flat_map(
     Ok(BatchOutput {
         output: r.output,
         failed: r.failed.map(|e| (e.index, e.message)),
+        changes: Vec::new(),
     })
 }
 
@@ -86,6 +87,7 @@ pub(crate) fn describe(
             max_rows_per_record: l.max_rows_per_record,
             max_bytes_per_record: l.max_bytes_per_record,
         }),
+        pipeline: None,
     })
 }
 

@@ -8,27 +8,32 @@ use wasmtime::component::InstancePre;
 
 use crate::config::description::Description;
 use crate::wasm::sandbox::GuestState;
+use crate::wasm::types::Header;
 use crate::wasm::types::{BatchOutput, ModuleError};
-use crate::wasm::v0_1;
+use crate::wasm::v0_2::Call;
+use crate::wasm::{v0_1, v0_2};
 
 /// The WIT packages this host serves, for messages.
-pub const SERVED: &str = v0_1::PACKAGE;
+pub const SERVED: &str = "sluice:stream@0.1.0 or sluice:stream@0.2.0";
 
 /// A served WIT version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Version {
     /// `sluice:stream@0.1.0`: flat-map and key-selector, host aggregations.
     V0_1,
+    /// `sluice:stream@0.2.0`: pipelines with keyed state, timers, windows.
+    V0_2,
 }
 
 impl Version {
-    /// Every served version, newest first.
-    pub const ALL: [Version; 1] = [Version::V0_1];
+    /// Every served version, oldest first.
+    pub const ALL: [Version; 2] = [Version::V0_1, Version::V0_2];
 
     /// The WIT package, with its version.
     pub fn package(self) -> &'static str {
         match self {
             Version::V0_1 => v0_1::PACKAGE,
+            Version::V0_2 => v0_2::PACKAGE,
         }
     }
 
@@ -36,6 +41,7 @@ impl Version {
     fn exports(self) -> &'static [&'static str] {
         match self {
             Version::V0_1 => &v0_1::EXPORTS,
+            Version::V0_2 => &v0_2::EXPORTS,
         }
     }
 }
@@ -48,13 +54,18 @@ pub(crate) fn detect(shown: &str, exports: &[String]) -> Result<Version, ModuleE
     {
         return Ok(v);
     }
-    let newest = Version::ALL[0];
-    let Some(needed) = newest
+    // The version the module comes closest to: one of whose interfaces it
+    // exports, else the oldest.
+    let closest = Version::ALL
+        .into_iter()
+        .find(|v| v.exports().iter().any(|n| exports.iter().any(|e| e == n)))
+        .unwrap_or(Version::ALL[0]);
+    let Some(needed) = closest
         .exports()
         .iter()
         .find(|n| !exports.iter().any(|e| e == *n))
     else {
-        return Ok(newest);
+        return Ok(closest);
     };
     let unversioned = needed.split('@').next().unwrap_or(needed);
     if let Some(other) = exports
@@ -85,24 +96,28 @@ pub(crate) fn detect(shown: &str, exports: &[String]) -> Result<Version, ModuleE
 #[derive(Clone)]
 pub(crate) enum Pre {
     V0_1(v0_1::Pre),
+    V0_2(v0_2::Pre),
 }
 
 impl Pre {
     pub(crate) fn new(version: Version, pre: InstancePre<GuestState>) -> wasmtime::Result<Self> {
         match version {
             Version::V0_1 => Ok(Pre::V0_1(v0_1::pre(pre)?)),
+            Version::V0_2 => Ok(Pre::V0_2(v0_2::pre(pre)?)),
         }
     }
 
     pub(crate) fn version(&self) -> Version {
         match self {
             Pre::V0_1(_) => Version::V0_1,
+            Pre::V0_2(_) => Version::V0_2,
         }
     }
 
     pub(crate) fn instantiate(&self, store: &mut Store<GuestState>) -> wasmtime::Result<Exports> {
         match self {
             Pre::V0_1(pre) => Ok(Exports::V0_1(pre.instantiate(store)?)),
+            Pre::V0_2(pre) => Ok(Exports::V0_2(pre.instantiate(store)?)),
         }
     }
 }
@@ -110,6 +125,7 @@ impl Pre {
 /// A live instance's exports, of one served version.
 pub(crate) enum Exports {
     V0_1(v0_1::Bindings),
+    V0_2(v0_2::Bindings),
 }
 
 impl Exports {
@@ -121,6 +137,7 @@ impl Exports {
     ) -> wasmtime::Result<Result<(), String>> {
         match self {
             Exports::V0_1(b) => v0_1::open(b, store, params),
+            Exports::V0_2(b) => v0_2::open(b, store, params),
         }
     }
 
@@ -133,6 +150,25 @@ impl Exports {
     ) -> wasmtime::Result<BatchOutput> {
         match self {
             Exports::V0_1(b) => v0_1::flat_map(b, store, records, keyed),
+            Exports::V0_2(_) => Err(wasmtime::Error::msg(
+                "internal error: a 0.2.0 guest has no flat-map; its stages are called by index",
+            )),
+        }
+    }
+
+    /// A call of a 0.2.0 guest's stage.
+    pub(crate) fn call(
+        &self,
+        store: &mut Store<GuestState>,
+        stage: u32,
+        header: Header,
+        call: Call<'_>,
+    ) -> wasmtime::Result<BatchOutput> {
+        match self {
+            Exports::V0_2(b) => v0_2::call(b, store, stage, header, call),
+            Exports::V0_1(_) => Err(wasmtime::Error::msg(
+                "internal error: a 0.1.0 guest has no stages",
+            )),
         }
     }
 
@@ -144,6 +180,7 @@ impl Exports {
     ) -> wasmtime::Result<Description> {
         match self {
             Exports::V0_1(b) => v0_1::describe(b, store, params),
+            Exports::V0_2(b) => v0_2::describe(b, store, params),
         }
     }
 }

@@ -1,8 +1,8 @@
 //! A guest built against another version of the contract
-//! (`sluice:stream@0.2.0`): `host` must refuse it and name the version.
+//! (`sluice:stream@0.9.0`, one this host does not serve): `host` must refuse it and name the version.
 wit_bindgen::generate!({
     inline: r#"
-        package sluice:%stream@0.2.0;
+        package sluice:%stream@0.9.0;
         interface operator { flat-map: func(records: list<u8>) -> list<u8>; }
         interface job { describe: func() -> string; }
         world stream-job { export operator; export job; }

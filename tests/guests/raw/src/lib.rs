@@ -21,7 +21,7 @@
 //! Any other line is split on whitespace into `(word, 1)`, keyed by word.
 
 wit_bindgen::generate!({
-    path: "../../../wit",
+    path: "../../../wit/sluice-stream@0.1.0",
     world: "stream-job",
 });
 

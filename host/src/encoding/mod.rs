@@ -1,4 +1,4 @@
-//! The host's side of the batch encoding documented in `wit/stream.wit`:
+//! The host's side of the batch encoding documented in `wit/sluice-stream@0.1.0/stream.wit`:
 //! writing input batches, reading and checking guest output, and printing
 //! rows in Flink's tuple form `(a,1)`.
 //!
@@ -7,6 +7,8 @@
 //! the encoded bytes, so a word is never decoded into a `String`.
 
 use std::io::Write;
+
+pub mod pipeline;
 
 pub(crate) const NULL: u8 = 0;
 pub(crate) const BOOL: u8 = 1;
@@ -443,7 +445,7 @@ mod tests {
         assert_eq!(b.slice(1..3).len(), 9 + 10);
     }
 
-    /// The encoding as `wit/stream.wit` documents it, decoded the plain
+    /// The encoding as `wit/sluice-stream@0.1.0/stream.wit` documents it, decoded the plain
     /// way: the reference the host's fast decoder must agree with.
     mod reference {
         pub fn value(buf: &[u8], at: &mut usize) -> Option<()> {
