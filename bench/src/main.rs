@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Parser, Subcommand};
 
+mod serve;
+
 #[derive(Parser)]
 #[command(about = "Benchmarks for Sluice against native Rust")]
 struct Cli {
@@ -65,6 +67,21 @@ enum Cmd {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
+    /// `host serve` with many tenants' jobs, and a noisy neighbour.
+    Serve {
+        /// Tenants.
+        #[arg(long, default_value_t = 10)]
+        tenants: usize,
+        /// Idle jobs per tenant.
+        #[arg(long, default_value_t = 10)]
+        jobs: usize,
+        /// The noisy tenant's CPU share, in cores.
+        #[arg(long, default_value_t = 0.5)]
+        share: f64,
+        /// Input lines of the quiet tenant's wordcount.
+        #[arg(long, default_value_t = 1_000_000)]
+        lines: usize,
+    },
     /// All of the above with their defaults.
     All,
 }
@@ -108,6 +125,12 @@ fn real_main() -> Result<()> {
         Cmd::Recovery { samples } => recovery(&env, samples),
         Cmd::Soak { cycles } => soak(&env, cycles),
         Cmd::Languages { lines, runs } => languages(&env, lines, runs),
+        Cmd::Serve {
+            tenants,
+            jobs,
+            share,
+            lines,
+        } => serve_bench(&env, tenants, jobs, share, lines),
         Cmd::All => throughput(&env, 2_000_000, 3)
             .and_then(|()| recovery(&env, 15))
             .and_then(|()| soak(&env, 10_000))
@@ -115,6 +138,25 @@ fn real_main() -> Result<()> {
     };
     let _ = std::fs::remove_dir_all(&env.work);
     result
+}
+
+/// `host serve`: many idle jobs, then the noisy neighbour.
+fn serve_bench(env: &Env, tenants: usize, jobs: usize, share: f64, lines: usize) -> Result<()> {
+    let many = env.work.join("serve-many");
+    std::fs::create_dir_all(&many)?;
+    serve::many(&env.host, &env.module, &many, tenants, jobs)?;
+    let noisy = env.work.join("serve-noisy");
+    std::fs::create_dir_all(&noisy)?;
+    let input = env.work.join("serve-input.txt");
+    generate(&input, lines)?;
+    let hostile = serve::hostile_guest();
+    if !hostile.exists() {
+        bail!(
+            "`{}` does not exist; build the test guests first (`cargo test --release --no-run`)",
+            hostile.display()
+        );
+    }
+    serve::noisy(&env.host, &env.module, &hostile, &input, &noisy, share)
 }
 
 /// The seed's benchmark input: `lines` lines of 5 words drawn from a

@@ -8,6 +8,7 @@
 
 mod access;
 mod client;
+mod dashboard;
 mod jobs;
 mod restart;
 mod uploads;
