@@ -13,9 +13,9 @@ use crate::dataflow::exchange::{self, Block};
 use crate::dataflow::message::{Clock, SourceBatch};
 use crate::dataflow::worker::{Collected, Item, Workers};
 use crate::fault::{Fault, TaskFailure};
-use crate::job::JobOutcome;
 use crate::job::dead_letter;
 use crate::job::runner::{Entry, Runner, operators};
+use crate::job::{JobOutcome, JobState};
 use crate::restart::{Decision, RestartStrategy};
 
 impl Runner<'_> {
@@ -143,6 +143,7 @@ impl Runner<'_> {
                 info!(
                     "{job} switched from RESTARTING to RUNNING: fresh guest instance, keyed state kept, the batch goes on"
                 );
+                self.status.set_state(JobState::Running);
                 None
             }
         }
@@ -192,6 +193,7 @@ impl Runner<'_> {
             self.job,
             seq + 1
         );
+        self.status.set_state(JobState::Running);
     }
 
     /// Drops every guest instance, restores state from the last completed
@@ -230,6 +232,7 @@ impl Runner<'_> {
             from.seq + 1,
             self.frontier.seq
         );
+        self.status.set_state(JobState::Running);
         Ok(())
     }
 }

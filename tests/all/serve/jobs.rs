@@ -216,6 +216,11 @@ fn savepoint_stop_start_rescale_and_upgrade_each_keep_the_exact_counts() {
     // and message, and the job goes on.
     d.feeder.send(4, &["recurse"]);
     d.feed(4, &["e"]);
+    // After the restart the job reports RUNNING again, not RESTARTING.
+    let after = d
+        .api
+        .wait_job("a", d.dev, &d.job, "RUNNING", |v| v["state"] == "RUNNING");
+    assert_eq!(after["metrics"]["restarts"], 1);
     let exceptions = d.get("exceptions");
     assert_eq!(exceptions[0]["input"], "recurse", "{exceptions:#}");
     let message = exceptions[0]["message"].as_str().unwrap_or_default();

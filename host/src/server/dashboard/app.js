@@ -95,7 +95,7 @@ async function jobsView() {
       const m = j.metrics || {};
       const rate = sample(j.id, m.records_in || 0);
       return `<tr class="link" data-job="${esc(j.id)}"><td><b>${esc(j.name)}</b><div class="muted mono">${esc(j.id)}</div></td><td>${badge(j.state)}</td>
-        <td class="num">${fmt(rate)}</td><td><canvas class="spark" data-spark="${esc(j.id)}" style="height:28px;width:120px"></canvas></td>
+        <td class="num">${fmt(rate)}</td><td><canvas class="spark" data-spark="${esc(j.id)}"></canvas></td>
         <td class="num">${fmt(m.records_in)}</td><td class="num">${fmt(m.lines_out)}</td><td class="num">${fmt(m.restarts)}</td>
         <td class="num">${age(m.last_checkpoint && m.last_checkpoint.created_at_ms)}</td></tr>`;
     });
@@ -132,7 +132,7 @@ async function jobView(id) {
       <div class="grid">${stat("records-in", "Records in")}${stat("lines-out", "Lines out")}${stat("rate", "Records/s")}${stat("restarts", "Restarts")}${stat("failures", "Failures")}${stat("ckpt-age", "Checkpoint age")}</div></div>
     <div class="card"><h2>Throughput (records/s)</h2><canvas id="rate-chart"></canvas></div>
     <div class="two"><div class="card"><h2>Checkpoints</h2><table><thead><tr><th>Id</th><th class="num">Keys</th><th class="num">Records</th><th>Taken</th></tr></thead><tbody id="checkpoints"></tbody></table>
-      <h2 style="margin-top:16px">Savepoints</h2><table><tbody id="savepoints"></tbody></table></div>
+      <h2 class="gap">Savepoints</h2><table><tbody id="savepoints"></tbody></table></div>
       <div class="card"><h2>Output</h2><pre class="tail" id="output"></pre></div></div>
     <div class="two"><div class="card"><h2>Exceptions</h2><table><thead><tr><th>Record</th><th>Input</th><th>Message</th></tr></thead><tbody id="exceptions"></tbody></table></div>
       <div class="card"><h2>Events</h2><table><tbody id="events"></tbody></table></div></div>`;
@@ -186,8 +186,10 @@ async function quotaView() {
     $("#quota").innerHTML = Object.entries(names).map(([k, label]) => {
       const limit = q.quota[k], use = q.usage[k] || 0, pct = Math.min(100, limit ? (100 * use) / limit : 0);
       const show = (v) => (sized.includes(k) ? bytes(v) : fmt(v));
-      return `<tr><td style="width:180px">${label}</td><td><div class="bar ${pct >= 100 ? "full" : pct > 80 ? "high" : ""}"><div style="width:${pct}%"></div></div></td><td class="num" style="width:180px">${show(use)} / ${show(limit)}</td></tr>`;
+      return `<tr><td class="label-cell">${label}</td><td><div class="bar ${pct >= 100 ? "full" : pct > 80 ? "high" : ""}"><div data-pct="${pct}"></div></div></td><td class="num use-cell">${show(use)} / ${show(limit)}</td></tr>`;
     }).join("");
+    // Inline styles are not allowed by the page's policy: widths are set here.
+    document.querySelectorAll("[data-pct]").forEach((d) => (d.style.width = `${d.dataset.pct}%`));
     $("#cpu-share").textContent = q.quota.cpu;
     $("#cpu-used").textContent = `${fmt(q.usage["cpu-seconds"])} s`;
     $("#cpu-throttled").textContent = `${fmt(q.usage["cpu-throttled-seconds"])} s`;
