@@ -2,7 +2,7 @@
 //! the user's per-record functions. Used by [`crate::export!`]; not an API.
 
 use crate::collector::Collector;
-use crate::describe::{Aggregation, JobDescription, Params, Restart};
+use crate::describe::{Aggregation, JobDescription, Params};
 use crate::encoding::{self, Reader};
 use crate::value::{Row, Value};
 use crate::wit::sluice::stream::types as wit;
@@ -46,6 +46,12 @@ impl<E: std::fmt::Display> FlatMapReturn for Result<(), E> {
 /// `open`: keeps the parameters and installs a one-line panic message, so
 /// the host's log shows `panicked at src/lib.rs:7:9: message`.
 pub fn open<U: UserFunctions>(params: Vec<(String, String)>) -> Result<(), String> {
+    panic_hook();
+    U::open(&Params(params))
+}
+
+/// Installs a one-line panic message: `panicked at src/lib.rs:7: message`.
+pub fn panic_hook() {
     std::panic::set_hook(Box::new(|info| {
         let message = if let Some(s) = info.payload().downcast_ref::<&str>() {
             s
@@ -59,7 +65,6 @@ pub fn open<U: UserFunctions>(params: Vec<(String, String)>) -> Result<(), Strin
             None => eprintln!("panicked: {message}"),
         }
     }));
-    U::open(&Params(params))
 }
 
 /// `flat-map` and `flat-map-keyed`.
@@ -127,10 +132,21 @@ pub fn describe<U: UserFunctions>(params: Vec<(String, String)>) -> wit::JobDesc
             wit::Aggregation { kind, field }
         }),
         checkpoint_interval_ms: d.checkpoint_interval.map(ms),
-        restart: d.restart.map(|r| match r {
-            Restart::None => wit::RestartStrategy::None,
+        restart: d.restart.map(|r| restart!(wit, r)),
+        parallelism: d.parallelism,
+        limits: d.limits.map(|l| limits!(wit, l)),
+    }
+}
+
+/// A [`Restart`] as the WIT type of module `$wit` (0.1.0 and 0.2.0 share it).
+macro_rules! restart {
+    ($wit:ident, $r:expr) => {{
+        use $crate::describe::Restart;
+        let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        match $r {
+            Restart::None => $wit::RestartStrategy::None,
             Restart::FixedDelay { attempts, delay } => {
-                wit::RestartStrategy::FixedDelay(wit::FixedDelay {
+                $wit::RestartStrategy::FixedDelay($wit::FixedDelay {
                     attempts,
                     delay_ms: ms(delay),
                 })
@@ -139,7 +155,7 @@ pub fn describe<U: UserFunctions>(params: Vec<(String, String)>) -> wit::JobDesc
                 max_failures,
                 interval,
                 delay,
-            } => wit::RestartStrategy::FailureRate(wit::FailureRate {
+            } => $wit::RestartStrategy::FailureRate($wit::FailureRate {
                 max_failures,
                 interval_ms: ms(interval),
                 delay_ms: ms(delay),
@@ -150,23 +166,32 @@ pub fn describe<U: UserFunctions>(params: Vec<(String, String)>) -> wit::JobDesc
                 multiplier,
                 reset_after,
                 jitter,
-            } => wit::RestartStrategy::ExponentialDelay(wit::ExponentialDelay {
+            } => $wit::RestartStrategy::ExponentialDelay($wit::ExponentialDelay {
                 initial_ms: ms(initial),
                 max_ms: ms(max),
                 multiplier,
                 reset_after_ms: ms(reset_after),
                 jitter,
             }),
-        }),
-        parallelism: d.parallelism,
-        limits: d.limits.map(|l| wit::Limits {
+        }
+    }};
+}
+pub(crate) use restart;
+
+/// [`crate::Limits`] as the WIT type of module `$wit`.
+macro_rules! limits {
+    ($wit:ident, $l:expr) => {{
+        let l = $l;
+        let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        $wit::Limits {
             memory_bytes: l.memory_bytes,
             call_timeout_ms: l.call_timeout.map(ms),
             max_rows_per_record: l.max_rows_per_record,
             max_bytes_per_record: l.max_bytes_per_record,
-        }),
-    }
+        }
+    }};
 }
+pub(crate) use limits;
 
 /// Implements the generated export traits for the user's type and exports it.
 #[doc(hidden)]

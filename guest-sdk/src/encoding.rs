@@ -41,6 +41,25 @@ impl<'a> Reader<'a> {
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
 
+    #[inline]
+    pub(crate) fn u8(&mut self) -> Result<u8, String> {
+        Ok(self.take(1)?[0])
+    }
+
+    #[inline]
+    pub(crate) fn i64(&mut self) -> Result<i64, String> {
+        let b = self.take(8)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(i64::from_le_bytes(a))
+    }
+
+    /// `u32 len, bytes`.
+    pub(crate) fn sized(&mut self) -> Result<&'a [u8], String> {
+        let n = self.u32()? as usize;
+        self.take(n)
+    }
+
     /// Skips one value and returns its encoded bytes.
     pub(crate) fn value_bytes(&mut self) -> Result<&'a [u8], String> {
         let start = self.pos;

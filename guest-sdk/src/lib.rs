@@ -90,6 +90,7 @@
 mod collector;
 mod describe;
 mod encoding;
+pub mod pipeline;
 mod value;
 
 pub use collector::{Collector, IntoRow};
@@ -105,6 +106,18 @@ pub mod wit {
         pub_export_macro: true,
         export_macro_name: "__export_stream_job",
         default_bindings_module: "::sluice_guest::wit",
+    });
+}
+
+#[doc(hidden)]
+pub mod wit2 {
+    //! Generated bindings of `sluice:stream@0.2.0`; not part of the SDK's API.
+    wit_bindgen::generate!({
+        path: "../wit/sluice-stream@0.2.0",
+        world: "pipeline-job",
+        pub_export_macro: true,
+        export_macro_name: "__export_pipeline_job",
+        default_bindings_module: "::sluice_guest::wit2",
     });
 }
 
@@ -154,5 +167,70 @@ macro_rules! export {
         }
 
         $crate::__rt::glue!(__SluiceGuest);
+    };
+}
+
+/// Exports a pipeline (`sluice:stream@0.2.0`): `JOB: fn(&Params) -> Job`
+/// builds the job (see [`pipeline`]).
+///
+/// ```text
+/// sluice_guest::pipeline!(JOB);
+/// ```
+#[macro_export]
+macro_rules! pipeline {
+    ($job:path) => {
+        #[doc(hidden)]
+        struct __SluicePipeline;
+
+        impl $crate::pipeline::rt::UserJob for __SluicePipeline {
+            fn job(params: &$crate::Params) -> $crate::pipeline::Job {
+                $job(params)
+            }
+        }
+
+        const _: () = {
+            use ::std::string::String;
+            use ::std::vec::Vec;
+            use $crate::wit2::sluice::stream::types::{BatchHeader, BatchResult, JobDescription};
+
+            impl $crate::wit2::exports::sluice::stream::operator::Guest for __SluicePipeline {
+                fn open(params: Vec<(String, String)>) -> ::core::result::Result<(), String> {
+                    $crate::pipeline::rt::open::<__SluicePipeline>(params)
+                }
+                fn map(stage: u32, header: BatchHeader, input: Vec<u8>) -> BatchResult {
+                    $crate::pipeline::rt::map::<__SluicePipeline>(stage, header, input)
+                }
+                fn process(
+                    stage: u32,
+                    header: BatchHeader,
+                    input: Vec<u8>,
+                    keys: Vec<u8>,
+                ) -> BatchResult {
+                    $crate::pipeline::rt::process::<__SluicePipeline>(stage, header, input, keys)
+                }
+                fn window_add(
+                    stage: u32,
+                    _header: BatchHeader,
+                    input: Vec<u8>,
+                    slots: Vec<u8>,
+                ) -> BatchResult {
+                    $crate::pipeline::rt::window_add::<__SluicePipeline>(stage, input, slots)
+                }
+                fn window_merge(stage: u32, input: Vec<u8>) -> BatchResult {
+                    $crate::pipeline::rt::window_merge::<__SluicePipeline>(stage, input)
+                }
+                fn window_fire(stage: u32, _header: BatchHeader, input: Vec<u8>) -> BatchResult {
+                    $crate::pipeline::rt::window_fire::<__SluicePipeline>(stage, input)
+                }
+            }
+
+            impl $crate::wit2::exports::sluice::stream::job::Guest for __SluicePipeline {
+                fn describe(params: Vec<(String, String)>) -> JobDescription {
+                    $crate::pipeline::rt::describe::<__SluicePipeline>(params)
+                }
+            }
+        };
+
+        $crate::wit2::__export_pipeline_job!(__SluicePipeline);
     };
 }

@@ -39,6 +39,15 @@ impl Value<'_> {
         }
     }
 
+    /// The number, if this is a float or an int value.
+    pub fn as_float(&self) -> Option<f64> {
+        match self {
+            Value::Float(f) => Some(*f),
+            Value::Int(i) => Some(*i as f64),
+            _ => None,
+        }
+    }
+
     /// A copy that owns its text and bytes.
     pub fn into_owned(self) -> Value<'static> {
         match self {
@@ -79,6 +88,13 @@ impl fmt::Display for Value<'_> {
             }
         }
     }
+}
+
+/// Decodes one encoded value, checked (text must be UTF-8).
+pub(crate) fn decode(bytes: &[u8]) -> Option<Value<'_>> {
+    let mut r = encoding::Reader::new(bytes);
+    let v = r.value_bytes().ok()?;
+    value_at(v, 0)
 }
 
 /// Converts a Rust value into a row field; implemented for the usual

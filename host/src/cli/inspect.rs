@@ -27,7 +27,7 @@ pub fn inspect(args: InspectArgs, cache: Option<PathBuf>) -> anyhow::Result<Exit
     out!("module:   {}", args.module.display());
     out!("size:     {} bytes", module.size());
     out!("digest:   xxh3:{}", module.digest());
-    out!("world:    {} stream-job", module.wit_package());
+    out!("world:    {} {}", module.wit_package(), module.wit_world());
     out!("exports:");
     for f in &info.functions {
         out!("  {f}");

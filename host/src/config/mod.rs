@@ -488,7 +488,7 @@ mod tests {
         };
         let spec = JobSpec::resolve(&description, &file, &flags).expect("valid");
         assert_eq!(spec.name, "wordcount");
-        // A file source is remembered by its absolute path (af5b1a8).
+        // A file source is remembered by its absolute path.
         let cwd = std::env::current_dir().expect("a working directory");
         assert_eq!(
             spec.source,

@@ -159,6 +159,19 @@ pub const MAX_WINDOWS_PER_ROW: u64 = 1000;
 /// The longest name of a stage, state or side output.
 pub const MAX_NAME: usize = 100;
 
+/// A name that is safe as a file name: letters, digits, `-`, `_`, `.`,
+/// starting with a letter or digit, at most [`MAX_NAME`] bytes.
+pub fn plain_name(name: &str) -> bool {
+    name.len() <= MAX_NAME
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
 impl Pipeline {
     /// Refuses a pipeline that cannot run, naming what is wrong.
     pub fn check(&self) -> Result<(), String> {
@@ -173,8 +186,12 @@ impl Pipeline {
             return bad(format!("it has more than {MAX_SIDE_OUTPUTS} side outputs"));
         }
         for (i, o) in self.side_outputs.iter().enumerate() {
-            if o.name.is_empty() || o.name.len() > MAX_NAME {
-                return bad(format!("side output {} has no name or one too long", i + 1));
+            if !plain_name(&o.name) {
+                return bad(format!(
+                    "side output {} is named `{}`; a side output's name is 1 to {MAX_NAME} letters, digits, `-`, `_` or `.`, starting with a letter or digit",
+                    i + 1,
+                    o.name.chars().take(MAX_NAME).collect::<String>()
+                ));
             }
             if self.side_outputs[..i].iter().any(|p| p.name == o.name) {
                 return bad(format!("two side outputs are named `{}`", o.name));
@@ -187,7 +204,7 @@ impl Pipeline {
             );
         }
         for (i, s) in self.stages.iter().enumerate() {
-            self.check_stage(i, s).or_else(|m| bad(m))?;
+            self.check_stage(i, s).or_else(&bad)?;
         }
         Ok(())
     }
@@ -256,6 +273,13 @@ impl Pipeline {
             ));
         }
         Ok(())
+    }
+
+    /// The tag of the side output a window stage sends late rows to.
+    pub fn side_tag_of(&self, w: &WindowSpec) -> Option<u8> {
+        w.late_output
+            .as_deref()
+            .and_then(|name| self.side_tag(name))
     }
 
     /// The tag (1-based) of the side output named `name`.

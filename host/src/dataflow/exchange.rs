@@ -116,3 +116,56 @@ mod tests {
         assert!(merge(vec![part(&[]), part(&[])]).bytes.is_empty());
     }
 }
+
+/// A row routed to a subtask, with the order it keeps in the stream.
+#[derive(Debug, Clone, Copy)]
+pub struct Routed<'a> {
+    /// `record << 32 | ordinal`: the row's place in the stream.
+    pub order: u64,
+    /// The row.
+    pub row: &'a [u8],
+    /// Its key (empty when unkeyed).
+    pub key: &'a [u8],
+    /// The key's hash.
+    pub hash: u64,
+    /// Its timestamp (0.2.0 rows carry one right before the row).
+    pub timestamp: i64,
+}
+
+/// The rows every upstream subtask routed to subtask `me`, in stream order.
+pub fn routed_to(parts: &[crate::dataflow::operator::Output], me: usize) -> Vec<Routed<'_>> {
+    let mut rows = Vec::new();
+    for part in parts {
+        let Some(routes) = part.routes.get(me) else {
+            continue;
+        };
+        for r in routes {
+            let (rs, re) = (r.row.0 as usize, r.row.1 as usize);
+            let timestamp = rs
+                .checked_sub(8)
+                .and_then(|t| part.rows.get(t..rs))
+                .and_then(|b| b.try_into().ok())
+                .map_or(0, i64::from_le_bytes);
+            rows.push(Routed {
+                order: (u64::from(r.record) << 32) | u64::from(r.ordinal),
+                row: &part.rows[rs..re],
+                key: &part.rows[r.key.0 as usize..r.key.1 as usize],
+                hash: r.hash,
+                timestamp,
+            });
+        }
+    }
+    // Stable: rows of one record keep the order they were emitted in.
+    rows.sort_by_key(|r| r.order);
+    rows
+}
+
+/// The place in the stream of row `j` that the row at `order` gave rise to
+/// in a later stage: after every row the rows before it gave rise to.
+#[inline]
+pub fn then(order: u64, j: u32) -> u64 {
+    let ordinal = (order as u32)
+        .saturating_mul(1024)
+        .saturating_add(j.min(1023));
+    (order & !0xffff_ffff) | u64::from(ordinal)
+}

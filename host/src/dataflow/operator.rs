@@ -72,6 +72,10 @@ pub struct Output {
     /// The largest timestamp of the rows on the main output (0.2.0): the
     /// first stage's drive the watermark.
     pub max_timestamp: Option<i64>,
+    /// Failures of no record that the stage dropped (a timer or a window
+    /// that fails alone in a fresh instance): dead-lettered, and counted
+    /// against the restart strategy.
+    pub dead: Vec<TaskFailure>,
 }
 
 /// Formatted output lines with their (record, row) order.
@@ -131,6 +135,13 @@ pub trait Operator: Send + 'static {
     /// Drops whatever a failure may have spoiled (a guest instance): the
     /// next batch starts afresh.
     fn reset(&mut self) {}
+
+    /// Whether a batch that fails leaves the operator's state as it was
+    /// before the batch (it applies nothing until the batch succeeded): a
+    /// guest fault in it can then be recovered without a restore.
+    fn atomic(&self) -> bool {
+        !self.stateful()
+    }
 
     /// Whether the operator has work to do while nothing else is waiting.
     fn has_idle_work(&self) -> bool {

@@ -240,6 +240,7 @@ struct Stage {
     /// The oldest owed item's replies so far, by subtask.
     parts: Vec<Option<Reply>>,
     stateful: bool,
+    atomic: bool,
     counters: Vec<Arc<Counters>>,
 }
 
@@ -298,6 +299,7 @@ impl Workers {
                 owed: 0,
                 parts: Vec::new(),
                 stateful: ops.iter().any(|o| o.stateful()),
+                atomic: ops.iter().all(|o| o.atomic()),
                 counters: Vec::new(),
             };
             for (i, op) in ops.into_iter().enumerate() {
@@ -367,6 +369,11 @@ impl Workers {
     /// Whether stage `stage` keeps state.
     pub fn stateful(&self, stage: usize) -> bool {
         self.stages.get(stage).is_some_and(|s| s.stateful)
+    }
+
+    /// Whether a batch that fails in `stage` leaves its state as it was.
+    pub fn atomic(&self, stage: usize) -> bool {
+        self.stages.get(stage).is_some_and(|s| s.atomic)
     }
 
     /// Items submitted to `stage` and not yet collected.

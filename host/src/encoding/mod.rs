@@ -37,6 +37,26 @@ impl BatchWriter {
         self.buf.extend_from_slice(line);
     }
 
+    /// Appends `count` records already encoded back to back in `bytes`
+    /// (a slice of another batch).
+    pub fn push_raw(&mut self, bytes: &[u8], count: usize) {
+        let base = self.buf.len();
+        let mut at = 0;
+        for _ in 0..count {
+            self.starts.push((base + at) as u32);
+            at = skip_checked_row(bytes, at).unwrap_or(bytes.len());
+        }
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Appends one entry made of `parts` put together.
+    pub fn push_parts(&mut self, parts: &[&[u8]]) {
+        self.starts.push(self.buf.len() as u32);
+        for p in parts {
+            self.buf.extend_from_slice(p);
+        }
+    }
+
     /// Number of records.
     pub fn len(&self) -> usize {
         self.starts.len()
@@ -247,6 +267,16 @@ pub(crate) fn skip_checked(buf: &[u8], pos: usize) -> Option<usize> {
         _ => pos + 5 + u32_at(buf, pos + 1).ok()? as usize,
     };
     (end <= buf.len()).then_some(end)
+}
+
+/// The end of a checked row that starts at `pos`.
+fn skip_checked_row(buf: &[u8], pos: usize) -> Option<usize> {
+    let count = u32_at(buf, pos).ok()?;
+    let mut at = pos + 4;
+    for _ in 0..count {
+        at = skip_checked(buf, at)?;
+    }
+    Some(at)
 }
 
 /// Byte span of field `index` within a checked row.

@@ -44,9 +44,11 @@ impl Runner<'_> {
         self.workers.abandon();
         self.checkpoints.abort();
         let decision = self.tracker.on_failure(Instant::now());
-        // A guest fault before any state saw the batch leaves the state as
-        // a restore and replay would rebuild it.
-        let stateless_before = (0..=stage).all(|s| !self.workers.stateful(s));
+        // A guest fault before any state kept the batch leaves the state as
+        // a restore and replay would rebuild it: no stage before this one
+        // keeps state, and this one applied nothing of the batch.
+        let stateless_before =
+            (0..stage).all(|s| !self.workers.stateful(s)) && self.workers.atomic(stage);
         let local = self.spec.local_recovery
             && stateless_before
             && failure.fault == Fault::Guest
@@ -149,6 +151,33 @@ impl Runner<'_> {
         }
     }
 
+    /// A timer or a window that failed alone in a fresh instance: the stage
+    /// dropped it; it goes to the dead letters and counts against the
+    /// restart strategy. `Some` when the strategy gives up.
+    pub(super) fn dropped(&mut self, failure: TaskFailure) -> Option<JobOutcome> {
+        let job = self.job.clone();
+        error!(
+            "{job} switched from RUNNING to FAILING: {failure}; it failed alone in a fresh instance, so it is dropped and written to the dead letters"
+        );
+        self.status.failed(&failure);
+        if let Err(e) = dead_letter::append(&self.dead_letter, &self.info, &failure) {
+            warn!("{job}: cannot write the dead-letter file: {e}");
+        }
+        match self.tracker.on_failure(Instant::now()) {
+            Decision::GiveUp(reason) => Some(JobOutcome::Failed(format!("{failure}; {reason}"))),
+            Decision::Restart { delay, attempt } => {
+                self.log_restart(attempt, delay);
+                if self.sleep_unless_cancelled(delay) {
+                    return Some(JobOutcome::Canceled);
+                }
+                info!(
+                    "{job} switched from RESTARTING to RUNNING: fresh guest instance, state kept, the batch goes on"
+                );
+                None
+            }
+        }
+    }
+
     /// Logs the move to RESTARTING.
     fn log_restart(&self, attempt: u32, delay: Duration) {
         let of = match self.spec.restart {
@@ -200,6 +229,7 @@ impl Runner<'_> {
     /// checkpoint, and replays the input from its position.
     pub(super) fn restore(&mut self) -> Result<(), String> {
         self.restarted = true;
+        self.final_tick = false;
         self.queue.iter_mut().for_each(|q| q.clear());
         self.requeue.clear();
         let snapshot = self.last.clone().unwrap_or_else(|| self.origin.clone());

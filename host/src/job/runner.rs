@@ -14,7 +14,7 @@ use std::collections::{BTreeSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 use tracing::warn;
@@ -22,6 +22,8 @@ use tracing::warn;
 use crate::checkpoint::coordinator::{CheckpointSettings, Coordinator};
 use crate::checkpoint::{JobInfo, SinkPosition, Snapshot, SourcePosition, Store};
 use crate::config::JobSpec;
+use crate::config::pipeline::{Pipeline, StageKind};
+use crate::connector::sink::labelled::Labelled;
 use crate::connector::{self, Sink, Source, SourceEvent, SourceOptions};
 use crate::dataflow::exchange;
 use crate::dataflow::message::{Barrier, Clock, SourceBatch};
@@ -34,8 +36,15 @@ use crate::job::time::{self, EventTime};
 use crate::job::{CancelToken, JobOutcome};
 use crate::operators::aggregate::Aggregate;
 use crate::operators::flat_map::{FlatMap, StageContext};
+use crate::operators::guest::Guest;
+use crate::operators::guest_map::{Downstream, GuestMap};
+use crate::operators::process::Process;
+use crate::operators::window::Window;
 use crate::restart::RestartTracker;
 use crate::wasm::Module;
+
+/// How often a timed job's stages get a tick while its source is idle.
+const IDLE_TICK: Duration = Duration::from_millis(200);
 
 /// What taking a stage's result in did.
 pub(super) enum Advance {
@@ -65,6 +74,11 @@ pub(super) struct InFlight {
     pub(super) batch: Arc<SourceBatch>,
     pub(super) end: SourcePosition,
     pub(super) clock: Clock,
+    /// What the stages so far sent to each side output: written with the
+    /// main output once the batch is through, so that a batch run again
+    /// after a failure does not write it twice and a checkpoint holds the
+    /// side outputs as far as the main one.
+    pub(super) side: Vec<exchange::Block>,
 }
 
 /// The running job: the coordinator of its stages, source, sink,
@@ -115,32 +129,76 @@ pub(super) struct Runner<'a> {
     pub(super) restarted: bool,
     /// The live source ended while a restart's replay was still to come.
     pub(super) live_ended: bool,
+    /// The end of the input's watermark (every event-time window and timer
+    /// fires) went in (a timed job).
+    pub(super) final_tick: bool,
+    /// When the last idle tick went in (a timed job).
+    pub(super) last_tick: Instant,
     /// Event time (0.2.0 pipelines).
     pub(super) time: EventTime,
     /// Whether the job is a 0.2.0 pipeline (its batches carry time, and
     /// empty ones still go through the stages: they advance it).
     pub(super) timed: bool,
     /// The side outputs' sinks, by tag - 1, and their lines so far.
-    pub(super) side_sinks: Vec<(Box<dyn Sink>, u64)>,
+    pub(super) side_sinks: SideSinks,
 }
 
-/// The stages of a job: the guest's flat-map, then, when the job
-/// aggregates, the keyed aggregation; each restored from `restore`.
+/// The stages of a job: for a 0.1.0 guest, its flat-map, then, when the
+/// job aggregates, the keyed aggregation; for a 0.2.0 guest, its
+/// pipeline's stages. Each is restored from `restore`.
 pub(super) fn operators(
     module: &Module,
     spec: &JobSpec,
     job: &Arc<str>,
     restore: Option<&Snapshot>,
 ) -> Result<Vec<Vec<Box<dyn Operator>>>, TaskFailure> {
-    let p = spec.parallelism;
     let discard = connector::sink_kind(&spec.sink).is_ok_and(|k| k.discards());
     let cx = |subtask| StageContext {
         job: job.clone(),
         subtask,
-        downstream: p,
+        downstream: spec.parallelism,
         max_parallelism: spec.max_parallelism,
         discard,
     };
+    let mut stages = match &spec.pipeline {
+        Some(pipeline) => pipeline_stages(module, spec, pipeline, &cx)?,
+        None => v1_stages(module, spec, &cx)?,
+    };
+    if let Some(snapshot) = restore {
+        let stateful = stages
+            .iter()
+            .filter(|ops| ops.iter().any(|o| o.stateful()))
+            .count();
+        for (s, ops) in stages.iter_mut().enumerate() {
+            if !ops.iter().any(|o| o.stateful()) {
+                continue;
+            }
+            let groups = snapshot.groups_of(s as u32, stateful == 1);
+            for (i, op) in ops.iter_mut().enumerate() {
+                op.restore(&groups).map_err(|cause| {
+                    TaskFailure::of_subtask(
+                        i as u32,
+                        format!("cannot restore checkpoint `chk-{}`: {cause}", snapshot.id),
+                        Fault::Environment,
+                    )
+                })?;
+            }
+        }
+    }
+    Ok(stages)
+}
+
+type Stages = Vec<Vec<Box<dyn Operator>>>;
+
+/// The side outputs' sinks, each with the lines it has taken.
+pub(super) type SideSinks = Vec<(Box<dyn Sink>, u64)>;
+
+fn v1_stages(
+    module: &Module,
+    spec: &JobSpec,
+    cx: &dyn Fn(u32) -> StageContext,
+) -> Result<Stages, TaskFailure> {
+    let p = spec.parallelism;
     let keyed = spec.aggregation.is_some();
     let mut guests: Vec<Box<dyn Operator>> = Vec::new();
     for i in 0..p {
@@ -149,22 +207,54 @@ pub(super) fn operators(
     }
     let mut stages = vec![guests];
     if let Some(aggregation) = spec.aggregation {
-        let mut aggregates: Vec<Box<dyn Operator>> = Vec::new();
-        for i in 0..p {
-            let mut op = Aggregate::new(cx(i), aggregation, p);
-            if let Some(snapshot) = restore {
-                let groups: Vec<_> = snapshot.subtasks.iter().flatten().cloned().collect();
-                op.restore(&groups).map_err(|cause| {
-                    TaskFailure::of_subtask(
-                        i,
-                        format!("cannot restore checkpoint `chk-{}`: {cause}", snapshot.id),
-                        Fault::Environment,
-                    )
-                })?;
-            }
-            aggregates.push(Box::new(op));
-        }
+        let aggregates = (0..p)
+            .map(|i| Box::new(Aggregate::new(cx(i), aggregation, p)) as Box<dyn Operator>)
+            .collect();
         stages.push(aggregates);
+    }
+    Ok(stages)
+}
+
+fn pipeline_stages(
+    module: &Module,
+    spec: &JobSpec,
+    pipeline: &Pipeline,
+    cx: &dyn Fn(u32) -> StageContext,
+) -> Result<Stages, TaskFailure> {
+    let n = pipeline.stages.len();
+    let sides = pipeline.side_outputs.len() as u8;
+    let mut stages = Vec::new();
+    for (s, stage) in pipeline.stages.iter().enumerate() {
+        let down = Downstream {
+            stage: s as u32,
+            keyed: pipeline.stages.get(s + 1).is_some_and(|next| next.keyed),
+            last: s + 1 == n,
+            sides,
+        };
+        let mut ops: Vec<Box<dyn Operator>> = Vec::new();
+        for i in 0..spec.parallelism {
+            let c = cx(i);
+            let guest = Guest::new(c.job.clone(), i, module, &spec.params, &spec.sandbox);
+            ops.push(match &stage.kind {
+                StageKind::Map => Box::new(GuestMap::start(c, guest, down)?),
+                StageKind::Process(decls) => Box::new(Process::start(
+                    c,
+                    guest,
+                    down,
+                    decls.clone(),
+                    spec.parallelism,
+                )?),
+                StageKind::Window(w) => Box::new(Window::start(
+                    c,
+                    guest,
+                    down,
+                    w.clone(),
+                    pipeline.side_tag_of(w),
+                    spec.parallelism,
+                )?),
+            });
+        }
+        stages.push(ops);
     }
     Ok(stages)
 }
@@ -195,17 +285,18 @@ fn start_source(
 /// Opens the side outputs' sinks, each after its checkpoint's position
 /// when the job is restored; each keeps what it needs in a directory of its
 /// own in the job's.
-fn open_side_sinks(
-    spec: &JobSpec,
-    prepared: &Prepared,
-) -> Result<Vec<(Box<dyn Sink>, u64)>, String> {
+fn open_side_sinks(spec: &JobSpec, prepared: &Prepared) -> Result<SideSinks, String> {
     let mut sinks = Vec::new();
     for (tag, (name, uri)) in spec.side_sinks.iter().enumerate() {
         let dir = prepared.store.path().join(format!("side-{name}"));
         std::fs::create_dir_all(&dir)
             .map_err(|e| format!("cannot create `{}`: {e}", dir.display()))?;
         let resume = prepared.side_resume.get(tag);
-        let sink = connector::open_sink(uri, &spec.env, dir, resume).map_err(|e| e.to_string())?;
+        let mut sink =
+            connector::open_sink(uri, &spec.env, dir, resume).map_err(|e| e.to_string())?;
+        if uri == "print" {
+            sink = Box::new(Labelled::new(sink, name));
+        }
         let lines = prepared
             .restored
             .as_ref()
@@ -320,6 +411,8 @@ impl<'a> Runner<'a> {
             queue: (0..stages).map(|_| VecDeque::new()).collect(),
             restarted: false,
             live_ended: false,
+            final_tick: false,
+            last_tick: Instant::now(),
         })
     }
 
@@ -365,7 +458,12 @@ impl<'a> Runner<'a> {
             }
             let event = match self.next_event(from_replay) {
                 Ok(Some(event)) => event,
-                Ok(None) => continue,
+                Ok(None) => {
+                    if let Some(outcome) = self.idle_tick(from_replay) {
+                        return outcome;
+                    }
+                    continue;
+                }
                 Err(outcome) => return outcome,
             };
             if let Some(outcome) = self.on_event(event, from_replay) {
@@ -377,11 +475,41 @@ impl<'a> Runner<'a> {
     /// The source (or the replay) ended: finishes once the output is
     /// written, unless that restarted the job.
     fn end_of_input(&mut self) -> Option<JobOutcome> {
+        if self.timed && !self.final_tick {
+            // Flink's end of input: the watermark goes to the end of time.
+            self.final_tick = true;
+            if let Some(outcome) = self.process(self.tick(Some(i64::MAX))) {
+                return Some(outcome);
+            }
+        }
         self.restarted = false;
         if let Some(outcome) = self.drain() {
             return Some(outcome);
         }
         (!self.restarted).then_some(JobOutcome::Finished)
+    }
+
+    /// An empty batch where the source is: processing time moves on for
+    /// the stages' timers and windows, and the watermark to `watermark`.
+    fn tick(&self, watermark: Option<i64>) -> SourceBatch {
+        SourceBatch {
+            end_seq: self.submitted.seq,
+            end_offset: self.submitted.offset,
+            idle_watermark: watermark,
+            ..SourceBatch::default()
+        }
+    }
+
+    /// Nothing came from the live source a while: a timed job's stages get
+    /// a tick (at most every [`IDLE_TICK`]), with the watermark the idle
+    /// timeout allows.
+    fn idle_tick(&mut self, from_replay: bool) -> Option<JobOutcome> {
+        if !self.timed || from_replay || self.last_tick.elapsed() < IDLE_TICK {
+            return None;
+        }
+        self.last_tick = Instant::now();
+        let tick = self.tick(self.time.idle_advance());
+        self.process(tick)
     }
 
     /// The next event from the replay or the live source; `Ok(None)` when
@@ -479,7 +607,12 @@ impl<'a> Runner<'a> {
             return Some(JobOutcome::Failed(failure.to_string()));
         }
         self.submitted = end;
-        self.queue[0].push_back(Entry::Batch(InFlight { batch, end, clock }));
+        self.queue[0].push_back(Entry::Batch(InFlight {
+            batch,
+            end,
+            clock,
+            side: Vec::new(),
+        }));
         // A restart meanwhile abandons this batch too: it is replayed.
         while self.queue[0].len() > MAP_AHEAD && !self.restarted {
             if let Advance::Ended(outcome) = self.advance(true) {
@@ -583,17 +716,20 @@ impl<'a> Runner<'a> {
                 give_up = self.unreproduced(fault);
             }
         }
+        for dead in outputs.iter_mut().flat_map(|o| std::mem::take(&mut o.dead)) {
+            if give_up.is_none() {
+                give_up = self.dropped(dead);
+            }
+        }
         if stage == 0 && self.timed {
             let max_ts = outputs.iter().filter_map(|o| o.max_timestamp).max();
             b.clock = self.time.passed(b.clock, max_ts, b.batch.idle_watermark);
         }
-        if let Err(e) = self.emit_side(&mut outputs) {
-            return Some(JobOutcome::Failed(e));
-        }
+        keep_side(&mut b.side, &mut outputs);
         let next = stage + 1;
         let ended = if next == self.workers.stages() {
             let block = exchange::merge(outputs.into_iter().map(|o| o.lines).collect());
-            match self.emit(&block) {
+            match self.emit_side(&b.side).and_then(|()| self.emit(&block)) {
                 Ok(()) => {
                     self.processed = b.end;
                     None
@@ -657,15 +793,9 @@ impl<'a> Runner<'a> {
         None
     }
 
-    /// Writes what a stage sent to the side outputs, each to its sink.
-    fn emit_side(&mut self, outputs: &mut [Output]) -> Result<(), String> {
-        let tags = outputs.iter().map(|o| o.side.len()).max().unwrap_or(0);
-        for tag in 0..tags {
-            let parts = outputs
-                .iter_mut()
-                .map(|o| o.side.get_mut(tag).map(std::mem::take).unwrap_or_default())
-                .collect();
-            let block = exchange::merge(parts);
+    /// Writes what a batch sent to the side outputs, each to its sink.
+    fn emit_side(&mut self, side: &[exchange::Block]) -> Result<(), String> {
+        for (tag, block) in side.iter().enumerate() {
             if block.lines == 0 {
                 continue;
             }
@@ -675,7 +805,7 @@ impl<'a> Runner<'a> {
                     tag + 1
                 ));
             };
-            sink.write(*lines, &block).map_err(|e| e.to_string())?;
+            sink.write(*lines, block).map_err(|e| e.to_string())?;
             *lines += block.lines;
         }
         Ok(())
@@ -689,5 +819,23 @@ impl<'a> Runner<'a> {
         self.out.lines += block.lines;
         self.status.add_output(block.lines);
         Ok(())
+    }
+}
+
+/// Adds what a stage's subtasks sent to the side outputs, merged in stream
+/// order, to what the batch's earlier stages sent.
+fn keep_side(side: &mut Vec<exchange::Block>, outputs: &mut [Output]) {
+    let tags = outputs.iter().map(|o| o.side.len()).max().unwrap_or(0);
+    if side.len() < tags {
+        side.resize_with(tags, exchange::Block::default);
+    }
+    for (tag, kept) in side.iter_mut().enumerate().take(tags) {
+        let parts = outputs
+            .iter_mut()
+            .map(|o| o.side.get_mut(tag).map(std::mem::take).unwrap_or_default())
+            .collect();
+        let block = exchange::merge(parts);
+        kept.bytes.extend_from_slice(&block.bytes);
+        kept.lines += block.lines;
     }
 }

@@ -4,3 +4,6 @@
 pub mod aggregate;
 pub mod flat_map;
 pub mod guest;
+pub mod guest_map;
+pub mod process;
+pub mod window;

@@ -3,3 +3,4 @@
 
 pub mod key_groups;
 pub mod keyed;
+pub mod store;

@@ -163,6 +163,11 @@ impl Module {
         self.pre.version().package()
     }
 
+    /// The world it targets in that package.
+    pub fn wit_world(&self) -> &'static str {
+        self.pre.version().world()
+    }
+
     /// The grants this module's imports need, or why it cannot run with `grants`.
     pub fn check_grants(&self, grants: &Grants) -> Result<(), ModuleError> {
         // Name the capability the module asks for before the types it drags in.

@@ -20,7 +20,7 @@ use crate::wasm::types::{BatchOutput, Header};
 mod bindings {
     wasmtime::component::bindgen!({
         path: "../wit/sluice-stream@0.2.0",
-        world: "stream-job",
+        world: "pipeline-job",
     });
 }
 
@@ -31,8 +31,8 @@ pub const PACKAGE: &str = "sluice:stream@0.2.0";
 /// The interfaces a 0.2.0 guest exports.
 pub const EXPORTS: [&str; 2] = ["sluice:stream/operator@0.2.0", "sluice:stream/job@0.2.0"];
 
-pub(crate) type Pre = bindings::StreamJobPre<GuestState>;
-pub(crate) type Bindings = bindings::StreamJob;
+pub(crate) type Pre = bindings::PipelineJobPre<GuestState>;
+pub(crate) type Bindings = bindings::PipelineJob;
 
 /// Checks the component's exports against the world.
 pub(crate) fn pre(pre: InstancePre<GuestState>) -> wasmtime::Result<Pre> {

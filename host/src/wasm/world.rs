@@ -37,6 +37,14 @@ impl Version {
         }
     }
 
+    /// The world a guest of this version targets.
+    pub fn world(self) -> &'static str {
+        match self {
+            Version::V0_1 => "stream-job",
+            Version::V0_2 => "pipeline-job",
+        }
+    }
+
     /// The interfaces a component of this version exports.
     fn exports(self) -> &'static [&'static str] {
         match self {

@@ -4,6 +4,7 @@
 
 pub mod discard;
 pub mod file;
+pub mod labelled;
 pub mod print;
 
 use crate::dataflow::exchange::Block;

@@ -1,0 +1,259 @@
+//! A process function's view of its key: the key, its declared states as
+//! they stand (with this call's changes), its timers, and the clocks.
+
+use crate::collector::IntoRow;
+use crate::encoding::{self, Reader};
+use crate::pipeline::Time;
+use crate::value::{IntoValue, Row, Value};
+
+/// A state's bytes while a call runs: as shipped in, or changed.
+#[derive(Clone)]
+pub(crate) enum Slot<'a> {
+    Shipped(Option<&'a [u8]>),
+    Changed(Option<Vec<u8>>),
+}
+
+impl Slot<'_> {
+    pub(crate) fn bytes(&self) -> Option<&[u8]> {
+        match self {
+            Slot::Shipped(b) => *b,
+            Slot::Changed(b) => b.as_deref(),
+        }
+    }
+}
+
+/// A timer change: `(key index, set, domain, at)`.
+pub(crate) type TimerChange = (u32, bool, u8, i64);
+
+/// The key a process function runs for, its states and timers.
+pub struct Ctx<'c, 'k> {
+    pub(crate) key: &'k [u8],
+    pub(crate) key_index: u32,
+    pub(crate) kinds: &'c [u8],
+    pub(crate) slots: &'c mut [Slot<'k>],
+    pub(crate) timers: &'c mut Vec<TimerChange>,
+    pub(crate) timestamp: i64,
+    pub(crate) watermark: i64,
+    pub(crate) processing_time: i64,
+}
+
+fn rows_of(bytes: &[u8], map: bool) -> Vec<(Option<Value<'_>>, &Row)> {
+    let mut r = Reader::new(bytes);
+    let mut out = Vec::new();
+    let Ok(n) = r.u32() else {
+        return out;
+    };
+    for _ in 0..n {
+        let key = if map {
+            match r.value_bytes() {
+                Ok(v) => crate::value::decode(v),
+                Err(_) => break,
+            }
+        } else {
+            None
+        };
+        match r.row_bytes() {
+            Ok(row) => out.push((key, Row::from_encoded(row))),
+            Err(_) => break,
+        }
+    }
+    out
+}
+
+fn encode_rows<'r>(items: impl Iterator<Item = (Option<&'r [u8]>, &'r [u8])>, n: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    encoding::put_len(&mut out, n);
+    for (key, row) in items {
+        if let Some(k) = key {
+            out.extend_from_slice(k);
+        }
+        out.extend_from_slice(row);
+    }
+    out
+}
+
+impl Ctx<'_, '_> {
+    /// The key.
+    pub fn key(&self) -> Value<'_> {
+        crate::value::decode(self.key).unwrap_or(Value::Null)
+    }
+
+    /// The timestamp of the row or timer being processed.
+    pub fn timestamp(&self) -> i64 {
+        self.timestamp
+    }
+
+    /// The event-time watermark.
+    pub fn watermark(&self) -> i64 {
+        self.watermark
+    }
+
+    /// The batch's processing time.
+    pub fn processing_time(&self) -> i64 {
+        self.processing_time
+    }
+
+    fn kind(&self, state: usize, want: u8, what: &str) {
+        match self.kinds.get(state) {
+            Some(k) if *k == want => {}
+            Some(_) => panic!("state {state} is not a {what} state"),
+            None => panic!("the stage declares no state {state}"),
+        }
+    }
+
+    fn write(&mut self, state: usize, bytes: Option<Vec<u8>>) {
+        self.slots[state] = Slot::Changed(bytes);
+    }
+
+    /// A value state's row, if it is set.
+    pub fn value(&self, state: usize) -> Option<&Row> {
+        self.kind(state, 0, "value");
+        let bytes = self.slots[state].bytes()?;
+        let mut r = Reader::new(bytes);
+        r.row_bytes().ok().map(Row::from_encoded)
+    }
+
+    /// Sets a value state.
+    pub fn set<R: IntoRow>(&mut self, state: usize, row: R) {
+        self.kind(state, 0, "value");
+        let mut bytes = Vec::new();
+        row.encode_row(&mut bytes);
+        self.write(state, Some(bytes));
+    }
+
+    /// Clears a state of any kind.
+    pub fn clear(&mut self, state: usize) {
+        if state >= self.kinds.len() {
+            panic!("the stage declares no state {state}");
+        }
+        self.write(state, None);
+    }
+
+    /// A list state's rows (empty when it is not set).
+    pub fn list(&self, state: usize) -> Vec<&Row> {
+        self.kind(state, 1, "list");
+        self.slots[state]
+            .bytes()
+            .map(|b| rows_of(b, false).into_iter().map(|(_, r)| r).collect())
+            .unwrap_or_default()
+    }
+
+    /// Appends a row to a list state.
+    pub fn push<R: IntoRow>(&mut self, state: usize, row: R) {
+        self.kind(state, 1, "list");
+        let mut bytes = self.slots[state]
+            .bytes()
+            .map_or_else(|| vec![0; 4], <[u8]>::to_vec);
+        let n = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]).saturating_add(1);
+        bytes[..4].copy_from_slice(&n.to_le_bytes());
+        row.encode_row(&mut bytes);
+        self.write(state, Some(bytes));
+    }
+
+    /// Replaces a list state's rows with `rows` (cleared when empty).
+    pub fn set_list<R: IntoRow, I: IntoIterator<Item = R>>(&mut self, state: usize, rows: I) {
+        self.kind(state, 1, "list");
+        let mut body = Vec::new();
+        let mut n = 0;
+        for row in rows {
+            row.encode_row(&mut body);
+            n += 1;
+        }
+        if n == 0 {
+            return self.write(state, None);
+        }
+        let mut bytes = Vec::with_capacity(body.len() + 4);
+        encoding::put_len(&mut bytes, n);
+        bytes.extend_from_slice(&body);
+        self.write(state, Some(bytes));
+    }
+
+    /// A map state's entries, by insertion.
+    pub fn entries(&self, state: usize) -> Vec<(Value<'_>, &Row)> {
+        self.kind(state, 2, "map");
+        self.slots[state]
+            .bytes()
+            .map(|b| {
+                rows_of(b, true)
+                    .into_iter()
+                    .map(|(k, r)| (k.unwrap_or(Value::Null), r))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The row of `key` in a map state.
+    pub fn get<K: IntoValue>(&self, state: usize, key: K) -> Option<&Row> {
+        let mut wanted = Vec::new();
+        key.encode_into(&mut wanted);
+        let want = crate::value::decode(&wanted)?;
+        self.entries(state)
+            .into_iter()
+            .find(|(k, _)| *k == want)
+            .map(|(_, r)| r)
+    }
+
+    /// Puts `key`'s row into a map state (replacing the one it had).
+    pub fn put<K: IntoValue, R: IntoRow>(&mut self, state: usize, key: K, row: R) {
+        let mut k = Vec::new();
+        key.encode_into(&mut k);
+        let mut r = Vec::new();
+        row.encode_row(&mut r);
+        self.map_write(state, &k, Some(&r));
+    }
+
+    /// Removes `key` from a map state.
+    pub fn remove<K: IntoValue>(&mut self, state: usize, key: K) {
+        let mut k = Vec::new();
+        key.encode_into(&mut k);
+        self.map_write(state, &k, None);
+    }
+
+    fn map_write(&mut self, state: usize, key: &[u8], row: Option<&[u8]>) {
+        self.kind(state, 2, "map");
+        let want = crate::value::decode(key);
+        let mut items: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        if let Some(b) = self.slots[state].bytes() {
+            for (k, r) in rows_of(b, true) {
+                if k != want {
+                    let mut kb = Vec::new();
+                    if let Some(k) = k {
+                        k.encode(&mut kb);
+                    }
+                    items.push((kb, row_bytes(r)));
+                }
+            }
+        }
+        if let Some(r) = row {
+            items.push((key.to_vec(), r.to_vec()));
+        }
+        if items.is_empty() {
+            return self.write(state, None);
+        }
+        let n = items.len();
+        let bytes = encode_rows(
+            items
+                .iter()
+                .map(|(k, r)| (Some(k.as_slice()), r.as_slice())),
+            n,
+        );
+        self.write(state, Some(bytes));
+    }
+
+    /// Sets a timer of this key: it fires once the watermark (event time)
+    /// or the processing time reaches `at`. Setting it twice keeps one.
+    pub fn set_timer(&mut self, time: Time, at: i64) {
+        self.timers.push((self.key_index, true, time.code(), at));
+    }
+
+    /// Deletes a timer of this key.
+    pub fn delete_timer(&mut self, time: Time, at: i64) {
+        self.timers.push((self.key_index, false, time.code(), at));
+    }
+}
+
+fn row_bytes(r: &Row) -> Vec<u8> {
+    let mut out = Vec::new();
+    r.encode_row(&mut out);
+    out
+}

@@ -1,0 +1,409 @@
+//! The keyed state of a 0.2.0 stateful stage, by key group, so that it
+//! checkpoints and restores at any parallelism: for a process stage, per
+//! key, the states it declares (each with the processing time it was
+//! written at, for its TTL) and its timers; for a window stage, per key,
+//! its windows (`operators/window.rs`). Each key's deadlines (timers, or
+//! when its windows fire and are purged) are indexed in firing order.
+//!
+//! Changes are applied in place with an undo log for the batch: a batch
+//! that fails is undone whole, so a trap applies nothing. Each key group is
+//! shared with the checkpoint that holds it (an `Arc`); the first change
+//! after a snapshot copies the group (copy on write), and a group that did
+//! not change since the last snapshot keeps its encoding, so a checkpoint
+//! encodes only what changed.
+
+use std::collections::BTreeSet;
+use std::ops::Range;
+use std::sync::Arc;
+
+use xxhash_rust::xxh3::Xxh3Builder;
+
+use crate::checkpoint::format::GroupState;
+use crate::state::key_groups::key_group;
+use crate::state::keyed::StateError;
+
+/// A state's value: its bytes and the processing time it was written at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    /// The bytes (a row, a list or a map; see the WIT).
+    pub bytes: Vec<u8>,
+    /// When it was written (processing time, Unix ms).
+    pub written: i64,
+}
+
+/// One key's states and timers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyStates {
+    /// One slot per declared state.
+    pub states: Vec<Option<Stored>>,
+    /// `(domain, timestamp)` of each timer.
+    pub timers: BTreeSet<(u8, i64)>,
+}
+
+/// What a store keeps per key.
+pub trait Keyed: Clone + Default + Send + 'static {
+    /// Whether there is nothing to keep (the key is removed).
+    fn is_empty(&self) -> bool;
+    /// The key's deadlines: `(domain, timestamp)`, domain 0 event time
+    /// (due when the watermark reaches it), 1 processing time.
+    fn deadlines(&self) -> Vec<(u8, i64)>;
+    /// Appends the key's encoding (after the key) to a checkpoint's bytes.
+    fn encode(&self, out: &mut Vec<u8>);
+    /// Reads what [`Keyed::encode`] wrote; `arity` is what the stage
+    /// declares (states per key for a process stage).
+    fn decode(r: &mut Reader<'_>, arity: usize) -> Result<Self, StateError>;
+}
+
+impl Keyed for KeyStates {
+    fn is_empty(&self) -> bool {
+        self.timers.is_empty() && self.states.iter().all(Option::is_none)
+    }
+
+    fn deadlines(&self) -> Vec<(u8, i64)> {
+        self.timers.iter().copied().collect()
+    }
+
+    /// `u32 n, state{n}, u32 t, (u8 domain, s64 at){t}` with
+    /// `state := 0x00 | 0x01 s64 written, u32 len, u8{len}`.
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&(self.states.len() as u32).to_le_bytes());
+        for s in &self.states {
+            match s {
+                None => out.push(0),
+                Some(s) => {
+                    out.push(1);
+                    out.extend_from_slice(&s.written.to_le_bytes());
+                    put_bytes(out, &s.bytes);
+                }
+            }
+        }
+        out.extend_from_slice(&(self.timers.len() as u32).to_le_bytes());
+        for &(domain, at) in &self.timers {
+            out.push(domain);
+            out.extend_from_slice(&at.to_le_bytes());
+        }
+    }
+
+    fn decode(r: &mut Reader<'_>, states: usize) -> Result<Self, StateError> {
+        let count = r.u32()? as usize;
+        if count != states {
+            return Err(StateError(format!(
+                "a key in key group {} has {count} states, the stage declares {states}; \
+                 was the checkpoint taken with another module?",
+                r.group
+            )));
+        }
+        let mut ks = KeyStates::default();
+        for _ in 0..count {
+            ks.states.push(match r.u8()? {
+                0 => None,
+                _ => {
+                    let written = r.i64()?;
+                    Some(Stored {
+                        bytes: r.bytes()?.to_vec(),
+                        written,
+                    })
+                }
+            });
+        }
+        for _ in 0..r.u32()? {
+            let domain = r.u8()?;
+            ks.timers.insert((domain, r.i64()?));
+        }
+        Ok(ks)
+    }
+}
+
+/// Appends `u32 len, bytes`.
+pub(crate) fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    out.extend_from_slice(bytes);
+}
+
+type Map<V> = hashbrown::HashMap<Box<[u8]>, V, Xxh3Builder>;
+
+/// One key group.
+#[derive(Clone)]
+struct Group<V> {
+    keys: Arc<Map<V>>,
+    /// The encoding of `keys` when it has not changed since it was made.
+    encoded: Option<Arc<Vec<u8>>>,
+}
+
+impl<V> Default for Group<V> {
+    fn default() -> Self {
+        Group {
+            keys: Arc::new(Map::default()),
+            encoded: None,
+        }
+    }
+}
+
+/// A due timer: `(timestamp, domain, key)`, the order timers fire in.
+pub type Due = (i64, u8, Box<[u8]>);
+
+/// The state of the key groups one subtask of a stateful stage owns.
+pub struct Store<V = KeyStates> {
+    max_parallelism: u32,
+    range: Range<u32>,
+    states: usize,
+    groups: Vec<Group<V>>,
+    /// Every deadline, in firing order.
+    timers: BTreeSet<Due>,
+    /// The keys' values before the batch changed them, to undo it.
+    undo: Vec<(Box<[u8]>, Option<V>)>,
+}
+
+impl<V: Keyed> Store<V> {
+    /// Empty state for key groups `range`; `states` is the stage's arity
+    /// (see [`Keyed::decode`]).
+    pub fn new(max_parallelism: u32, range: Range<u32>, states: usize) -> Self {
+        Store {
+            max_parallelism,
+            groups: range.clone().map(|_| Group::default()).collect(),
+            range,
+            states,
+            timers: BTreeSet::new(),
+            undo: Vec::new(),
+        }
+    }
+
+    fn group_of(&self, hash: u64) -> usize {
+        (key_group(hash, self.max_parallelism) - self.range.start) as usize
+    }
+
+    /// What a key holds, if anything.
+    pub fn get(&self, key: &[u8], hash: u64) -> Option<&V> {
+        self.groups.get(self.group_of(hash))?.keys.get(key)
+    }
+
+    /// Replaces what a key holds (an empty value removes the key),
+    /// remembering what it had for [`Store::undo`].
+    pub fn put(&mut self, key: &[u8], hash: u64, new: V) {
+        let g = self.group_of(hash);
+        let Some(group) = self.groups.get_mut(g) else {
+            return;
+        };
+        group.encoded = None;
+        let keys = Arc::make_mut(&mut group.keys);
+        let old = if new.is_empty() {
+            keys.remove(key)
+        } else {
+            keys.insert(key.into(), new.clone())
+        };
+        if let Some(o) = &old {
+            for (domain, at) in o.deadlines() {
+                self.timers.remove(&(at, domain, key.into()));
+            }
+        }
+        for (domain, at) in new.deadlines() {
+            self.timers.insert((at, domain, key.into()));
+        }
+        self.undo.push((key.into(), old));
+    }
+
+    /// The timers due: event-time ones at or before `watermark`,
+    /// processing-time ones at or before `now`, in firing order.
+    pub fn due(&self, watermark: i64, now: i64) -> Vec<Due> {
+        self.timers
+            .iter()
+            .filter(|(at, domain, _)| match domain {
+                0 => *at <= watermark,
+                _ => *at <= now,
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// Takes the batch's changes back, newest first.
+    pub fn undo(&mut self) {
+        while let Some((key, old)) = self.undo.pop() {
+            let hash = xxhash_rust::xxh3::xxh3_64(&key);
+            let g = self.group_of(hash);
+            if let Some(group) = self.groups.get_mut(g) {
+                group.encoded = None;
+                let keys = Arc::make_mut(&mut group.keys);
+                if let Some(now) = keys.remove(&key) {
+                    for (domain, at) in now.deadlines() {
+                        self.timers.remove(&(at, domain, key.clone()));
+                    }
+                }
+                if let Some(old) = old {
+                    for (domain, at) in old.deadlines() {
+                        self.timers.insert((at, domain, key.clone()));
+                    }
+                    keys.insert(key, old);
+                }
+            }
+        }
+    }
+
+    /// Keeps the batch's changes.
+    pub fn commit(&mut self) {
+        self.undo.clear();
+    }
+
+    /// Keys held.
+    pub fn keys(&self) -> usize {
+        self.groups.iter().map(|g| g.keys.len()).sum()
+    }
+
+    /// Every key group's state for a checkpoint: a group unchanged since the
+    /// last snapshot keeps its encoding; a changed one is encoded now.
+    pub fn snapshot(&mut self) -> Vec<GroupState> {
+        let range = self.range.clone();
+        range
+            .zip(self.groups.iter_mut())
+            .map(|(id, g)| {
+                let bytes = g
+                    .encoded
+                    .get_or_insert_with(|| Arc::new(encode(&g.keys)))
+                    .clone();
+                GroupState {
+                    group: id,
+                    keys: g.keys.len() as u64,
+                    bytes,
+                }
+            })
+            .collect()
+    }
+
+    /// Loads the entries of a checkpointed key group, if this store owns it.
+    pub fn restore(&mut self, group: &GroupState) -> Result<(), StateError> {
+        if !self.range.contains(&group.group) {
+            return Ok(());
+        }
+        let keys: Map<V> = decode(&group.bytes, self.states, group.group)?;
+        for (key, v) in keys.iter() {
+            for (domain, at) in v.deadlines() {
+                self.timers.insert((at, domain, key.clone()));
+            }
+        }
+        let slot = (group.group - self.range.start) as usize;
+        self.groups[slot] = Group {
+            keys: Arc::new(keys),
+            encoded: Some(group.bytes.clone()),
+        };
+        Ok(())
+    }
+}
+
+/// A key group's entries, as the checkpoint format documents them:
+/// `entry := u32 key-len, key, value` (see each [`Keyed::encode`]), by key.
+fn encode<V: Keyed>(keys: &Map<V>) -> Vec<u8> {
+    let mut sorted: Vec<(&Box<[u8]>, &V)> = keys.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(b.0));
+    let mut out = Vec::new();
+    for (key, v) in sorted {
+        put_bytes(&mut out, key);
+        v.encode(&mut out);
+    }
+    out
+}
+
+/// Reads a checkpointed key group: every length checked, so a corrupt
+/// checkpoint is an error, never a panic.
+pub struct Reader<'a> {
+    b: &'a [u8],
+    at: usize,
+    /// The key group, for messages.
+    pub group: u32,
+}
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> Result<&[u8], StateError> {
+        let s = self
+            .b
+            .get(self.at..self.at.saturating_add(n))
+            .ok_or_else(|| StateError(format!("key group {} is truncated", self.group)))?;
+        self.at += n;
+        Ok(s)
+    }
+
+    /// A byte.
+    pub fn u8(&mut self) -> Result<u8, StateError> {
+        Ok(self.take(1)?[0])
+    }
+
+    /// A little-endian u32.
+    pub fn u32(&mut self) -> Result<u32, StateError> {
+        let b = self.take(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    /// A little-endian i64.
+    pub fn i64(&mut self) -> Result<i64, StateError> {
+        let b = self.take(8)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(i64::from_le_bytes(a))
+    }
+
+    /// `u32 len, bytes`.
+    pub fn bytes(&mut self) -> Result<&[u8], StateError> {
+        let n = self.u32()? as usize;
+        self.take(n)
+    }
+}
+
+fn decode<V: Keyed>(bytes: &[u8], arity: usize, group: u32) -> Result<Map<V>, StateError> {
+    let mut r = Reader {
+        b: bytes,
+        at: 0,
+        group,
+    };
+    let mut keys = Map::default();
+    while r.at < bytes.len() {
+        let key: Box<[u8]> = r.bytes()?.into();
+        let v = V::decode(&mut r, arity)?;
+        keys.insert(key, v);
+    }
+    Ok(keys)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn states(v: &[u8]) -> KeyStates {
+        KeyStates {
+            states: vec![Some(Stored {
+                bytes: v.to_vec(),
+                written: 5,
+            })],
+            timers: [(0, 100)].into_iter().collect(),
+        }
+    }
+
+    #[test]
+    fn a_batch_is_undone_whole_and_a_snapshot_restores_elsewhere() {
+        let mut s: Store = Store::new(128, 0..128, 1);
+        let h = |k: &[u8]| xxhash_rust::xxh3::xxh3_64(k);
+        s.put(b"a", h(b"a"), states(b"1"));
+        s.commit();
+        s.put(b"a", h(b"a"), states(b"2"));
+        s.put(b"b", h(b"b"), states(b"3"));
+        s.undo();
+        assert_eq!(s.get(b"a", h(b"a")), Some(&states(b"1")));
+        assert_eq!(s.get(b"b", h(b"b")), None);
+        assert_eq!(s.due(100, 0).len(), 1);
+        let snap = s.snapshot();
+        let mut t: Store = Store::new(128, 0..64, 1);
+        let mut u: Store = Store::new(128, 64..128, 1);
+        for g in &snap {
+            t.restore(g).expect("restores");
+            u.restore(g).expect("restores");
+        }
+        assert_eq!(t.keys() + u.keys(), 1);
+        assert_eq!(t.due(100, 0).len() + u.due(100, 0).len(), 1);
+        let mut bad = snap.iter().find(|g| g.keys == 1).expect("a key").clone();
+        let mut bytes = bad.bytes.to_vec();
+        bytes.truncate(bytes.len() - 2);
+        bad.bytes = Arc::new(bytes);
+        assert!(
+            Store::<KeyStates>::new(128, 0..128, 1)
+                .restore(&bad)
+                .is_err()
+        );
+    }
+}
