@@ -202,6 +202,35 @@ async fn shutdown_signal() {
     }
 }
 
+/// How long open connections (a followed event stream, say) may keep the
+/// server after it was asked to stop.
+const GRACE: Duration = Duration::from_secs(5);
+
+/// Serves `app` on `listener` until a signal, then for at most [`GRACE`].
+async fn serve_on<L>(listener: L, app: axum::Router) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    let (tell, stop) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = tell.send(true);
+    });
+    let mut graceful_stop = stop.clone();
+    let mut hard_stop = stop;
+    let graceful = axum::serve(listener, app).with_graceful_shutdown(async move {
+        let _ = graceful_stop.wait_for(|s| *s).await;
+    });
+    tokio::select! {
+        served = graceful => served,
+        () = async move {
+            let _ = hard_stop.wait_for(|s| *s).await;
+            tokio::time::sleep(GRACE).await;
+        } => Ok(()),
+    }
+}
+
 /// Runs the server until SIGINT or SIGTERM. Jobs are not cancelled then:
 /// they are left as a crash would leave them and resume from their latest
 /// checkpoint at the next start.
@@ -229,16 +258,13 @@ pub fn run(config: ServerConfig, router: Arc<LogRouter>) -> Result<(), ServerErr
         tracing::info!("serving on {scheme}://{local}");
         let served = match tls {
             Some(tls) => {
-                let listener = tls::TlsListener::new(listener, tls).map_err(io("TLS"))?;
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(shutdown_signal())
-                    .await
+                serve_on(
+                    tls::TlsListener::new(listener, tls).map_err(io("TLS"))?,
+                    app,
+                )
+                .await
             }
-            None => {
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(shutdown_signal())
-                    .await
-            }
+            None => serve_on(listener, app).await,
         };
         served.map_err(io("the server failed"))?;
         tracing::info!(

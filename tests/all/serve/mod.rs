@@ -100,6 +100,25 @@ impl Served {
         let _ = self.child.wait();
     }
 
+    /// Stops it with SIGTERM and waits (up to 20 s); how long it took and
+    /// its exit code.
+    pub fn terminate(mut self) -> (Duration, Option<i32>) {
+        let started = Instant::now();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        while started.elapsed() < Duration::from_secs(20) {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return (started.elapsed(), status.code());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "host serve did not stop within 20 s of SIGTERM\n{}",
+            self.log()
+        );
+    }
+
     /// A client of it.
     pub fn api(&self) -> Api {
         Api::new(&self.url)
@@ -193,6 +212,18 @@ impl Api {
 
     /// `method path` with `token`, sending `body`.
     pub fn call(&self, method: &str, path: &str, token: Option<&str>, body: Send) -> Reply {
+        self.try_call(method, path, token, body)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
+    /// Like [`Api::call`], with the transport's error when there is one.
+    pub fn try_call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Send,
+    ) -> Result<Reply, String> {
         let url = format!("{}{path}", self.url);
         let auth = token.map(|t| format!("Bearer {t}"));
         macro_rules! with_auth {
@@ -221,7 +252,7 @@ impl Api {
                 }
             }
         };
-        let mut response = response.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let mut response = response.map_err(|e| e.to_string())?;
         let status = response.status().as_u16();
         let content_type = response
             .headers()
@@ -236,11 +267,11 @@ impl Api {
             .read_to_string()
             .unwrap_or_default();
         let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        Reply {
+        Ok(Reply {
             status,
             body,
             content_type,
-        }
+        })
     }
 
     /// GET.

@@ -76,3 +76,46 @@ fn a_server_killed_mid_job_brings_it_back_exactly_once_and_its_operations_still_
         (json!("succeeded"), op["savepoint"].clone())
     );
 }
+
+#[test]
+fn sigterm_stops_the_server_despite_a_followed_stream_and_the_job_resumes() {
+    let dir = TempDir::new("serve-term");
+    let feeder = Feeder::start();
+    let server = Served::start(&dir, &[]);
+    let api = server.api();
+    let dev = tenant_with(&api, "a", Some(&feeder), Value::Null);
+    let module = api.push("a", &dev, wordcount());
+    let settings = json!({"source": format!("socket://{}", feeder.addr()), "sink": "file://out.txt", "checkpoint-interval": "100ms"});
+    let job = api.submit("a", &dev, &module, settings);
+    feeder.send(1, &["a b"]);
+    api.wait_lines("a", &dev, "out.txt", 2);
+    // An event stream a client follows keeps its connection open.
+    let agent: ureq::Agent = ureq::Agent::config_builder().build().into();
+    let stream = agent
+        .get(format!(
+            "{}/v1/tenants/a/jobs/{job}/events?follow=true",
+            server.url
+        ))
+        .header("Authorization", format!("Bearer {dev}"))
+        .call()
+        .expect("follow the events");
+    let (took, code) = server.terminate();
+    drop(stream);
+    assert_eq!(code, Some(0));
+    assert!(
+        took < std::time::Duration::from_secs(10),
+        "stopping took {took:?}"
+    );
+    let server = Served::start(&dir, &[]);
+    let api = server.api();
+    feeder.send(2, &["a"]);
+    assert_eq!(
+        api.wait_lines("a", &dev, "out.txt", 3),
+        counts(&["a b", "a"])
+    );
+    assert_eq!(
+        api.get(&format!("/v1/tenants/a/jobs/{job}"), &dev)
+            .expect(200)["starts"],
+        2
+    );
+}
