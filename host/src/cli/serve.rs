@@ -42,6 +42,9 @@ pub struct ServeArgs {
     /// The largest file upload.
     #[arg(long, value_name = "SIZE", default_value = "256MiB")]
     max_file_size: String,
+    /// Guest instances the pool holds for every tenant together [default: twice the sum of the tenants' parallelism quotas at start, at least 512, at most 2048].
+    #[arg(long, value_name = "N")]
+    max_instances: Option<u32>,
 }
 
 fn size(flag: &str, s: &str) -> anyhow::Result<u64> {
@@ -76,6 +79,7 @@ fn config(args: ServeArgs) -> anyhow::Result<ServerConfig> {
             file_bytes: usize::try_from(size("--max-file-size", &args.max_file_size)?)?,
             json_bytes: 1 << 20,
         },
+        instances: args.max_instances,
     })
 }
 

@@ -339,11 +339,13 @@ impl Jobs {
         usage
     }
 
+    /// Pool instances the running jobs hold: each instance and one more
+    /// to isolate a poison record in.
     fn instances_in_use(&self) -> u64 {
         self.list(None)
             .iter()
             .filter_map(|e| e.demand())
-            .map(|(p, _)| p)
+            .map(|(p, _)| p * 2)
             .sum()
     }
 
@@ -439,6 +441,7 @@ impl Jobs {
         from: StartFrom,
         allow_module_change: bool,
     ) -> Result<(), AppError> {
+        self.settle(entry);
         if entry.is_running() {
             return Err(AppError::Conflict(format!("job `{}` is running", entry.id)));
         }
@@ -673,8 +676,26 @@ impl Jobs {
         }
     }
 
+    /// Waits (up to 10 s) for a job whose state already says it ended to
+    /// finish its thread (removing its checkpoints, flushing its sink),
+    /// and takes it in.
+    fn settle(&self, entry: &JobEntry) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            let ending = lock(&entry.live)
+                .as_ref()
+                .is_some_and(|l| !l.handle.is_finished() && l.handle.state().is_terminal());
+            if !ending {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        self.reap(entry);
+    }
+
     /// Removes a job that is not running, with its savepoints.
     pub fn delete(&self, entry: &JobEntry) -> Result<(), AppError> {
+        self.settle(entry);
         if entry.is_running() {
             return Err(AppError::Conflict(format!(
                 "job `{}` is running; cancel or stop it first",

@@ -45,9 +45,24 @@ use crate::server::events::LogRouter;
 use crate::server::state::{RequestLimits, Server};
 use crate::wasm::{EngineOptions, Runtime};
 
-/// Guest instances the engine's pool holds (`wasm::engine`'s pooling
-/// configuration): admission control keeps every tenant's jobs within it.
-pub const ENGINE_INSTANCES: u64 = 512;
+/// The most guest instances the server sizes its pool for by itself.
+pub const MAX_POOL: u32 = 2048;
+
+/// The instance pool for `tenants`: room for every tenant's parallelism
+/// quota, each instance with one more for isolating a poison record, and
+/// never less than the engine's default; `--max-instances` overrides it.
+/// Admission control keeps every tenant's jobs within it.
+pub fn pool_size(tenants: &[Arc<tenants::Tenant>], given: Option<u32>) -> u32 {
+    if let Some(n) = given {
+        return n.max(1);
+    }
+    let wanted: u64 = tenants
+        .iter()
+        .map(|t| t.record().quota.parallelism.saturating_mul(2))
+        .sum();
+    let wanted = u32::try_from(wanted).unwrap_or(u32::MAX);
+    wanted.clamp(crate::wasm::engine::DEFAULT_INSTANCES, MAX_POOL)
+}
 
 /// How a server is set up.
 #[derive(Debug, Clone)]
@@ -64,6 +79,9 @@ pub struct ServerConfig {
     pub compile: CompileLimits,
     /// Limits of requests.
     pub limits: RequestLimits,
+    /// The instance pool's size (`--max-instances`); by default sized from
+    /// the tenants' quotas at start.
+    pub instances: Option<u32>,
 }
 
 /// Why the server cannot start or stopped.
@@ -143,11 +161,17 @@ fn load(config: &ServerConfig, router: Arc<LogRouter>) -> Result<Arc<Server>, Se
     let data = std::path::absolute(&config.data_dir).map_err(io("the data directory"))?;
     let tenants =
         tenants::Tenants::load(&data.join("tenants")).map_err(io("cannot load the tenants"))?;
-    let runtime = Runtime::with_options(EngineOptions::default())?;
-    let modules = Arc::new(modules::Modules::new(runtime, config.compile.clone()));
     let all = tenants.all();
+    let instances = pool_size(&all, config.instances);
+    let options = EngineOptions {
+        instances,
+        ..EngineOptions::default()
+    };
+    let runtime = Runtime::with_options(options)?;
+    tracing::info!("instance pool: {instances} guest instances");
+    let modules = Arc::new(modules::Modules::new(runtime, config.compile.clone()));
     let jobs = Arc::new(
-        jobs::Jobs::load(&all, modules.clone(), router, ENGINE_INSTANCES)
+        jobs::Jobs::load(&all, modules.clone(), router, u64::from(instances))
             .map_err(io("cannot load the jobs"))?,
     );
     let ops =

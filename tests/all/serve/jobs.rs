@@ -330,3 +330,30 @@ fn idempotency_keys_start_nothing_twice_and_deleted_jobs_leave_no_series() {
     );
     api.get(&path, &dev).problem(404, "no job");
 }
+
+#[test]
+fn the_servers_instance_pool_is_a_limit_across_tenants() {
+    let dir = TempDir::new("serve-pool");
+    let server = Served::start(&dir, &["--max-instances", "4"]);
+    assert!(
+        server.log().contains("instance pool: 4 guest instances"),
+        "{}",
+        server.log()
+    );
+    let api = server.api();
+    let feeder = Feeder::start();
+    let a = tenant_with(&api, "a", Some(&feeder), Value::Null);
+    let module = api.push("a", &a, wordcount());
+    // Two instances each (one more to isolate a poison record): one job of
+    // parallelism 2 fills the pool of 4.
+    socket_job(&api, &a, &module, &feeder, json!({"parallelism": 2}));
+    let body =
+        json!({"module": module, "settings": {"source": format!("socket://{}", feeder.addr())}});
+    let p = api
+        .post("/v1/tenants/a/jobs", &a, body)
+        .problem(429, "server-instances");
+    assert_eq!(
+        (p["limit"].clone(), p["use"].clone(), p["requested"].clone()),
+        (json!(4), json!(4), json!(2))
+    );
+}

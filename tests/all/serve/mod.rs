@@ -212,8 +212,16 @@ impl Api {
 
     /// `method path` with `token`, sending `body`.
     pub fn call(&self, method: &str, path: &str, token: Option<&str>, body: Send) -> Reply {
-        self.try_call(method, path, token, body)
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+        // A GET goes again once when the pooled connection it went out on
+        // turns out closed.
+        let once = match (method, &body) {
+            ("GET", Send::None) => self.try_call(method, path, token, Send::None).ok(),
+            _ => None,
+        };
+        once.unwrap_or_else(|| {
+            self.try_call(method, path, token, body)
+                .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+        })
     }
 
     /// Like [`Api::call`], with the transport's error when there is one.
