@@ -33,6 +33,12 @@
  * Guests must be deterministic: the host replays records after a failure and
  * finds a record that traps (abort(), a bad pointer) by running it again in a
  * fresh instance. Return sluice_fail(...) to fail one record without a trap.
+ *
+ * This header is the 0.1.0 guest (world `stream-job`) and the part every
+ * guest shares: strings, values and rows, failing, parameters and the job's
+ * defaults. A sluice:stream@0.2.0 guest (world `pipeline-job`: stages, keyed
+ * state, timers, windows) includes sluice_pipeline.h instead, which includes
+ * this one without its 0.1.0-only part (marked below).
  */
 #ifndef SLUICE_H
 #define SLUICE_H
@@ -77,6 +83,39 @@ sluice_words sluice_split_whitespace(sluice_str s);
 /* Stores the next word in `*word` and returns true, or returns false at the
  * end. The word is a slice of the split string. */
 bool sluice_next_word(sluice_words *words, sluice_str *word);
+
+/* `s` without its leading and trailing White_Space (as Rust's str::trim). */
+sluice_str sluice_str_trim(sluice_str s);
+
+/* The parts of a string between the bytes `sep`, like Rust's
+ * str::split(char): "a,,b" gives "a", "" and "b"; "" gives one empty part. */
+typedef struct sluice_parts {
+    const char *at;
+    const char *end;
+    char sep;
+    bool done;
+} sluice_parts;
+
+/* Starts splitting `s` on the byte `sep` (ASCII, so never inside a UTF-8
+ * sequence). */
+sluice_parts sluice_split(sluice_str s, char sep);
+
+/* Stores the next part in `*part` and returns true, or returns false at the
+ * end. The part is a slice of the split string. */
+bool sluice_next_part(sluice_parts *parts, sluice_str *part);
+
+/* Numbers parsed exactly as Rust's str::parse does, so that guests in every
+ * language accept the same input: nothing but the number (no whitespace, no
+ * hex, no `_`); true and `*out`, or false. */
+/* i64: an optional `+` or `-`, then ASCII digits, within i64's range. */
+bool sluice_parse_int(sluice_str s, int64_t *out);
+/* u64: an optional `+`, then ASCII digits, within u64's range. */
+bool sluice_parse_uint(sluice_str s, uint64_t *out);
+/* f64, correctly rounded: an optional sign, then `inf`, `infinity`, `nan`
+ * (any case) or digits with at most one `.` (a digit on one side at least)
+ * and an optional exponent (`e` or `E`, an optional sign, digits); too large
+ * is an infinity. Uses strtod, whose code it pulls into the module. */
+bool sluice_parse_float(sluice_str s, double *out);
 
 /* ---- Values and rows ---------------------------------------------------- */
 
@@ -155,10 +194,11 @@ sluice_value sluice_field(const sluice_row *row, size_t index);
 
 /* ---- The flat-map's output ---------------------------------------------- */
 
-/* Where a flat-map sends its rows. */
+/* Where a flat-map (or, in 0.2.0, any stage function) sends its rows. */
 typedef struct sluice_out sluice_out;
 
-/* Emits one row of `count` values. */
+/* Emits one row of `count` values (in 0.2.0: to the main output, with the
+ * input's timestamp). */
 void sluice_emit_row(sluice_out *out, size_t count, const sluice_value *values);
 
 /* Emits one row of the values given: sluice_emit(out, sluice_text(w), sluice_int(1)). */
@@ -199,6 +239,7 @@ bool sluice_param(const sluice_params *params, const char *key, sluice_str *valu
  * Everything not set stays unset (the host's default). Strings are copied. */
 typedef struct sluice_job sluice_job;
 
+#ifndef SLUICE_PIPELINE_H /* 0.1.0 only: 0.2.0 aggregates in its stages */
 typedef enum sluice_aggregate {
     SLUICE_SUM = 0,   /* running sum of a numeric field */
     SLUICE_COUNT = 1, /* running count, written into the field */
@@ -206,16 +247,18 @@ typedef enum sluice_aggregate {
     SLUICE_MAX = 3,   /* running maximum of the field */
 } sluice_aggregate;
 
-/* The job's name, shown in logs. */
-void sluice_job_name(sluice_job *job, const char *name);
-/* The default source: `socket://HOST:PORT`, `file://PATH` or `-`. */
-void sluice_job_source(sluice_job *job, const char *uri);
-/* The default sink: `print`, `file://PATH` or `discard`. */
-void sluice_job_sink(sluice_job *job, const char *uri);
 /* The keyed aggregation the host runs on the rows, on field `field`. */
 void sluice_job_aggregate(sluice_job *job, sluice_aggregate kind, uint32_t field);
 /* Shorthand for sluice_job_aggregate(job, SLUICE_SUM, field). */
 void sluice_job_sum(sluice_job *job, uint32_t field);
+#endif
+
+/* The job's name, shown in logs. */
+void sluice_job_name(sluice_job *job, const char *name);
+/* The default source: `socket://HOST:PORT`, `file://PATH` or `-`. */
+void sluice_job_source(sluice_job *job, const char *uri);
+/* The default sink (of the main output): `print`, `file://PATH` or `discard`. */
+void sluice_job_sink(sluice_job *job, const char *uri);
 /* Checkpoint every `interval_ms` milliseconds; 0 turns checkpoints off. */
 void sluice_job_checkpoint_ms(sluice_job *job, uint64_t interval_ms);
 /* Restarts: none (fail on the first task failure). */
@@ -239,11 +282,14 @@ void sluice_job_max_bytes_per_record(sluice_job *job, uint64_t bytes);
 
 /* ---- Exporting ---------------------------------------------------------- */
 
+/* The key-selector: the key of a row (usually one of its fields, whose
+ * text or bytes it may borrow). */
+typedef sluice_value (*sluice_key_fn)(const sluice_row *row);
+
+#ifndef SLUICE_PIPELINE_H /* 0.1.0 only: 0.2.0 exports with SLUICE_PIPELINE */
 /* The flat-map: emit rows into `out`; return 0, or sluice_fail(...) to fail
  * the record (the host reports it as a record error). */
 typedef int (*sluice_flat_map_fn)(sluice_str line, sluice_out *out);
-/* The key-selector: the key of a row (usually one of its fields). */
-typedef sluice_value (*sluice_key_fn)(const sluice_row *row);
 /* Optional: the job's defaults, like a Flink main(). */
 typedef void (*sluice_describe_fn)(const sluice_params *params, sluice_job *job);
 /* Optional: called once on every fresh instance, before any record; return
@@ -271,6 +317,7 @@ extern const sluice_guest sluice_guest_functions;
     _Pragma("GCC diagnostic ignored \"-Wmissing-field-initializers\"")       \
     const sluice_guest sluice_guest_functions = {__VA_ARGS__};                 \
     _Pragma("GCC diagnostic pop")
+#endif /* 0.1.0 only */
 
 #ifdef __cplusplus
 }

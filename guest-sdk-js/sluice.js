@@ -39,6 +39,12 @@
 // `console.log` and friends do nothing. `Math.random()` is a pseudo-random
 // sequence seeded when the component is built.
 //
+// `trimWhitespace`, `parseInt64`, `parseUint64` and `parseFloat64` read text
+// exactly as Rust's `str::trim` and `str::parse` do, and `asInt`/`asFloat`
+// read decoded values like Rust's `Value::as_int`/`as_float`, so that a
+// guest can behave like its Rust twin. The 0.2.0 contract (pipelines with
+// keyed state, timers and windows) is `pipeline.js`, built on this module.
+//
 // Built with componentize-qjs (QuickJS), which has no TextEncoder or
 // TextDecoder: a small UTF-8 codec below stands in for them. The module also
 // works under ComponentizeJS (StarlingMonkey), which has both.
@@ -53,6 +59,7 @@ const BYTES = 5;
 const TWO_32 = 4294967296;
 const I64_MIN = -(2n ** 63n);
 const I64_MAX = 2n ** 63n - 1n;
+const U64_MAX = 2n ** 64n - 1n;
 
 // ---------------------------------------------------------------- sandbox
 
@@ -110,6 +117,27 @@ export class Float {
 /** `float(2)` is the float 2.0 (a plain `2` would be the int 2). */
 export const float = (value) => new Float(value);
 
+/**
+ * The integer of a decoded `int` value (a number, or a BigInt past 2^53),
+ * like Rust's `Value::as_int`; undefined for any other value. Decoded
+ * floats are never ints: a whole one is a `Float`, one past 2^53 a number
+ * that is not a safe integer.
+ */
+export function asInt(v) {
+  return typeof v === "bigint" || Number.isSafeInteger(v) ? v : undefined;
+}
+
+/**
+ * The number of a decoded `float` or `int` value, like Rust's
+ * `Value::as_float`; undefined for any other value.
+ */
+export function asFloat(v) {
+  if (typeof v === "number") return v;
+  if (v instanceof Float) return v.value;
+  if (typeof v === "bigint") return Number(v);
+  return undefined;
+}
+
 // ---------------------------------------------------------------- whitespace
 
 // Rust's `char::is_whitespace` (Unicode White_Space), nothing else: JS's `\s`
@@ -124,6 +152,73 @@ const WORD = /[^\t-\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3
  */
 export function splitWhitespace(text) {
   return text.match(WORD) ?? [];
+}
+
+const EDGE_SPACE = /^[\t-\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]+|[\t-\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]+$/g;
+
+/**
+ * `text` without white space at either end, exactly like Rust's `str::trim`
+ * (JS's `String.prototype.trim` also strips U+FEFF and keeps U+0085).
+ * @param {string} text
+ */
+export function trimWhitespace(text) {
+  // Most text has none: an end that is printable ASCII is not white space.
+  const first = text.charCodeAt(0);
+  const last = text.charCodeAt(text.length - 1);
+  if (first > 0x20 && first < 0x7f && last > 0x20 && last < 0x7f) return text;
+  return text.replace(EDGE_SPACE, "");
+}
+
+// ---------------------------------------------------------------- numbers in text
+
+// The grammars of Rust's `str::parse` for i64, u64 and f64: ASCII digits,
+// an optional sign, no white space, no `0x` or `_`; `inf`, `infinity` and
+// `nan` in any case. (JS's Number() takes "", " 1", "0x10" and "Infinity".)
+const INT64 = /^[+-]?[0-9]+$/;
+const UINT64 = /^\+?[0-9]+$/;
+const FLOAT64 = /^[+-]?(?:[0-9]+\.?[0-9]*(?:[eE][+-]?[0-9]+)?|\.[0-9]+(?:[eE][+-]?[0-9]+)?|inf|infinity|nan)$/i;
+
+function integerIn(text, grammar, min, max) {
+  if (typeof text !== "string" || !grammar.test(text)) return undefined;
+  // 15 characters hold at most 15 digits: a safe integer (and -0 is 0).
+  if (text.length <= 15) return Number(text) + 0;
+  const v = BigInt(text);
+  if (v < min || v > max) return undefined;
+  return v >= -Number.MAX_SAFE_INTEGER && v <= Number.MAX_SAFE_INTEGER ? Number(v) : v;
+}
+
+/**
+ * The 64-bit signed integer `text` spells, like Rust's `text.parse::<i64>()`:
+ * a number (a BigInt past 2^53), or undefined when it is not one.
+ * @param {string} text
+ */
+export function parseInt64(text) {
+  return integerIn(text, INT64, I64_MIN, I64_MAX);
+}
+
+/**
+ * The 64-bit unsigned integer `text` spells, like Rust's
+ * `text.parse::<u64>()`: a number (a BigInt past 2^53), or undefined.
+ * @param {string} text
+ */
+export function parseUint64(text) {
+  return integerIn(text, UINT64, 0n, U64_MAX);
+}
+
+/**
+ * The float `text` spells, like Rust's `text.parse::<f64>()` (correctly
+ * rounded, as both are), or undefined when it is not one.
+ * @param {string} text
+ */
+export function parseFloat64(text) {
+  if (typeof text !== "string" || !FLOAT64.test(text)) return undefined;
+  const v = Number(text);
+  if (v === v) return v; // JS reads every form but `inf`, `infinity` and `nan` in any case
+  const body = text.replace(/^[+-]/, "").toLowerCase();
+  const sign = text[0] === "-" ? -1 : 1;
+  if (body === "nan") return NaN;
+  if (body === "inf" || body === "infinity") return sign * Infinity;
+  return Number(text);
 }
 
 // ---------------------------------------------------------------- UTF-8
@@ -193,7 +288,7 @@ function decodeUtf8Slow(b, i, end) {
 }
 
 /** Writes `s` as UTF-8 at `buf[at]` (3 bytes a UTF-16 unit are reserved); returns the length. */
-function encodeUtf8(s, at) {
+function encodeUtf8(s, buf, at) {
   if (encoder !== null) return encoder.encodeInto(s, buf.subarray(at)).written;
   let p = at;
   const n = s.length;
@@ -271,7 +366,7 @@ function putText(s) {
     }
     lineAscii = false; // not a substring: stop looking in this line
   }
-  const len = n === 0 ? 0 : encodeUtf8(s, at + 5);
+  const len = n === 0 ? 0 : encodeUtf8(s, buf, at + 5);
   view.setUint32(at + 1, len, true);
   pos = at + 5 + len;
 }
@@ -773,3 +868,12 @@ export function exportJob({ flatMap, key, describe, open }) {
 
   return { operator, job };
 }
+
+// ---------------------------------------------------------------- for pipeline.js
+
+/**
+ * The pieces `pipeline.js` (the 0.2.0 API) shares with this module: not an
+ * API, and not kept stable.
+ * @internal
+ */
+export const __internal = Object.freeze({ decodeUtf8, encodeUtf8, messageOf });

@@ -6,28 +6,44 @@ copying it into a fresh allocation that nothing frees (its runtime's
 `maybe_pop_list` does not defer the deallocation the way its other paths do),
 so every `flat-map` call leaks its whole output: a guest runs out of memory
 after a few million words. This script prepends to the post-return functions
-of `flat-map`, `flat-map-keyed` and `key-selector` (which run after the host
-has read the result) a call to the runtime's own
-`wit_dylib_dealloc_bytes(cx, ptr, len, align = 1, deferred = 0)`, which frees
-the copy with the allocator that made it.
+of the calls that return byte lists (0.1.0: `flat-map`, `flat-map-keyed` and
+`key-selector`; 0.2.0: `map`, `process`, `window-add`, `window-merge` and
+`window-fire`, each with two lists, `output` and `changes`), which run after
+the host has read the result, a call to the runtime's own
+`wit_dylib_dealloc_bytes(cx, ptr, len, align = 1, deferred = 0)` per list,
+which frees the copy with the allocator that made it.
 
-Usage: python3 free_outputs.py COMPONENT.wasm (rewritten in place). It checks
-the shape it expects and fails rather than guess; drop it once componentize-py
-frees these lists itself.
+Usage: python3 free_outputs.py COMPONENT.wasm COMPONENTIZE_PY_VERSION
+[WIT_VERSION] (rewritten in place; WIT_VERSION is 0.1.0 unless given). It
+checks the shape it expects and fails rather than guess; drop it once
+componentize-py frees these lists itself.
 """
 
 import os
 import sys
 
 EXPECTED_TOOL = "0.25.1"
-PACKAGE = "sluice:stream/operator@0.1.0"
-# post-return export -> where the list's (ptr, len) sits in the return area,
-# and whether a result discriminant (0 = ok) guards it.
-TARGETS = {
-    f"cabi_post_{PACKAGE}#flat-map": (0, False),
-    f"cabi_post_{PACKAGE}#flat-map-keyed": (0, False),
-    f"cabi_post_{PACKAGE}#key-selector": (4, True),
-}
+
+
+def targets(wit_version):
+    """post-return export -> where each returned list's (ptr, len) sits in
+    the return area, and whether a result discriminant (0 = ok) guards it."""
+    package = f"sluice:stream/operator@{wit_version}"
+    if wit_version == "0.1.0":
+        # batch-result { output: list<u8>, failed: option<record-error> };
+        # key-selector returns result<list<u8>, record-error>.
+        return {
+            f"cabi_post_{package}#flat-map": [(0, False)],
+            f"cabi_post_{package}#flat-map-keyed": [(0, False)],
+            f"cabi_post_{package}#key-selector": [(4, True)],
+        }
+    if wit_version == "0.2.0":
+        # batch-result { output: list<u8>, changes: list<u8>, failed: ... }.
+        calls = ("map", "process", "window-add", "window-merge", "window-fire")
+        return {f"cabi_post_{package}#{c}": [(0, False), (8, False)] for c in calls}
+    raise Shape(f"no post-return layout known for sluice:stream@{wit_version}")
+
+
 DEALLOC = ("env", "wit_dylib_dealloc_bytes")
 
 
@@ -169,7 +185,7 @@ def prologue(dealloc, offset, guarded):
     return b"\x20\x00\x2d\x00\x00\x45\x04\x40" + call + b"\x0b"
 
 
-def patch_module(mod):
+def patch_module(mod, lists_at):
     """Returns the patched core module, or None when it is not the bindings module."""
     if mod[:8] != b"\0asm\x01\0\0\0":
         raise Shape("a core module without the wasm 1 header")
@@ -177,9 +193,9 @@ def patch_module(mod):
     if 7 not in found or 2 not in found:
         return None
     exports = parse_exports(mod, found[7][1])
-    if not any(t in exports for t in TARGETS):
+    if not any(t in exports for t in lists_at):
         return None
-    missing = [t for t in TARGETS if t not in exports]
+    missing = [t for t in lists_at if t not in exports]
     if missing:
         raise Shape(f"no export {missing[0]}")
     types = parse_types(mod, found[1][1], found[1][2])
@@ -201,7 +217,7 @@ def patch_module(mod):
     if pos != code_end:
         raise Shape("the code section does not add up")
 
-    for export, (offset, guarded) in TARGETS.items():
+    for export, lists in lists_at.items():
         index = exports[export] - len(imports)
         if index < 0 or types[func_types[index]] != (b"\x7f", b""):
             raise Shape(f"{export} is not a defined function (i32) -> ()")
@@ -210,13 +226,14 @@ def patch_module(mod):
         for _ in range(n):
             _, p = leb(body, p)
             p += 1
-        body[p:p] = prologue(dealloc, offset, guarded)
+        body[p:p] = b"".join(prologue(dealloc, offset, guarded) for offset, guarded in lists)
 
     code = uleb(len(bodies)) + b"".join(uleb(len(b)) + b for b in bodies)
     return mod[:code_header] + b"\x0a" + uleb(len(code)) + code + mod[code_end:]
 
 
-def patch_component(buf):
+def patch_component(buf, wit_version="0.1.0"):
+    lists_at = targets(wit_version)
     if buf[:8] != b"\0asm\x0d\0\x01\0":
         raise Shape("not a component")
     out = bytearray(buf[:8])
@@ -224,7 +241,7 @@ def patch_component(buf):
     for sid, _, start, end in sections(buf, 8):
         content = buf[start:end]
         if sid == 1:  # a core module
-            new = patch_module(content)
+            new = patch_module(content, lists_at)
             if new is not None:
                 content = new
                 patched += 1
@@ -234,7 +251,7 @@ def patch_component(buf):
     return bytes(out)
 
 
-def main(path, tool_version):
+def main(path, tool_version, wit_version="0.1.0"):
     if tool_version != EXPECTED_TOOL:
         sys.exit(
             f"error: free_outputs.py is written for componentize-py {EXPECTED_TOOL}, not "
@@ -244,7 +261,7 @@ def main(path, tool_version):
     with open(path, "rb") as f:
         buf = f.read()
     try:
-        patched = patch_component(buf)
+        patched = patch_component(buf, wit_version)
     except (Shape, IndexError) as e:
         sys.exit(f"error: {path} does not have the shape free_outputs.py expects: {e}")
     tmp = path + ".tmp"
@@ -254,6 +271,6 @@ def main(path, tool_version):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3:
-        sys.exit("usage: free_outputs.py COMPONENT.wasm COMPONENTIZE_PY_VERSION")
-    main(sys.argv[1], sys.argv[2])
+    if len(sys.argv) not in (3, 4):
+        sys.exit("usage: free_outputs.py COMPONENT.wasm COMPONENTIZE_PY_VERSION [WIT_VERSION]")
+    main(*sys.argv[1:])

@@ -35,13 +35,21 @@ into a component.
 - `describe(params: dict) -> JobDescription` (optional) gives the job's
   defaults; `open(params: dict)` (optional) runs on every fresh instance.
 
-The component has no stdout: do not `print` (it traps). Guests must be
+The component has no stdout: `print` writes nowhere. Guests must be
 deterministic: the host replays records after a failure.
+
+`sluice.pipeline` is the API of sluice:stream@0.2.0: pipelines of stages
+with keyed state, timers, event time and windows.
+
+`split_whitespace`, `trim`, `parse_int` and `parse_float` split, trim and
+parse text exactly like their Rust counterparts, so that a Python guest
+accepts the same input as a Rust one.
 """
 
 from ._describe import JobDescription, Restart
+from ._parse import parse_float, parse_int
 from ._rt import Collector, RecordError, export
-from ._words import split_whitespace
+from ._words import split_whitespace, trim
 
 __all__ = [
     "Collector",
@@ -49,5 +57,8 @@ __all__ = [
     "RecordError",
     "Restart",
     "export",
+    "parse_float",
+    "parse_int",
     "split_whitespace",
+    "trim",
 ]

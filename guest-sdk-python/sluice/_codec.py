@@ -111,3 +111,19 @@ def read_row(buf, pos):
         v, pos = read_value(buf, pos)
         values.append(v)
     return tuple(values), pos
+
+
+def put_row(buf, values):
+    """Appends the row of the Python values `values` (a tuple or list) to `buf`."""
+    n = len(values)
+    buf += COUNTS[n] if n < 16 else u32(n)
+    for v in values:
+        t = type(v)
+        if t is str:
+            e = v.encode()
+            buf += text_head(TEXT, len(e))
+            buf += e
+        elif t is int and -16 <= v < 1024:
+            buf += SMALL_INTS[v]
+        else:
+            put_value(buf, v)

@@ -149,32 +149,39 @@ def to_wit(d, t):
     if d._aggregation is not None:
         kind, field = d._aggregation
         aggregation = t.Aggregation(t.AggregateKind[kind.upper()], field)
-    restart = None
-    r = d._restart
-    if r is not None:
-        a = r.args
-        if r.kind == "none":
-            restart = t.RestartStrategy_None_()
-        elif r.kind == "fixed_delay":
-            restart = t.RestartStrategy_FixedDelay(t.FixedDelay(a["attempts"], a["delay_ms"]))
-        elif r.kind == "failure_rate":
-            restart = t.RestartStrategy_FailureRate(
-                t.FailureRate(a["max_failures"], a["interval_ms"], a["delay_ms"])
-            )
-        else:
-            restart = t.RestartStrategy_ExponentialDelay(
-                t.ExponentialDelay(
-                    a["initial_ms"], a["max_ms"], a["multiplier"], a["reset_after_ms"], a["jitter"]
-                )
-            )
-    limits = t.Limits(*d._limits) if d._limits is not None else None
     return t.JobDescription(
         name=d._name,
         source=d._source,
         sink=d._sink,
         aggregation=aggregation,
         checkpoint_interval_ms=d._checkpoint_interval_ms,
-        restart=restart,
+        restart=restart_to_wit(d._restart, t),
         parallelism=d._parallelism,
-        limits=limits,
+        limits=limits_to_wit(d._limits, t),
     )
+
+
+def restart_to_wit(r, t):
+    """A `Restart` (or None) as the generated type of module `t`; the same
+    in every WIT version."""
+    if r is None:
+        return None
+    a = r.args
+    if r.kind == "none":
+        return t.RestartStrategy_None_()
+    if r.kind == "fixed_delay":
+        return t.RestartStrategy_FixedDelay(t.FixedDelay(a["attempts"], a["delay_ms"]))
+    if r.kind == "failure_rate":
+        return t.RestartStrategy_FailureRate(
+            t.FailureRate(a["max_failures"], a["interval_ms"], a["delay_ms"])
+        )
+    return t.RestartStrategy_ExponentialDelay(
+        t.ExponentialDelay(
+            a["initial_ms"], a["max_ms"], a["multiplier"], a["reset_after_ms"], a["jitter"]
+        )
+    )
+
+
+def limits_to_wit(limits, t):
+    """The `limits(...)` settings (or None) as the generated type of module `t`."""
+    return t.Limits(*limits) if limits is not None else None

@@ -173,6 +173,13 @@ def export(flat_map, key, describe=None, open=None):
     from wit_world import exports
     from wit_world.imports import types
 
+    if not hasattr(getattr(exports, "Operator", None), "flat_map"):
+        raise RuntimeError(
+            "sluice.export needs the sluice:stream@0.1.0 bindings (world `stream-job`): build "
+            "with `guest-sdk-python/componentize --wit 0.1.0 ...`, or write a 0.2.0 job with "
+            "sluice.pipeline"
+        )
+
     if sys.platform == "wasi":
         # The component is built with its WASI imports stubbed out, so a
         # write to the real stdout or stderr traps; drop the text instead.

@@ -426,7 +426,8 @@ impl Job {
     /// Event time: the watermark trails the largest timestamp the first
     /// stage emitted by `out_of_orderness`.
     pub fn watermarks(mut self, out_of_orderness: Duration) -> Self {
-        self.watermarks = Some((out_of_orderness, None));
+        let idle = self.watermarks.and_then(|w| w.1);
+        self.watermarks = Some((out_of_orderness, idle));
         self
     }
 

@@ -54,6 +54,16 @@ fn malformed(index: u32, message: &str) -> wit::BatchResult {
     failed(index, format!("malformed batch from the host: {message}"))
 }
 
+/// Entry `index` is malformed: the output and changes of those before it,
+/// and the failure.
+fn malformed_after(output: Vec<u8>, changes: Vec<u8>, index: u32, message: &str) -> wit::BatchResult {
+    wit::BatchResult {
+        output,
+        changes,
+        ..malformed(index, message)
+    }
+}
+
 /// The stage `stage` and the key selector of the stage after it.
 fn stage_of(job: &Job, stage: u32) -> Result<(&Kind, Option<&KeyFn>), wit::BatchResult> {
     let s = stage as usize;
@@ -106,7 +116,7 @@ pub fn map<U: UserJob>(stage: u32, header: wit::BatchHeader, input: Vec<u8>) -> 
         };
         let (timestamp, row) = match entry {
             Ok(e) => e,
-            Err(m) => return malformed(index, &m),
+            Err(m) => return malformed_after(buf, Vec::new(), index, &m),
         };
         list(&mut buf, timestamp, key, &job.sides, |out| {
             f(&Record { row, timestamp }, out)
@@ -212,8 +222,11 @@ pub fn process<U: UserJob>(
         })();
         let (k, ts, event) = match entry {
             Ok(e) if (e.0 as usize) < keys.len() => e,
-            Ok(e) => return malformed(index, &format!("key index {} of {}", e.0, keys.len())),
-            Err(m) => return malformed(index, &m),
+            Ok(e) => {
+                let m = format!("key index {} of {}", e.0, keys.len());
+                return malformed_after(buf, changes(&keys, &timers), index, &m);
+            }
+            Err(m) => return malformed_after(buf, changes(&keys, &timers), index, &m),
         };
         let (key, slots) = &mut keys[k as usize];
         let mut cx = Ctx {
@@ -286,25 +299,33 @@ pub fn window_add<U: UserJob>(stage: u32, input: Vec<u8>, slots: Vec<u8>) -> wit
             .and_then(|slot| Ok((slot as usize, read_row(&mut r)?)));
         let (slot, row) = match entry {
             Ok(e) if e.0 < aggs.len() => e,
-            Ok(e) => return malformed(index, &format!("slot {} of {}", e.0, aggs.len())),
-            Err(m) => return malformed(index, &m),
+            Ok(e) => {
+                let m = format!("slot {} of {}", e.0, aggs.len());
+                return malformed_after(Vec::new(), slot_changes(&aggs, &changed), index, &m);
+            }
+            Err(m) => return malformed_after(Vec::new(), slot_changes(&aggs, &changed), index, &m),
         };
         let mut next = Vec::new();
         match agg_row(aggs[slot].as_deref()) {
             Ok(acc) => add(acc, row, &mut next),
-            Err(m) => return malformed(index, &m),
+            Err(m) => return malformed_after(Vec::new(), slot_changes(&aggs, &changed), index, &m),
         }
         aggs[slot] = Some(next);
         changed[slot] = true;
         index += 1;
     }
+    result(Vec::new(), slot_changes(&aggs, &changed))
+}
+
+/// The new aggregate of every slot that changed.
+fn slot_changes(aggs: &[Option<Vec<u8>>], changed: &[bool]) -> Vec<u8> {
     let mut out = Vec::new();
     for (slot, agg) in aggs.iter().enumerate() {
         if let (true, Some(a)) = (changed[slot], agg) {
             put_change(&mut out, slot, a);
         }
     }
-    result(Vec::new(), out)
+    out
 }
 
 /// `window-merge`.
@@ -356,7 +377,7 @@ pub fn window_fire<U: UserJob>(stage: u32, input: Vec<u8>) -> wit::BatchResult {
             Ok::<_, String>((key, r.i64()?, r.i64()?, r.u8()?))
         })();
         let Ok((key, start, end, tag)) = head else {
-            return malformed(index, "a window ends early");
+            return malformed_after(buf, Vec::new(), index, "a window ends early");
         };
         let info = WindowInfo {
             key: crate::value::decode(key).unwrap_or(crate::value::Value::Null),
@@ -368,7 +389,7 @@ pub fn window_fire<U: UserJob>(stage: u32, input: Vec<u8>) -> wit::BatchResult {
             (Kind::Aggregate(_, _, _, fire), 0) => {
                 let acc = match read_state(&mut r).and_then(agg_row) {
                     Ok(a) => a,
-                    Err(m) => return malformed(index, &m),
+                    Err(m) => return malformed_after(buf, Vec::new(), index, &m),
                 };
                 list(&mut buf, ts, next, &job.sides, |out| fire(&info, acc, out));
             }
@@ -384,7 +405,7 @@ pub fn window_fire<U: UserJob>(stage: u32, input: Vec<u8>) -> wit::BatchResult {
                 })();
                 let rows = match rows {
                     Ok(rows) => rows,
-                    Err(m) => return malformed(index, &m),
+                    Err(m) => return malformed_after(buf, Vec::new(), index, &m),
                 };
                 list(&mut buf, ts, next, &job.sides, |out| {
                     fire(&info, &rows, out)

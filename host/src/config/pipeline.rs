@@ -159,6 +159,65 @@ pub const MAX_WINDOWS_PER_ROW: u64 = 1000;
 /// The longest name of a stage, state or side output.
 pub const MAX_NAME: usize = 100;
 
+impl std::fmt::Display for StateDecl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.kind {
+            StateKind::Value => "value",
+            StateKind::List => "list",
+            StateKind::Map => "map",
+        };
+        write!(f, "{} ({kind}", self.name)?;
+        if let Some(ttl) = self.ttl {
+            write!(f, ", ttl {} ms", ttl.as_millis())?;
+        }
+        f.write_str(")")
+    }
+}
+
+impl std::fmt::Display for WindowSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.assigner {
+            WindowAssigner::Tumbling(size) => write!(f, "tumbling {size} ms")?,
+            WindowAssigner::Sliding { size, slide } => {
+                write!(f, "sliding {size} ms every {slide} ms")?
+            }
+            WindowAssigner::Session(gap) => write!(f, "session, gap {gap} ms")?,
+        }
+        match self.domain {
+            TimeDomain::Event => {
+                write!(f, ", event time, lateness {} ms", self.allowed_lateness_ms)?
+            }
+            TimeDomain::Processing => f.write_str(", processing time")?,
+        }
+        match &self.late_output {
+            Some(o) => write!(f, ", late rows to `{o}`")?,
+            None => f.write_str(", late rows dropped")?,
+        }
+        f.write_str(match self.function {
+            WindowFunction::Aggregate => "; aggregate (add, merge, fire)",
+            WindowFunction::Process => "; function over the contents",
+        })
+    }
+}
+
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let keyed = if self.keyed { ", keyed" } else { "" };
+        match &self.kind {
+            StageKind::Map => write!(f, "`{}`: map{keyed}", self.name),
+            StageKind::Process(states) => {
+                write!(f, "`{}`: process{keyed}; states: ", self.name)?;
+                if states.is_empty() {
+                    return f.write_str("none");
+                }
+                let shown: Vec<String> = states.iter().map(ToString::to_string).collect();
+                f.write_str(&shown.join(", "))
+            }
+            StageKind::Window(w) => write!(f, "`{}`: window{keyed}: {w}", self.name),
+        }
+    }
+}
+
 /// A name that is safe as a file name: letters, digits, `-`, `_`, `.`,
 /// starting with a letter or digit, at most [`MAX_NAME`] bytes.
 pub fn plain_name(name: &str) -> bool {

@@ -21,7 +21,10 @@ impl Runner<'_> {
     /// when a checkpoint is due. Nothing waits for it: it flows through the
     /// stages with the data.
     pub(super) fn maybe_barrier(&mut self) {
-        if self.replay.is_some() || self.queue[0].len() > MAP_AHEAD {
+        // Not while a timed job runs its recorded batches again: the
+        // barrier's mark would follow them in the timeline.
+        let replaying = self.timeline.as_ref().is_some_and(|t| t.replaying());
+        if self.replay.is_some() || replaying || self.queue[0].len() > MAP_AHEAD {
             return;
         }
         let base = self.last.as_ref().unwrap_or(&self.origin).source;
@@ -36,6 +39,14 @@ impl Runner<'_> {
             warn!("{}: checkpoint {} skipped: {f}", self.job, barrier.id);
             self.checkpoints.skip();
             return;
+        }
+        if let Some(t) = self.timeline.as_mut()
+            && let Err(e) = t.record_checkpoint(barrier.id)
+        {
+            warn!(
+                "{}: {e}; a restore from checkpoint {} will cut its batches anew",
+                self.job, barrier.id
+            );
         }
         self.queue[0].push_back(Entry::Barrier {
             barrier,
@@ -171,11 +182,17 @@ impl Runner<'_> {
                 {
                     self.workers.recycle(old);
                 }
-                if let Some(oldest) = self.checkpoints.retain()
+                let oldest = self.checkpoints.retain();
+                if let Some(oldest) = oldest
                     && let Some(dir) = &self.journal
                     && let Ok((_, old)) = self.store.load(oldest)
                 {
                     journal::trim(dir, old.source.offset);
+                }
+                if let (Some(oldest), Some(t)) = (oldest, self.timeline.as_mut())
+                    && let Err(e) = t.compact(oldest)
+                {
+                    warn!("{job}: {e}");
                 }
             }
             Written::Failed(id, e) => warn!("{job}: checkpoint {id} failed: {e}"),

@@ -18,6 +18,7 @@ pub mod prepare;
 mod recovery;
 mod runner;
 pub mod time;
+mod timeline;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -238,6 +238,9 @@ impl Runner<'_> {
             .map_err(|f| f.to_string())?;
         self.workers = Workers::start(stages).map_err(|f| f.to_string())?;
         let from = snapshot.source;
+        if let Some(t) = self.timeline.as_mut() {
+            t.rewind(Some(snapshot.id).filter(|id| *id > 0), from)?;
+        }
         self.processed = from;
         self.submitted = from;
         self.out = snapshot.sink;

@@ -33,6 +33,7 @@ use crate::fault::{Fault, TaskFailure};
 use crate::job::handle::Status;
 use crate::job::prepare::Prepared;
 use crate::job::time::{self, EventTime};
+use crate::job::timeline::Timeline;
 use crate::job::{CancelToken, JobOutcome};
 use crate::operators::aggregate::Aggregate;
 use crate::operators::flat_map::{FlatMap, StageContext};
@@ -134,6 +135,8 @@ pub(super) struct Runner<'a> {
     pub(super) final_tick: bool,
     /// When the last idle tick went in (a timed job).
     pub(super) last_tick: Instant,
+    /// A timed job's batches as it ran them, to run them again alike.
+    pub(super) timeline: Option<Timeline>,
     /// Event time (0.2.0 pipelines).
     pub(super) time: EventTime,
     /// Whether the job is a 0.2.0 pipeline (its batches carry time, and
@@ -307,6 +310,21 @@ fn open_side_sinks(spec: &JobSpec, prepared: &Prepared) -> Result<SideSinks, Str
     Ok(sinks)
 }
 
+/// A timed job's timeline: a restored one runs the batches recorded after
+/// its checkpoint again.
+fn open_timeline(
+    spec: &JobSpec,
+    prepared: &Prepared,
+    restored: Option<&Snapshot>,
+) -> Result<Option<Timeline>, String> {
+    if spec.pipeline.is_none() {
+        return Ok(None);
+    }
+    let from = restored.map(|s| s.id).filter(|id| *id > 0);
+    let at = restored.map(|s| s.source).unwrap_or_default();
+    Timeline::open(prepared.store.path(), restored.is_some(), from, at).map(Some)
+}
+
 /// What the checkpoints record of the job.
 fn job_info(module: &Module, spec: &JobSpec, id: &str) -> JobInfo {
     JobInfo {
@@ -358,6 +376,7 @@ impl<'a> Runner<'a> {
         let source_cancel = Arc::new(AtomicBool::new(false));
         let (live, replay) = start_source(&prepared, &options, &source_cancel)?;
         let origin = restored.clone().unwrap_or_default();
+        let timeline = open_timeline(spec, &prepared, restored.as_deref())?;
         let info = job_info(module, spec, &prepared.id);
         let dead_letter = spec
             .dead_letter
@@ -413,6 +432,7 @@ impl<'a> Runner<'a> {
             live_ended: false,
             final_tick: false,
             last_tick: Instant::now(),
+            timeline,
         })
     }
 
@@ -444,7 +464,7 @@ impl<'a> Runner<'a> {
             }
             self.maybe_barrier();
             if let Some(batch) = self.requeue.pop_front() {
-                if let Some(outcome) = self.process(batch) {
+                if let Some(outcome) = self.process(batch, false) {
                     return outcome;
                 }
                 continue;
@@ -475,10 +495,15 @@ impl<'a> Runner<'a> {
     /// The source (or the replay) ended: finishes once the output is
     /// written, unless that restarted the job.
     fn end_of_input(&mut self) -> Option<JobOutcome> {
+        if let Some(rest) = self.timeline.as_mut().and_then(Timeline::finish)
+            && let Some(outcome) = self.process(rest, true)
+        {
+            return Some(outcome);
+        }
         if self.timed && !self.final_tick {
             // Flink's end of input: the watermark goes to the end of time.
             self.final_tick = true;
-            if let Some(outcome) = self.process(self.tick(Some(i64::MAX))) {
+            if let Some(outcome) = self.process(self.tick(Some(i64::MAX)), true) {
                 return Some(outcome);
             }
         }
@@ -508,8 +533,28 @@ impl<'a> Runner<'a> {
             return None;
         }
         self.last_tick = Instant::now();
+        if let Some(due) = self
+            .timeline
+            .as_mut()
+            .filter(|t| t.replaying())
+            .map(Timeline::due)
+        {
+            // The ticks the first run had here, not new ones.
+            return self.process_all(due);
+        }
         let tick = self.tick(self.time.idle_advance());
-        self.process(tick)
+        self.process(tick, true)
+    }
+
+    /// Puts batches into the first stage, each recorded in the timeline when
+    /// `true` is beside it.
+    fn process_all(&mut self, batches: Vec<(SourceBatch, bool)>) -> Option<JobOutcome> {
+        for (batch, fresh) in batches {
+            if let Some(outcome) = self.process(batch, fresh) {
+                return Some(outcome);
+            }
+        }
+        None
     }
 
     /// The next event from the replay or the live source; `Ok(None)` when
@@ -557,7 +602,13 @@ impl<'a> Runner<'a> {
                         );
                     }
                 }
-                self.process(batch)
+                match self.timeline.as_mut() {
+                    Some(t) => {
+                        let batches = t.recut(batch);
+                        self.process_all(batches)
+                    }
+                    None => self.process(batch, false),
+                }
             }
             SourceEvent::Notice(message) => {
                 warn!("{}: {message}", self.job);
@@ -585,8 +636,10 @@ impl<'a> Runner<'a> {
         }
     }
 
-    /// Puts a batch into the first stage; `Some` when the job ends meanwhile.
-    pub(super) fn process(&mut self, batch: SourceBatch) -> Option<JobOutcome> {
+    /// Puts a batch into the first stage, recorded in a timed job's
+    /// timeline when it runs for the first time (`record`); `Some` when the
+    /// job ends meanwhile.
+    pub(super) fn process(&mut self, batch: SourceBatch, record: bool) -> Option<JobOutcome> {
         self.restarted = false;
         let end = batch.end();
         let skipped = &self.skipped;
@@ -598,6 +651,12 @@ impl<'a> Runner<'a> {
             return None;
         }
         let ptime = *batch.processing_time.get_or_insert_with(time::now_ms);
+        if record
+            && let Some(t) = self.timeline.as_mut()
+            && let Err(e) = t.record(&batch)
+        {
+            return Some(JobOutcome::Failed(e));
+        }
         if !batch.records.is_empty() {
             self.time.saw_records();
         }

@@ -840,9 +840,10 @@ impl Window {
         }
         let now = self.now(clock);
         let mut keys: Vec<(Box<[u8]>, u64)> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         let mut fires = Vec::new();
         for (_, _, key) in due {
-            if keys.iter().any(|(k, _)| *k == key) {
+            if !seen.insert(key.clone()) {
                 continue;
             }
             let hash = xxhash_rust::xxh3::xxh3_64(&key);

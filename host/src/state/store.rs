@@ -186,18 +186,25 @@ impl<V: Keyed> Store<V> {
         };
         group.encoded = None;
         let keys = Arc::make_mut(&mut group.keys);
+        let now = new.deadlines();
         let old = if new.is_empty() {
             keys.remove(key)
+        } else if let Some(slot) = keys.get_mut(key) {
+            Some(std::mem::replace(slot, new))
         } else {
-            keys.insert(key.into(), new.clone())
+            keys.insert(key.into(), new);
+            None
         };
-        if let Some(o) = &old {
-            for (domain, at) in o.deadlines() {
+        let before = old.as_ref().map(Keyed::deadlines).unwrap_or_default();
+        // The deadlines of a key mostly stay as they were: touch only those
+        // that changed.
+        if before != now {
+            for &(domain, at) in before.iter().filter(|d| !now.contains(d)) {
                 self.timers.remove(&(at, domain, key.into()));
             }
-        }
-        for (domain, at) in new.deadlines() {
-            self.timers.insert((at, domain, key.into()));
+            for &(domain, at) in now.iter().filter(|d| !before.contains(d)) {
+                self.timers.insert((at, domain, key.into()));
+            }
         }
         self.undo.push((key.into(), old));
     }
@@ -205,8 +212,10 @@ impl<V: Keyed> Store<V> {
     /// The timers due: event-time ones at or before `watermark`,
     /// processing-time ones at or before `now`, in firing order.
     pub fn due(&self, watermark: i64, now: i64) -> Vec<Due> {
+        let last = watermark.max(now);
         self.timers
             .iter()
+            .take_while(|(at, _, _)| *at <= last)
             .filter(|(at, domain, _)| match domain {
                 0 => *at <= watermark,
                 _ => *at <= now,
