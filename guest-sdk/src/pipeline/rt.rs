@@ -56,7 +56,12 @@ fn malformed(index: u32, message: &str) -> wit::BatchResult {
 
 /// Entry `index` is malformed: the output and changes of those before it,
 /// and the failure.
-fn malformed_after(output: Vec<u8>, changes: Vec<u8>, index: u32, message: &str) -> wit::BatchResult {
+fn malformed_after(
+    output: Vec<u8>,
+    changes: Vec<u8>,
+    index: u32,
+    message: &str,
+) -> wit::BatchResult {
     wit::BatchResult {
         output,
         changes,
