@@ -16,14 +16,24 @@ const GUESTS: &[(&str, &str)] = &[
     ("guest-env-reader", "ENV_READER"),
     ("guest-start-trap", "START_TRAP"),
     ("guest-raw", "RAW"),
+    ("fraud", "FRAUD"),
+    ("windowed-wordcount", "WINDOWED_WORDCOUNT"),
 ];
 
-/// (language, constant name) of the wordcount guests in other languages.
-const LANGUAGE_GUESTS: &[(&str, &str)] = &[
-    ("python", "WORDCOUNT_PYTHON"),
-    ("js", "WORDCOUNT_JS"),
-    ("c", "WORDCOUNT_C"),
+/// The examples written in every language: (example, Rust guest constant,
+/// list constant).
+const EXAMPLES: &[(&str, &str, &str)] = &[
+    ("wordcount", "WORDCOUNT", "WORDCOUNTS"),
+    ("fraud", "FRAUD", "FRAUDS"),
+    (
+        "windowed-wordcount",
+        "WINDOWED_WORDCOUNT",
+        "WINDOWED_WORDCOUNTS",
+    ),
 ];
+
+/// The languages besides Rust each example is written in.
+const LANGUAGES: &[&str] = &["python", "js", "c"];
 
 fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
@@ -79,20 +89,24 @@ fn main() {
             file.display().to_string()
         ));
     }
-    // The wordcount in other languages is built by each example's own
-    // `build` script (`scripts/test` runs them first) into `target/guests`.
-    let mut all = String::from("(\"rust\", WORDCOUNT), ");
-    for (language, constant) in LANGUAGE_GUESTS {
-        let file = target_dir.join(format!("wordcount-{language}.wasm"));
+    // The examples in other languages are built by each one's own `build`
+    // script (`scripts/test` runs them first) into `target/guests`.
+    for (example, rust, list) in EXAMPLES {
+        let mut all = format!("(\"rust\", {rust}), ");
+        for language in LANGUAGES {
+            let name = format!("{example}-{language}");
+            let constant = name.replace('-', "_").to_uppercase();
+            let file = target_dir.join(format!("{name}.wasm"));
+            consts.push_str(&format!(
+                "/// `{name}`, built by `examples/{name}/build`.\npub const {constant}: &str = {:?};\n",
+                file.display().to_string()
+            ));
+            all.push_str(&format!("({language:?}, {constant}), "));
+        }
         consts.push_str(&format!(
-            "/// The {language} wordcount, built by `examples/wordcount-{language}/build`.\npub const {constant}: &str = {:?};\n",
-            file.display().to_string()
+            "/// The `{example}` guests: (language, path).\npub const {list}: &[(&str, &str)] = &[{all}];\n"
         ));
-        all.push_str(&format!("({language:?}, {constant}), "));
     }
-    consts.push_str(&format!(
-        "/// The wordcount guests: (language, path).\npub const WORDCOUNTS: &[(&str, &str)] = &[{all}];\n"
-    ));
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("set by cargo")).join("guests.rs");
     std::fs::write(out, consts).expect("cannot write guests.rs");
 }

@@ -16,42 +16,65 @@ pub mod guests {
     /// The wordcount guest of `language` (`rust`, `python`, `js`, `c`);
     /// says how to build it when it is missing.
     pub fn wordcount(language: &str) -> &'static str {
-        let Some((_, path)) = WORDCOUNTS.iter().find(|(l, _)| *l == language) else {
-            panic!("no wordcount guest in {language}");
+        of("wordcount", WORDCOUNTS, language)
+    }
+
+    /// The fraud detector guest of `language`.
+    pub fn fraud(language: &str) -> &'static str {
+        of("fraud", FRAUDS, language)
+    }
+
+    /// The windowed wordcount guest of `language`.
+    pub fn windowed_wordcount(language: &str) -> &'static str {
+        of("windowed-wordcount", WINDOWED_WORDCOUNTS, language)
+    }
+
+    fn of(example: &str, all: &[(&str, &'static str)], language: &str) -> &'static str {
+        let Some((_, path)) = all.iter().find(|(l, _)| *l == language) else {
+            panic!("no {example} guest in {language}");
         };
         assert!(
             std::path::Path::new(path).exists(),
-            "{path} is missing: build it with `examples/wordcount-{language}/build` \
+            "{path} is missing: build it with `examples/{example}-{language}/build` \
              (the README's test command, `scripts/test`, builds every guest first)"
         );
         path
     }
 }
 
-/// Defines one test per wordcount guest (Rust, Python, JavaScript, C) in a
-/// module named `$name`: `$name::rust`, `$name::python`, ..., each calling
-/// `$body(module_path)`.
+/// Defines one test per language (Rust, Python, JavaScript, C) in a module
+/// named `$name`: `$name::rust`, `$name::python`, ..., each calling
+/// `$body(module_path)` with that language's `$example` guest
+/// (`guests::$example(language)`).
 #[macro_export]
-macro_rules! for_each_wordcount {
-    ($name:ident, $body:expr) => {
+macro_rules! for_each_language {
+    ($name:ident, $example:ident, $body:expr) => {
         mod $name {
             #[test]
             fn rust() {
-                ($body)($crate::guests::wordcount("rust"));
+                ($body)($crate::guests::$example("rust"));
             }
             #[test]
             fn python() {
-                ($body)($crate::guests::wordcount("python"));
+                ($body)($crate::guests::$example("python"));
             }
             #[test]
             fn js() {
-                ($body)($crate::guests::wordcount("js"));
+                ($body)($crate::guests::$example("js"));
             }
             #[test]
             fn c() {
-                ($body)($crate::guests::wordcount("c"));
+                ($body)($crate::guests::$example("c"));
             }
         }
+    };
+}
+
+/// [`for_each_language!`] over the wordcount guests.
+#[macro_export]
+macro_rules! for_each_wordcount {
+    ($name:ident, $body:expr) => {
+        $crate::for_each_language!($name, wordcount, $body);
     };
 }
 

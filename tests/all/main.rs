@@ -6,6 +6,7 @@ mod first_hour;
 mod inspect;
 mod languages;
 mod new_guest;
+mod pipeline;
 mod poison;
 mod recovery;
 mod sandbox;

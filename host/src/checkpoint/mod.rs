@@ -164,6 +164,17 @@ impl Store {
         let _ = dir.remove_dir_all("journal");
         let _ = dir.remove_file("skipped");
         let _ = dir.remove_file("printed");
+        let _ = dir.remove_file("timeline");
+        // What each side output's sink kept (`side-NAME/`).
+        if let Ok(entries) = dir.entries() {
+            for e in entries.flatten() {
+                if let Ok(name) = e.file_name().into_string()
+                    && name.starts_with("side-")
+                {
+                    let _ = dir.remove_dir_all(&name);
+                }
+            }
+        }
     }
 
     /// Reads and verifies checkpoint `id`.

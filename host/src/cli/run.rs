@@ -252,7 +252,11 @@ fn resolve(
     let mut grants_only = flags.clone();
     grants_only.settings.source = Some("-".into());
     grants_only.settings.sink = Some("discard".into());
-    let grants = JobSpec::resolve(&Default::default(), file, &grants_only)?
+    // Side outputs are the module's to check, once it described itself.
+    grants_only.settings.side_outputs.clear();
+    let mut file_grants = file.clone();
+    file_grants.side_outputs.clear();
+    let grants = JobSpec::resolve(&Default::default(), &file_grants, &grants_only)?
         .sandbox
         .grants;
     module
