@@ -10,6 +10,7 @@ mod access;
 mod client;
 mod dashboard;
 mod jobs;
+mod pipeline;
 mod restart;
 mod uploads;
 
