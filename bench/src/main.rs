@@ -81,6 +81,12 @@ enum Cmd {
         /// Input lines of the quiet tenant's wordcount.
         #[arg(long, default_value_t = 1_000_000)]
         lines: usize,
+        /// Rounds of the noisy neighbour (A alone, then beside B).
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Only the noisy neighbour (not the 100 idle jobs).
+        #[arg(long)]
+        noisy_only: bool,
     },
     /// All of the above with their defaults.
     All,
@@ -130,7 +136,9 @@ fn real_main() -> Result<()> {
             jobs,
             share,
             lines,
-        } => serve_bench(&env, tenants, jobs, share, lines),
+            rounds,
+            noisy_only,
+        } => serve_bench(&env, (tenants, jobs), share, (lines, rounds), noisy_only),
         Cmd::All => throughput(&env, 2_000_000, 3)
             .and_then(|()| recovery(&env, 15))
             .and_then(|()| soak(&env, 10_000))
@@ -141,10 +149,18 @@ fn real_main() -> Result<()> {
 }
 
 /// `host serve`: many idle jobs, then the noisy neighbour.
-fn serve_bench(env: &Env, tenants: usize, jobs: usize, share: f64, lines: usize) -> Result<()> {
-    let many = env.work.join("serve-many");
-    std::fs::create_dir_all(&many)?;
-    serve::many(&env.host, &env.module, &many, tenants, jobs)?;
+fn serve_bench(
+    env: &Env,
+    (tenants, jobs): (usize, usize),
+    share: f64,
+    (lines, rounds): (usize, usize),
+    noisy_only: bool,
+) -> Result<()> {
+    if !noisy_only {
+        let many = env.work.join("serve-many");
+        std::fs::create_dir_all(&many)?;
+        serve::many(&env.host, &env.module, &many, tenants, jobs)?;
+    }
     let noisy = env.work.join("serve-noisy");
     std::fs::create_dir_all(&noisy)?;
     let input = env.work.join("serve-input.txt");
@@ -156,7 +172,13 @@ fn serve_bench(env: &Env, tenants: usize, jobs: usize, share: f64, lines: usize)
             hostile.display()
         );
     }
-    serve::noisy(&env.host, &env.module, &hostile, &input, &noisy, share)
+    serve::noisy(
+        &env.host,
+        [&env.module, &hostile, &input],
+        &noisy,
+        share,
+        rounds,
+    )
 }
 
 /// The seed's benchmark input: `lines` lines of 5 words drawn from a

@@ -344,16 +344,189 @@ fn median(mut v: Vec<f64>) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
+/// CPU time (user + system) of process `pid` and of its threads by name
+/// (digits dropped, so `sluice-task-0` and `sluice-task-1` add up).
+fn cpu_of(pid: u32) -> (f64, std::collections::BTreeMap<String, f64>) {
+    let tick = 100.0; // USER_HZ on Linux
+    let times = |stat: &str| -> f64 {
+        // Fields after the command's closing parenthesis: utime is the
+        // 12th, stime the 13th.
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let n = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        (n(11) + n(12)) / tick
+    };
+    let total = times(&std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default());
+    let mut by = std::collections::BTreeMap::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        let name: String = comm
+            .trim()
+            .chars()
+            .filter(|c| !c.is_ascii_digit())
+            .collect();
+        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+        *by.entry(name).or_insert(0.0) += times(&stat);
+    }
+    (total, by)
+}
+
+/// What the server's process and tenants' meters used over a window.
+struct Window {
+    started: Instant,
+    process: f64,
+    threads: std::collections::BTreeMap<String, f64>,
+    meters: [(f64, f64); 2],
+}
+
+impl Server {
+    fn meters(&self, tokens: [&str; 2]) -> Result<[(f64, f64); 2]> {
+        let one = |tenant: &str, token: &str| -> Result<(f64, f64)> {
+            let q = self.call(
+                "GET",
+                &format!("/v1/tenants/{tenant}/quota"),
+                token,
+                None,
+                None,
+            )?;
+            let u = |k: &str| q["usage"][k].as_f64().unwrap_or(0.0);
+            Ok((u("cpu-seconds"), u("cpu-throttled-seconds")))
+        };
+        Ok([one("a", tokens[0])?, one("b", tokens[1])?])
+    }
+
+    fn window(&self, tokens: [&str; 2]) -> Result<Window> {
+        let (process, threads) = cpu_of(self.child.id());
+        Ok(Window {
+            started: Instant::now(),
+            process,
+            threads,
+            meters: self.meters(tokens)?,
+        })
+    }
+
+    /// Cores used since `w`: the process, each thread name, A's and B's
+    /// meters (used, throttled); and the window's length.
+    fn since(&self, w: &Window, tokens: [&str; 2]) -> Result<Used> {
+        let secs = w.started.elapsed().as_secs_f64();
+        let (process, threads) = cpu_of(self.child.id());
+        let m = self.meters(tokens)?;
+        let threads = threads
+            .into_iter()
+            .map(|(k, v)| {
+                let before = w.threads.get(&k).copied().unwrap_or(0.0);
+                (k, (v - before) / secs)
+            })
+            .filter(|(_, v)| *v >= 0.005)
+            .collect();
+        Ok(Used {
+            secs,
+            process: (process - w.process) / secs,
+            threads,
+            a: (
+                (m[0].0 - w.meters[0].0) / secs,
+                (m[0].1 - w.meters[0].1) / secs,
+            ),
+            b: (
+                (m[1].0 - w.meters[1].0) / secs,
+                (m[1].1 - w.meters[1].1) / secs,
+            ),
+        })
+    }
+}
+
+/// Cores used over a window.
+struct Used {
+    secs: f64,
+    process: f64,
+    threads: Vec<(String, f64)>,
+    a: (f64, f64),
+    b: (f64, f64),
+}
+
+impl Used {
+    fn threads(&self) -> String {
+        let mut t = self.threads.clone();
+        t.sort_by(|x, y| y.1.total_cmp(&x.1));
+        t.iter()
+            .map(|(k, v)| format!("{k} {v:.2}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// Tenant B's hostile job: a spinning guest, a memory bomb and an output
+/// flood at parallelism 2, restarting after every trap; its id.
+fn start_hostile(s: &Server, b: &str, evil: &str, source: &Idle) -> Result<String> {
+    let spin = json!({"module": evil, "settings": {"source": format!("socket://{}", source.addr), "sink": "print", "parallelism": 2, "call-timeout": "120s", "max-memory": "64MiB", "restart": "fixed-delay:1000000:10ms"}});
+    let job = s.call("POST", "/v1/tenants/b/jobs", b, Some(spin), None)?;
+    let id = job["id"].as_str().unwrap_or_default().to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while source
+        .conns
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .is_empty()
+    {
+        if Instant::now() > deadline {
+            bail!("tenant B's job did not connect");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    source.send_all(&"loop\nalloc\nflood\n".repeat(200));
+    std::thread::sleep(Duration::from_secs(1));
+    Ok(id)
+}
+
+/// Cancels tenant B's job and forgets its source's connections.
+fn cancel_hostile(s: &Server, b: &str, id: &str, source: &Idle) -> Result<()> {
+    s.call(
+        "POST",
+        &format!("/v1/tenants/b/jobs/{id}/cancel"),
+        b,
+        Some(json!({})),
+        None,
+    )?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let v = s.call("GET", &format!("/v1/tenants/b/jobs/{id}"), b, None, None)?;
+        if v["state"] == "CANCELED" {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("tenant B's job did not cancel: {v}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    source
+        .conns
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clear();
+    Ok(())
+}
+
+fn upload(s: &Server, tenant: &str, token: &str, module: &Path) -> Result<String> {
+    let m = s.call(
+        "POST",
+        &format!("/v1/tenants/{tenant}/modules"),
+        token,
+        None,
+        Some(&std::fs::read(module)?),
+    )?;
+    Ok(m["digest"].as_str().unwrap_or_default().to_string())
+}
+
 /// Tenant B (a CPU share of `share`) runs a spinning guest, a memory bomb
-/// and an output flood while tenant A runs wordcount over `input`.
-pub fn noisy(
-    host: &Path,
-    module: &Path,
-    hostile: &Path,
-    input: &Path,
-    work: &Path,
-    share: f64,
-) -> Result<()> {
+/// and an output flood while tenant A runs wordcount over `input`, in
+/// `rounds` rounds of A alone then A beside B (interleaved, so a build on
+/// the machine slows both alike); then B alone, to see what it costs.
+pub fn noisy(host: &Path, paths: [&Path; 3], work: &Path, share: f64, rounds: usize) -> Result<()> {
+    let [module, hostile, input] = paths;
     let s = Server::start(host, work)?;
     let b_source = Idle::start()?;
     let a = s.tenant("a", json!({"cpu": 2.0}), &[])?;
@@ -362,63 +535,64 @@ pub fn noisy(
         json!({"cpu": share}),
         std::slice::from_ref(&b_source.addr),
     )?;
-    let wc = s.call(
-        "POST",
-        "/v1/tenants/a/modules",
-        &a,
-        None,
-        Some(&std::fs::read(module)?),
-    )?["digest"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    let evil = s.call(
-        "POST",
-        "/v1/tenants/b/modules",
-        &b,
-        None,
-        Some(&std::fs::read(hostile)?),
-    )?["digest"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    let agent = &s.agent;
-    agent
+    let wc = upload(&s, "a", &a, module)?;
+    let evil = upload(&s, "b", &b, hostile)?;
+    s.agent
         .put(format!("{}/v1/tenants/a/files/input.txt", s.url))
         .header("Authorization", format!("Bearer {a}"))
         .send(&std::fs::read(input)?[..])?;
-    let alone = median(
-        (0..3)
-            .map(|_| wordcount_run(&s, &a, &wc))
-            .collect::<Result<Vec<_>>>()?,
-    );
-    let spin = json!({"module": evil, "settings": {"source": format!("socket://{}", b_source.addr), "sink": "print", "parallelism": 2, "call-timeout": "120s", "max-memory": "64MiB", "restart": "fixed-delay:1000:10ms"}});
-    s.call("POST", "/v1/tenants/b/jobs", &b, Some(spin), None)?;
-    std::thread::sleep(Duration::from_millis(500));
-    b_source.send_all(&"loop\nalloc\nflood\n".repeat(20));
-    std::thread::sleep(Duration::from_secs(1));
-    let q0 = s.call("GET", "/v1/tenants/b/quota", &b, None, None)?;
-    let t0 = Instant::now();
-    let busy = median(
-        (0..3)
-            .map(|_| wordcount_run(&s, &a, &wc))
-            .collect::<Result<Vec<_>>>()?,
-    );
-    let q1 = s.call("GET", "/v1/tenants/b/quota", &b, None, None)?;
-    let secs = t0.elapsed().as_secs_f64();
-    let used = |q: &Value, k: &str| q["usage"][k].as_f64().unwrap_or(0.0);
-    let cpu = (used(&q1, "cpu-seconds") - used(&q0, "cpu-seconds")) / secs;
-    let waited = (used(&q1, "cpu-throttled-seconds") - used(&q0, "cpu-throttled-seconds")) / secs;
+    let tokens = [a.as_str(), b.as_str()];
+    wordcount_run(&s, &a, &wc)?; // warm up
     println!(
-        "noisy neighbour: tenant B (cpu {share}) spins, bombs its memory and floods its output while tenant A counts words"
+        "noisy neighbour: tenant B (cpu {share}) spins, bombs its memory and floods its output while tenant A counts words ({rounds} interleaved rounds)"
     );
+    let (mut alone, mut busy, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 1..=rounds {
+        let w = s.window(tokens)?;
+        let x = wordcount_run(&s, &a, &wc)?;
+        let quiet = s.since(&w, tokens)?;
+        let id = start_hostile(&s, &b, &evil, &b_source)?;
+        let w = s.window(tokens)?;
+        let y = wordcount_run(&s, &a, &wc)?;
+        let u = s.since(&w, tokens)?;
+        println!(
+            "  round {round}: A alone {x:.2} M words/s (process {:.2} cores); beside B {y:.2} M words/s ({:.2} x); over {:.1} s the process used {:.2} cores: A's guest {:.2}, B's guest {:.2} (share {share}: {:+.0} %, waiting {:.2}), unmetered {:.2}",
+            quiet.process,
+            y / x,
+            u.secs,
+            u.process,
+            u.a.0,
+            u.b.0,
+            (u.b.0 / share - 1.0) * 100.0,
+            u.b.1,
+            u.process - u.a.0 - u.b.0,
+        );
+        println!("    threads (cores): {}", u.threads());
+        if round == rounds {
+            let w = s.window(tokens)?;
+            std::thread::sleep(Duration::from_secs(5));
+            let u = s.since(&w, tokens)?;
+            println!(
+                "  B alone over {:.1} s: the process used {:.2} cores, B's meter {:.2} (waiting {:.2}); threads: {}",
+                u.secs,
+                u.process,
+                u.b.0,
+                u.b.1,
+                u.threads()
+            );
+        }
+        cancel_hostile(&s, &b, &id, &b_source)?;
+        alone.push(x);
+        busy.push(y);
+        ratios.push(y / x);
+    }
     println!(
-        "  A alone: {alone:.2} M words/s; beside B: {busy:.2} M words/s ({:.2} x)",
-        busy / alone
-    );
-    println!(
-        "  B's guests used {cpu:.3} cores over {secs:.1} s (share {share}: {:+.0} %), waiting {waited:.2} thread-seconds per second",
-        (cpu / share - 1.0) * 100.0
+        "  median: A alone {:.2} M words/s, beside B {:.2} M words/s; ratio per round median {:.2} x (min {:.2}, max {:.2})",
+        median(alone),
+        median(busy),
+        median(ratios.clone()),
+        ratios.iter().copied().fold(f64::INFINITY, f64::min),
+        ratios.iter().copied().fold(0.0, f64::max),
     );
     Ok(())
 }

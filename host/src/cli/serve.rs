@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use anyhow::{Context, anyhow};
 use clap::Args;
 use sluice_host::server::compile::CompileLimits;
+use sluice_host::server::listen::ConnLimits;
 use sluice_host::server::state::RequestLimits;
 use sluice_host::server::{ServerConfig, ServerError};
 use sluice_host::units::{parse_bytes, parse_duration};
@@ -45,6 +46,22 @@ pub struct ServeArgs {
     /// Guest instances the pool holds for every tenant together [default: twice the sum of the tenants' parallelism quotas at start, at least 512, at most 2048].
     #[arg(long, value_name = "N")]
     max_instances: Option<u32>,
+    /// Connections open at once; one more gets a 503 and is closed.
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    max_connections: usize,
+    /// How long a TLS handshake, a request's head, or an idle connection's next request may take.
+    #[arg(long, value_name = "DURATION", default_value = "10s")]
+    header_timeout: String,
+    /// How long a request's body may take to arrive (a slower one gets a 408).
+    #[arg(long, value_name = "DURATION", default_value = "120s")]
+    body_timeout: String,
+    /// How long a response may wait for a client that stopped reading before its connection is closed.
+    #[arg(long, value_name = "DURATION", default_value = "30s")]
+    write_timeout: String,
+}
+
+fn duration(flag: &str, s: &str) -> anyhow::Result<std::time::Duration> {
+    parse_duration(s).map_err(|e| anyhow!("{flag}: {e}"))
 }
 
 fn size(flag: &str, s: &str) -> anyhow::Result<u64> {
@@ -71,13 +88,18 @@ fn config(args: ServeArgs) -> anyhow::Result<ServerConfig> {
         compile: CompileLimits {
             binary,
             memory: size("--compile-memory", &args.compile_memory)?,
-            timeout: parse_duration(&args.compile_timeout)
-                .map_err(|e| anyhow!("--compile-timeout: {e}"))?,
+            timeout: duration("--compile-timeout", &args.compile_timeout)?,
         },
         limits: RequestLimits {
             module_bytes: usize::try_from(size("--max-module-size", &args.max_module_size)?)?,
             file_bytes: usize::try_from(size("--max-file-size", &args.max_file_size)?)?,
             json_bytes: 1 << 20,
+            body_timeout: duration("--body-timeout", &args.body_timeout)?,
+        },
+        connections: ConnLimits {
+            max_connections: args.max_connections,
+            header_timeout: duration("--header-timeout", &args.header_timeout)?,
+            write_timeout: duration("--write-timeout", &args.write_timeout)?,
         },
         instances: args.max_instances,
     })

@@ -35,6 +35,9 @@ pub enum AppError {
     /// A request that is not well-formed (400).
     #[error("{0}")]
     BadRequest(String),
+    /// A request whose body came too slowly (408).
+    #[error("{0}")]
+    Timeout(String),
     /// Admission control: the request would exceed a quota (429).
     #[error("{resource} quota exceeded: limit {limit}, in use {used}, requested {requested}")]
     Quota {
@@ -96,6 +99,7 @@ impl AppError {
                 "Invalid request",
             ),
             AppError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad-request", "Bad request"),
+            AppError::Timeout(_) => (StatusCode::REQUEST_TIMEOUT, "timeout", "Request timeout"),
             AppError::Quota { .. } => (StatusCode::TOO_MANY_REQUESTS, "quota", "Quota exceeded"),
             AppError::Unavailable(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,

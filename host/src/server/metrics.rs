@@ -337,6 +337,17 @@ fn server_series(out: &mut Families, state: &AppState) {
             n as f64,
         );
     }
+    let refused = state
+        .stats
+        .refused_connections
+        .load(std::sync::atomic::Ordering::Relaxed);
+    out.push(
+        "sluice_connections_refused",
+        "connections closed at once for being over --max-connections",
+        true,
+        vec![],
+        refused as f64,
+    );
 }
 
 /// The metrics `tenant` may see (every tenant's and the server's for the

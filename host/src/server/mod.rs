@@ -9,7 +9,8 @@
 //! (`metrics`), the API document (`openapi`), problem+json errors
 //! (`error`), the route table (`routes`) and its handlers (`api/`), the
 //! web dashboard (`dashboard`, assets embedded in the binary), TLS
-//! (`tls`) and crash-safe records (`disk`).
+//! (`tls`), connections and their limits (`listen`) and crash-safe records
+//! (`disk`).
 //!
 //! Everything it keeps is under the data directory, so a server killed
 //! with `kill -9` and started again on it brings every job that was
@@ -24,6 +25,7 @@ pub mod disk;
 pub mod error;
 pub mod events;
 pub mod jobs;
+pub mod listen;
 pub mod metrics;
 pub mod modules;
 pub mod openapi;
@@ -79,6 +81,8 @@ pub struct ServerConfig {
     pub compile: CompileLimits,
     /// Limits of requests.
     pub limits: RequestLimits,
+    /// Limits of connections.
+    pub connections: listen::ConnLimits,
     /// The instance pool's size (`--max-instances`); by default sized from
     /// the tenants' quotas at start.
     pub instances: Option<u32>,
@@ -226,33 +230,14 @@ async fn shutdown_signal() {
     }
 }
 
-/// How long open connections (a followed event stream, say) may keep the
-/// server after it was asked to stop.
-const GRACE: Duration = Duration::from_secs(5);
-
-/// Serves `app` on `listener` until a signal, then for at most [`GRACE`].
-async fn serve_on<L>(listener: L, app: axum::Router) -> std::io::Result<()>
-where
-    L: axum::serve::Listener,
-    L::Addr: std::fmt::Debug,
-{
+/// A watch that turns true at SIGINT or SIGTERM.
+fn stop_on_signal() -> tokio::sync::watch::Receiver<bool> {
     let (tell, stop) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown_signal().await;
         let _ = tell.send(true);
     });
-    let mut graceful_stop = stop.clone();
-    let mut hard_stop = stop;
-    let graceful = axum::serve(listener, app).with_graceful_shutdown(async move {
-        let _ = graceful_stop.wait_for(|s| *s).await;
-    });
-    tokio::select! {
-        served = graceful => served,
-        () = async move {
-            let _ = hard_stop.wait_for(|s| *s).await;
-            tokio::time::sleep(GRACE).await;
-        } => Ok(()),
-    }
+    stop
 }
 
 /// Runs the server until SIGINT or SIGTERM. Jobs are not cancelled then:
@@ -277,20 +262,20 @@ pub fn run(config: ServerConfig, router: Arc<LogRouter>) -> Result<(), ServerErr
         let local = listener.local_addr().map_err(io("the listening address"))?;
         let state = tokio::task::block_in_place(|| load(&config, router))?;
         monitor(state.clone());
-        let app = routes::router(state);
+        let app = routes::router(state.clone());
         let scheme = if tls.is_some() { "https" } else { "http" };
         tracing::info!("serving on {scheme}://{local}");
-        let served = match tls {
-            Some(tls) => {
-                serve_on(
-                    tls::TlsListener::new(listener, tls).map_err(io("TLS"))?,
-                    app,
-                )
-                .await
-            }
-            None => serve_on(listener, app).await,
-        };
-        served.map_err(io("the server failed"))?;
+        let tls = tls.map(tokio_rustls::TlsAcceptor::from);
+        let refused = state.stats.refused_connections.clone();
+        let listening = (listener, tls);
+        listen::serve(
+            listening,
+            app,
+            config.connections,
+            refused,
+            stop_on_signal(),
+        )
+        .await;
         tracing::info!(
             "server stopped; running jobs resume from their latest checkpoint at the next start"
         );

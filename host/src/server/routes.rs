@@ -97,6 +97,9 @@ pub fn router(state: AppState) -> Router {
         )
         .route_layer(middleware::from_fn_with_state(state.clone(), count))
         .fallback(not_found)
+        .layer(middleware::from_fn(move |req, next| {
+            crate::server::listen::body_deadline(limits.body_timeout, req, next)
+        }))
         .layer(DefaultBodyLimit::max(limits.json_bytes))
         .with_state(state)
 }

@@ -26,6 +26,8 @@ pub struct RequestLimits {
     pub file_bytes: usize,
     /// The largest JSON body (bytes).
     pub json_bytes: usize,
+    /// The longest reading a request's body may take.
+    pub body_timeout: std::time::Duration,
 }
 
 /// Requests and refusals counted for the metrics.
@@ -35,6 +37,8 @@ pub struct ApiStats {
     pub requests: Mutex<BTreeMap<(String, u16), u64>>,
     /// Refused tokens by reason.
     pub auth_failures: Mutex<BTreeMap<&'static str, u64>>,
+    /// Connections refused for being over the cap.
+    pub refused_connections: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Everything the handlers share.

@@ -8,6 +8,7 @@
 
 mod access;
 mod client;
+mod connections;
 mod dashboard;
 mod jobs;
 mod pipeline;
