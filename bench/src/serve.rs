@@ -459,54 +459,65 @@ impl Used {
     }
 }
 
-/// Tenant B's hostile job: a spinning guest, a memory bomb and an output
-/// flood at parallelism 2, restarting after every trap; its id.
-fn start_hostile(s: &Server, b: &str, evil: &str, source: &Idle) -> Result<String> {
-    let spin = json!({"module": evil, "settings": {"source": format!("socket://{}", source.addr), "sink": "print", "parallelism": 2, "call-timeout": "120s", "max-memory": "64MiB", "restart": "fixed-delay:1000000:10ms"}});
-    let job = s.call("POST", "/v1/tenants/b/jobs", b, Some(spin), None)?;
-    let id = job["id"].as_str().unwrap_or_default().to_string();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while source
-        .conns
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .is_empty()
-    {
-        if Instant::now() > deadline {
-            bail!("tenant B's job did not connect");
+/// Tenant B's hostile jobs, each at parallelism 1 on its own source and
+/// restarting after every trap: one spinning (each call stopped at its
+/// 2 s deadline), one allocating until its 64 MiB limit traps it, one
+/// printing 200,000 lines a record; their ids.
+fn start_hostile(s: &Server, b: &str, evil: &str, sources: &[Idle; 3]) -> Result<Vec<String>> {
+    let mut ids = Vec::new();
+    for (source, line) in sources.iter().zip(["loop", "alloc", "flood"]) {
+        let spec = json!({"module": evil, "settings": {"source": format!("socket://{}", source.addr), "sink": "print", "call-timeout": "2s", "max-memory": "64MiB", "restart": "fixed-delay:1000000:10ms"}});
+        let job = s.call("POST", "/v1/tenants/b/jobs", b, Some(spec), None)?;
+        ids.push(job["id"].as_str().unwrap_or_default().to_string());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while source
+            .conns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+        {
+            if Instant::now() > deadline {
+                bail!("tenant B's job did not connect");
+            }
+            std::thread::sleep(Duration::from_millis(10));
         }
-        std::thread::sleep(Duration::from_millis(10));
+        source.send_all(&format!("{line}\n").repeat(2000));
     }
-    source.send_all(&"loop\nalloc\nflood\n".repeat(200));
     std::thread::sleep(Duration::from_secs(1));
-    Ok(id)
+    Ok(ids)
 }
 
-/// Cancels tenant B's job and forgets its source's connections.
-fn cancel_hostile(s: &Server, b: &str, id: &str, source: &Idle) -> Result<()> {
-    s.call(
-        "POST",
-        &format!("/v1/tenants/b/jobs/{id}/cancel"),
-        b,
-        Some(json!({})),
-        None,
-    )?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let v = s.call("GET", &format!("/v1/tenants/b/jobs/{id}"), b, None, None)?;
-        if v["state"] == "CANCELED" {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!("tenant B's job did not cancel: {v}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
+/// Cancels tenant B's jobs and forgets their sources' connections.
+fn cancel_hostile(s: &Server, b: &str, ids: &[String], sources: &[Idle; 3]) -> Result<()> {
+    for id in ids {
+        s.call(
+            "POST",
+            &format!("/v1/tenants/b/jobs/{id}/cancel"),
+            b,
+            Some(json!({})),
+            None,
+        )?;
     }
-    source
-        .conns
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clear();
+    for id in ids {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let v = s.call("GET", &format!("/v1/tenants/b/jobs/{id}"), b, None, None)?;
+            if v["state"] == "CANCELED" {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("tenant B's job did not cancel: {v}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    for source in sources {
+        source
+            .conns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
     Ok(())
 }
 
@@ -528,13 +539,10 @@ fn upload(s: &Server, tenant: &str, token: &str, module: &Path) -> Result<String
 pub fn noisy(host: &Path, paths: [&Path; 3], work: &Path, share: f64, rounds: usize) -> Result<()> {
     let [module, hostile, input] = paths;
     let s = Server::start(host, work)?;
-    let b_source = Idle::start()?;
+    let b_sources = [Idle::start()?, Idle::start()?, Idle::start()?];
     let a = s.tenant("a", json!({"cpu": 2.0}), &[])?;
-    let b = s.tenant(
-        "b",
-        json!({"cpu": share}),
-        std::slice::from_ref(&b_source.addr),
-    )?;
+    let hosts: Vec<String> = b_sources.iter().map(|i| i.addr.clone()).collect();
+    let b = s.tenant("b", json!({"cpu": share}), &hosts)?;
     let wc = upload(&s, "a", &a, module)?;
     let evil = upload(&s, "b", &b, hostile)?;
     s.agent
@@ -551,7 +559,7 @@ pub fn noisy(host: &Path, paths: [&Path; 3], work: &Path, share: f64, rounds: us
         let w = s.window(tokens)?;
         let x = wordcount_run(&s, &a, &wc)?;
         let quiet = s.since(&w, tokens)?;
-        let id = start_hostile(&s, &b, &evil, &b_source)?;
+        let ids = start_hostile(&s, &b, &evil, &b_sources)?;
         let w = s.window(tokens)?;
         let y = wordcount_run(&s, &a, &wc)?;
         let u = s.since(&w, tokens)?;
@@ -581,7 +589,7 @@ pub fn noisy(host: &Path, paths: [&Path; 3], work: &Path, share: f64, rounds: us
                 u.threads()
             );
         }
-        cancel_hostile(&s, &b, &id, &b_source)?;
+        cancel_hostile(&s, &b, &ids, &b_sources)?;
         alone.push(x);
         busy.push(y);
         ratios.push(y / x);

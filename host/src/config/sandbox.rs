@@ -167,4 +167,17 @@ pub struct Sandbox {
 pub trait CpuMeter: Send + Sync + std::fmt::Debug {
     /// `used` more CPU time was spent in a guest call on this thread.
     fn charge(&self, used: Duration);
+
+    /// Whether the guest call in progress should stop now (its job was
+    /// cancelled): checked at every epoch tick.
+    fn interrupted(&self) -> bool {
+        false
+    }
+
+    /// The scheduling niceness (0 to 19) the guest's thread runs at, so
+    /// that under contention the kernel gives it CPU in proportion to its
+    /// owner's share; set when a call starts.
+    fn niceness(&self) -> i32 {
+        0
+    }
 }

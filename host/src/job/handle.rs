@@ -274,7 +274,15 @@ impl JobHandle {
         let token = cancel.clone();
         let thread = std::thread::Builder::new()
             .name(format!("sluice-job-{name}"))
-            .spawn(move || super::run_with(&module, &spec, prepared, &token, &shared))?;
+            .spawn(move || {
+                // A metered job's host-side work (its source, restarts,
+                // sink, and every thread it starts) runs at its owner's
+                // niceness, like its guests.
+                if let Some(meter) = &spec.sandbox.meter {
+                    crate::wasm::renice(meter.niceness());
+                }
+                super::run_with(&module, &spec, prepared, &token, &shared)
+            })?;
         Ok(JobHandle {
             id,
             name,

@@ -27,6 +27,11 @@ impl Runner<'_> {
         batch: &SourceBatch,
         failure: TaskFailure,
     ) -> Option<JobOutcome> {
+        // A cancel may stop a guest call (a server's job): not the
+        // record's fault, so nothing is dead-lettered.
+        if self.cancel.is_cancelled() {
+            return Some(JobOutcome::Canceled);
+        }
         let job = self.job.clone();
         error!("{job} switched from RUNNING to FAILING: {failure}");
         self.status.failed(&failure);

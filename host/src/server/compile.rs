@@ -23,11 +23,13 @@ pub struct CompileLimits {
     pub timeout: Duration,
 }
 
-/// Runs `host compile --module INPUT --compiled OUTPUT` under `limits`.
+/// Runs `host compile --module INPUT --compiled OUTPUT` under `limits`,
+/// at niceness `nice` (the tenant's, so a small share's compile yields).
 pub async fn run_child(
     input: &Path,
     output: &Path,
     limits: &CompileLimits,
+    nice: i32,
 ) -> Result<(), AppError> {
     let mut cmd = tokio::process::Command::new(&limits.binary);
     cmd.arg("compile")
@@ -40,7 +42,7 @@ pub async fn run_child(
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    limit(&mut cmd, limits);
+    limit(&mut cmd, limits, nice);
     let child = cmd
         .spawn()
         .map_err(|e| AppError::Unavailable(format!("cannot start the compiler process: {e}")))?;
@@ -84,11 +86,11 @@ pub async fn run_child(
 
 /// Puts the memory and CPU limits on the child.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn limit(cmd: &mut tokio::process::Command, limits: &CompileLimits) {
+fn limit(cmd: &mut tokio::process::Command, limits: &CompileLimits, nice: i32) {
     let memory = limits.memory;
     let cpu = limits.timeout.as_secs().max(1) + 1;
     // SAFETY: the closure runs in the child between fork and exec and calls
-    // only setrlimit, which is async-signal-safe.
+    // only setrlimit and setpriority, which are async-signal-safe.
     unsafe {
         cmd.pre_exec(move || {
             let set = |resource, value: u64| {
@@ -101,6 +103,7 @@ fn limit(cmd: &mut tokio::process::Command, limits: &CompileLimits) {
                 }
                 Ok(())
             };
+            libc::setpriority(libc::PRIO_PROCESS, 0, nice.clamp(0, 19));
             set(libc::RLIMIT_AS, memory)?;
             set(libc::RLIMIT_CPU, cpu)?;
             set(libc::RLIMIT_CORE, 0)
@@ -110,7 +113,7 @@ fn limit(cmd: &mut tokio::process::Command, limits: &CompileLimits) {
 
 /// Elsewhere only the timeout holds.
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn limit(_cmd: &mut tokio::process::Command, _limits: &CompileLimits) {}
+fn limit(_cmd: &mut tokio::process::Command, _limits: &CompileLimits, _nice: i32) {}
 
 /// Why the child could not compile a module.
 #[derive(Debug, thiserror::Error)]

@@ -461,7 +461,12 @@ impl Jobs {
                 Some(dir.join(format!("chk-{}", sp.checkpoint)))
             }
         };
-        let spec = self.resolve(entry, &module, restore, allow_module_change)?;
+        let mut spec = self.resolve(entry, &module, restore, allow_module_change)?;
+        let cancel = CancelToken::new();
+        spec.sandbox.meter = Some(Arc::new(crate::server::quotas::JobMeter::new(
+            entry.tenant.cpu.clone(),
+            cancel.flag(),
+        )));
         let _admission = lock(&self.admission);
         self.admit(entry, &spec)?;
         module
@@ -488,7 +493,7 @@ impl Jobs {
             spec.sandbox.limits.memory_bytes,
             spec.name.clone(),
         );
-        let handle = JobHandle::start(module, spec, prepared, CancelToken::new())
+        let handle = JobHandle::start(module, spec, prepared, cancel)
             .map_err(|e| AppError::Unavailable(format!("cannot start the job's thread: {e}")))?;
         *lock(&entry.live) = Some(Live {
             handle,

@@ -178,7 +178,8 @@ impl Modules {
         let output = staging.join("module.cwasm");
         std::fs::write(&input, bytes)?;
         let started = std::time::Instant::now();
-        compile::run_child(&input, &output, &self.limits).await?;
+        let nice = crate::config::sandbox::CpuMeter::niceness(&*tenant.cpu);
+        compile::run_child(&input, &output, &self.limits, nice).await?;
         let compile_ms = started.elapsed().as_millis() as u64;
         let compiled = std::fs::read(&output)?;
         let runtime = self.runtime.clone();

@@ -4,7 +4,10 @@
 //! the CPU time the guest's thread used since the last tick to the meter,
 //! which may make it wait (a tenant over its share), and traps only when
 //! the call ran past its deadline — counted without the time it was made
-//! to wait. Without a meter, instances keep the plain epoch deadline.
+//! to wait — or when the meter says the call must stop (its job was
+//! cancelled). The guest's thread also runs at the meter's niceness, so
+//! that under contention the kernel favours the owners of larger shares.
+//! Without a meter, instances keep the plain epoch deadline.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -59,7 +62,7 @@ pub(crate) fn install<T: Metered>(
             return Ok(UpdateDeadline::Continue(1));
         };
         m.charge();
-        if m.started.elapsed().saturating_sub(m.waited) > m.deadline {
+        if m.meter.interrupted() || m.started.elapsed().saturating_sub(m.waited) > m.deadline {
             return Err(wasmtime::Trap::Interrupt.into());
         }
         Ok(UpdateDeadline::Continue(1))
@@ -72,6 +75,7 @@ pub(crate) fn arm<T: Metered>(store: &mut Store<T>) -> bool {
     let Some(m) = store.data_mut().cpu().as_mut() else {
         return false;
     };
+    renice(m.meter.niceness());
     m.started = Instant::now();
     m.waited = Duration::ZERO;
     m.last_cpu = thread_cpu();
@@ -84,6 +88,33 @@ pub(crate) fn settle<T: Metered>(store: &mut Store<T>) {
     if let Some(m) = store.data_mut().cpu().as_mut() {
         m.charge();
     }
+}
+
+thread_local! {
+    static NICENESS: std::cell::Cell<i32> = const { std::cell::Cell::new(0) };
+}
+
+/// Sets this thread's niceness to `nice` unless it already is (a thread
+/// may raise its niceness, not lower it again without privilege); the
+/// threads it starts afterwards inherit it.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+pub(crate) fn renice(nice: i32) {
+    let nice = nice.clamp(0, 19);
+    if NICENESS.get() == nice {
+        return;
+    }
+    NICENESS.set(nice);
+    // SAFETY: setpriority takes plain integers; on Linux, `who` 0 with
+    // PRIO_PROCESS names the calling thread only.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, nice);
+    }
+}
+
+/// Elsewhere threads keep their priority.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub(crate) fn renice(nice: i32) {
+    NICENESS.set(nice);
 }
 
 /// CPU time this thread has used.

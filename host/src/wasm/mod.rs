@@ -23,6 +23,7 @@ pub mod world;
 
 pub use engine::{EngineOptions, Runtime};
 pub use instance::Instance;
+pub(crate) use meter::renice;
 pub use module::{MAX_MODULE_BYTES, Module, ModuleInfo};
 pub use trap::GuestFailure;
 pub use types::{BatchOutput, EngineError, Header, ModuleError};

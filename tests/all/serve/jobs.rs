@@ -357,3 +357,46 @@ fn the_servers_instance_pool_is_a_limit_across_tenants() {
         (json!(4), json!(4), json!(2))
     );
 }
+
+/// Regression: a cancel waited for a spinning guest's call deadline (two
+/// minutes here, and longer while the tenant was throttled) and then
+/// failed with 503; now the cancel stops the call, and the record it was
+/// on is not an exception.
+#[test]
+fn a_cancel_stops_a_spinning_guest_at_once_and_blames_no_record() {
+    let dir = TempDir::new("serve-cancel-spin");
+    let server = Served::start(&dir, &[]);
+    let api = server.api();
+    let feeder = Feeder::start();
+    let dev = tenant_with(&api, "a", Some(&feeder), json!({"cpu": 0.5}));
+    let module = api.push("a", &dev, guest(sluice_tests::guests::HOSTILE));
+    let job = socket_job(
+        &api,
+        &dev,
+        &module,
+        &feeder,
+        json!({"call-timeout": "120s"}),
+    );
+    feeder.send(1, &["loop"]);
+    api.wait_job("a", &dev, &job, "a call in progress", |v| {
+        v["metrics"]["records_in"].as_u64() >= Some(1)
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    api.post(&format!("/v1/tenants/a/jobs/{job}/cancel"), &dev, json!({}))
+        .expect(200);
+    let done = api.wait_job("a", &dev, &job, "CANCELED", |v| v["state"] == "CANCELED");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "the cancel took {:?}: {done:#}",
+        started.elapsed()
+    );
+    let exceptions = api
+        .get(&format!("/v1/tenants/a/jobs/{job}/exceptions"), &dev)
+        .expect(200);
+    assert_eq!(
+        exceptions.as_array().map(Vec::len),
+        Some(0),
+        "{exceptions:#}"
+    );
+}
