@@ -2,33 +2,14 @@
 //! beside the 0.1.0 ones, runs as a tenant's job over its own files, and
 //! gives the exact output `host run` gives — the fraud detector (keyed
 //! state, timers, a side output, a poison record isolated as an exception)
-//! and the windowed wordcount in C (windows firing at the end of input).
+//! and the windowed wordcount in C (windows firing at the end of input),
+//! on the inputs of `tests/all/pipeline.rs`.
 
 use serde_json::json;
 use sluice_tests::{TempDir, guests};
 
 use super::{Served, guest, tenant_with};
-
-/// The fraud input of `tests/all/pipeline.rs`: alerts for alice, carol,
-/// dave and frank; two malformed lines; one poison record.
-const FRAUD_INPUT: &str = "\
-alice,0.50,1000
-bob,100.00,2000
-alice,600.00,30000
-bob,0.20,40000
-carol,0.10,50000
-carol,700.00,100000
-bob,900.00,200000
-not a line
-dave,0.3,300000
-dave,501,310000
-erin,x,1
-frank,0.10,315000
-POISON,1,320000
-frank,800,321000
-erin,0.99,330000
-erin,1000,391000
-";
+use crate::pipeline::{FRAUD_ALERTS, FRAUD_INPUT, FRAUD_MALFORMED, WORDS};
 
 #[test]
 fn a_0_2_0_fraud_job_gives_exact_alerts_side_output_and_its_poison_exception() {
@@ -52,14 +33,8 @@ fn a_0_2_0_fraud_job_gives_exact_alerts_side_output_and_its_poison_exception() {
     });
     let job = api.submit("a", &dev, &module, settings);
     api.wait_job("a", &dev, &job, "FINISHED", |v| v["state"] == "FINISHED");
-    assert_eq!(
-        api.file("a", &dev, "alerts.txt"),
-        "(alice,600.0)\n(carol,700.0)\n(dave,501.0)\n(frank,800.0)\n"
-    );
-    assert_eq!(
-        api.file("a", &dev, "malformed.txt"),
-        "(not a line)\n(erin,x,1)\n"
-    );
+    assert_eq!(api.file("a", &dev, "alerts.txt"), FRAUD_ALERTS);
+    assert_eq!(api.file("a", &dev, "malformed.txt"), FRAUD_MALFORMED);
     let exceptions = api
         .get(&format!("/v1/tenants/a/jobs/{job}/exceptions"), &dev)
         .expect(200);
@@ -75,8 +50,7 @@ fn a_0_2_0_windowed_wordcount_in_c_fires_every_window_exactly() {
     let api = server.api();
     let dev = tenant_with(&api, "a", None, json!({}));
     let module = api.push("a", &dev, guest(guests::windowed_wordcount("c")));
-    let words = "1000 a b a\n2000 b c\n9999 a\n10000 a d\n15000 b\n21000 z\n";
-    api.put_file("a", &dev, "words.txt", words.as_bytes())
+    api.put_file("a", &dev, "words.txt", WORDS.as_bytes())
         .expect(201);
     let settings = json!({
         "source": "file://words.txt",
