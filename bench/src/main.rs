@@ -29,6 +29,8 @@ use anyhow::{Context, Result, anyhow, bail};
 mod pipeline;
 use clap::{Parser, Subcommand};
 
+mod serve;
+
 #[derive(Parser)]
 #[command(about = "Benchmarks for Sluice against native Rust")]
 struct Cli {
@@ -93,6 +95,27 @@ enum Cmd {
         #[arg(long, default_value_t = 100_000)]
         keys: usize,
     },
+    /// `host serve` with many tenants' jobs, and a noisy neighbour.
+    Serve {
+        /// Tenants.
+        #[arg(long, default_value_t = 10)]
+        tenants: usize,
+        /// Idle jobs per tenant.
+        #[arg(long, default_value_t = 10)]
+        jobs: usize,
+        /// The noisy tenant's CPU share, in cores.
+        #[arg(long, default_value_t = 0.5)]
+        share: f64,
+        /// Input lines of the quiet tenant's wordcount.
+        #[arg(long, default_value_t = 1_000_000)]
+        lines: usize,
+        /// Rounds of the noisy neighbour (A alone, then beside B).
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// Only the noisy neighbour (not the 100 idle jobs).
+        #[arg(long)]
+        noisy_only: bool,
+    },
     /// All of the above with their defaults.
     All,
 }
@@ -138,6 +161,14 @@ fn real_main() -> Result<()> {
         Cmd::Languages { lines, runs } => languages(&env, lines, runs),
         Cmd::Pipeline { lines, runs } => pipeline::pipeline(&env, lines, runs),
         Cmd::Kafka { lines, keys } => kafka::run(&env, lines, keys),
+        Cmd::Serve {
+            tenants,
+            jobs,
+            share,
+            lines,
+            rounds,
+            noisy_only,
+        } => serve_bench(&env, (tenants, jobs), share, (lines, rounds), noisy_only),
         Cmd::All => throughput(&env, 2_000_000, 3)
             .and_then(|()| recovery(&env, 15))
             .and_then(|()| soak(&env, 10_000))
@@ -147,6 +178,39 @@ fn real_main() -> Result<()> {
     };
     let _ = std::fs::remove_dir_all(&env.work);
     result
+}
+
+/// `host serve`: many idle jobs, then the noisy neighbour.
+fn serve_bench(
+    env: &Env,
+    (tenants, jobs): (usize, usize),
+    share: f64,
+    (lines, rounds): (usize, usize),
+    noisy_only: bool,
+) -> Result<()> {
+    if !noisy_only {
+        let many = env.work.join("serve-many");
+        std::fs::create_dir_all(&many)?;
+        serve::many(&env.host, &env.module, &many, tenants, jobs)?;
+    }
+    let noisy = env.work.join("serve-noisy");
+    std::fs::create_dir_all(&noisy)?;
+    let input = env.work.join("serve-input.txt");
+    generate(&input, lines)?;
+    let hostile = serve::hostile_guest();
+    if !hostile.exists() {
+        bail!(
+            "`{}` does not exist; build the test guests first (`cargo test --release --no-run`)",
+            hostile.display()
+        );
+    }
+    serve::noisy(
+        &env.host,
+        [&env.module, &hostile, &input],
+        &noisy,
+        share,
+        rounds,
+    )
 }
 
 /// The seed's benchmark input: `lines` lines of 5 words drawn from a

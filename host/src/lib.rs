@@ -40,6 +40,7 @@ pub mod job;
 pub mod operators;
 pub mod record;
 pub mod restart;
+pub mod server;
 pub mod state;
 pub mod units;
 pub mod wasm;

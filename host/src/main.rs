@@ -8,7 +8,6 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     steady_heap();
-    cli::init_logging();
     match cli::main() {
         Ok(code) => code,
         Err(e) => {

@@ -13,4 +13,5 @@ mod poison;
 mod recovery;
 mod s3;
 mod sandbox;
+mod serve;
 mod wordcount;

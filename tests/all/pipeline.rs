@@ -18,7 +18,7 @@ mod examples;
 /// large within a minute), carol and dave; none for bob (his large one
 /// comes after the minute) nor erin; frank's small one comes before the
 /// poison record and his large one after it, in the same batch.
-const FRAUD_INPUT: &str = "\
+pub(crate) const FRAUD_INPUT: &str = "\
 alice,0.50,1000
 bob,100.00,2000
 alice,600.00,30000
@@ -36,8 +36,8 @@ frank,800,321000
 erin,0.99,330000
 erin,1000,391000
 ";
-const FRAUD_ALERTS: &str = "(alice,600.0)\n(carol,700.0)\n(dave,501.0)\n(frank,800.0)\n";
-const FRAUD_MALFORMED: &str = "(not a line)\n(erin,x,1)\n";
+pub(crate) const FRAUD_ALERTS: &str = "(alice,600.0)\n(carol,700.0)\n(dave,501.0)\n(frank,800.0)\n";
+pub(crate) const FRAUD_MALFORMED: &str = "(not a line)\n(erin,x,1)\n";
 
 fn file_uri(path: &Path) -> String {
     format!("file://{}", path.display())
@@ -233,7 +233,7 @@ mod fraud_after_kill_and_restore {
 }
 
 /// `timestamp words...` lines, in timestamp order.
-const WORDS: &str = "\
+pub(crate) const WORDS: &str = "\
 1000 a b a
 2000 b c
 9999 a

@@ -11,11 +11,14 @@ macro_rules! out {
 mod checkpoints;
 mod inspect;
 mod new;
+mod remote;
 mod run;
+mod serve;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use tracing_subscriber::Layer;
 
 /// Run stateful stream functions written in WebAssembly.
 #[derive(Parser)]
@@ -24,6 +27,8 @@ struct Cli {
     /// Where compiled modules are kept, so a module is compiled once; `off` compiles at every start [env: SLUICE_COMPILE_CACHE; default: $XDG_CACHE_HOME/sluice or ~/.cache/sluice]
     #[arg(long, global = true, value_name = "DIR|off")]
     compile_cache: Option<String>,
+    #[command(flatten)]
+    remote: remote::Remote,
     #[command(subcommand)]
     command: Command,
 }
@@ -54,6 +59,13 @@ enum Command {
     Checkpoints(checkpoints::CheckpointsCommand),
     /// Create a Rust guest crate that builds with one command, outside this repository too.
     New(new::NewArgs),
+    /// Serve many tenants' jobs over a REST API (see the README's "Serve mode").
+    Serve(Box<serve::ServeArgs>),
+    /// Compile a module for `host serve`, in the child process it runs under limits.
+    #[command(hide = true)]
+    Compile(serve::CompileArgs),
+    #[command(flatten)]
+    Remote(remote::RemoteCommand),
 }
 
 /// Parses the command line and runs the subcommand.
@@ -61,10 +73,32 @@ pub fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     let cache = compile_cache(cli.compile_cache);
     match cli.command {
-        Command::Run(args) => run::run(*args, cache),
-        Command::Inspect(args) => inspect::inspect(args, cache),
-        Command::Checkpoints(cmd) => checkpoints::run(cmd),
-        Command::New(args) => new::new(args),
+        Command::Run(args) => {
+            init_logging(None);
+            run::run(*args, cache)
+        }
+        Command::Inspect(args) => {
+            init_logging(None);
+            inspect::inspect(args, cache)
+        }
+        Command::Checkpoints(cmd) => {
+            init_logging(None);
+            checkpoints::run(cmd)
+        }
+        Command::New(args) => {
+            init_logging(None);
+            new::new(args)
+        }
+        Command::Serve(args) => {
+            let router = std::sync::Arc::new(sluice_host::server::events::LogRouter::default());
+            init_logging(Some(sluice_host::server::events::LogLayer(router.clone())));
+            serve::serve(*args, router)
+        }
+        Command::Compile(args) => serve::compile(args),
+        Command::Remote(cmd) => {
+            init_logging(None);
+            remote::run(cli.remote, cmd)
+        }
     }
 }
 
@@ -87,11 +121,13 @@ pub(crate) fn print_line(args: std::fmt::Arguments<'_>) {
 /// Logs go to stderr; `SLUICE_LOG` (e.g. `debug`) sets the level. A filter
 /// that does not parse is a warning, never silence: errors always reach
 /// stderr.
-pub fn init_logging() {
+pub fn init_logging(layer: Option<sluice_host::server::events::LogLayer>) {
     use std::io::IsTerminal;
     // The S3 client's own retries are noise at `info`: each failed
     // request is reported once, by the host, with its cause.
     const DEFAULT: &str = "info,object_store=warn";
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let (filter, bad) = match std::env::var("SLUICE_LOG") {
         Ok(s) if !s.trim().is_empty() => match tracing_subscriber::EnvFilter::try_new(&s) {
             Ok(f) if valid_levels(&s) => (f, None),
@@ -99,12 +135,12 @@ pub fn init_logging() {
         },
         _ => (tracing_subscriber::EnvFilter::new(DEFAULT), None),
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
-        .init();
+        .with_filter(filter);
+    tracing_subscriber::registry().with(fmt).with(layer).init();
     if let Some(s) = bad {
         tracing::warn!(
             "SLUICE_LOG={s:?} is not a log filter; logging at `info` (use error, warn, info, debug or trace)"

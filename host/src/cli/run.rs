@@ -240,6 +240,7 @@ fn engine_options(given: &Settings) -> anyhow::Result<EngineOptions> {
     Ok(EngineOptions {
         fuel: given.fuel.is_some(),
         max_stack,
+        ..EngineOptions::default()
     })
 }
 

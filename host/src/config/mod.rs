@@ -196,6 +196,7 @@ impl JobSpec {
         let sandbox = Sandbox {
             limits: resolve_limits(d.limits.unwrap_or_default(), s)?,
             grants: resolve_grants(s)?,
+            meter: None,
         };
         Ok(JobSpec {
             sandbox,

@@ -154,4 +154,30 @@ pub struct Sandbox {
     pub limits: Limits,
     /// Grants.
     pub grants: Grants,
+    /// Who is charged for the CPU time its guests use, and may make them
+    /// wait (a server's tenant); `None`: nobody (the command line).
+    pub meter: Option<std::sync::Arc<dyn CpuMeter>>,
+}
+
+/// Charges the CPU time guests use to someone (a tenant) and may make them
+/// wait. Called on the guest's own thread while a guest call runs (about
+/// every epoch tick) and when it returns; blocking in [`CpuMeter::charge`]
+/// pauses only that guest, and the pause does not count against the call
+/// deadline.
+pub trait CpuMeter: Send + Sync + std::fmt::Debug {
+    /// `used` more CPU time was spent in a guest call on this thread.
+    fn charge(&self, used: Duration);
+
+    /// Whether the guest call in progress should stop now (its job was
+    /// cancelled): checked at every epoch tick.
+    fn interrupted(&self) -> bool {
+        false
+    }
+
+    /// The scheduling niceness (0 to 19) the guest's thread runs at, so
+    /// that under contention the kernel gives it CPU in proportion to its
+    /// owner's share; set when a call starts.
+    fn niceness(&self) -> i32 {
+        0
+    }
 }

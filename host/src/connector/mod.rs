@@ -85,6 +85,9 @@ pub struct ConnectorEnv {
     pub root: Option<PathBuf>,
     /// Only these `HOST:PORT`s may be reached; `None`: any.
     pub allowed_hosts: Option<Vec<String>>,
+    /// The `print` sink writes to the job directory's `output.log` instead
+    /// of stdout (a server's jobs, whose output each tenant reads apart).
+    pub print_to_job_dir: bool,
 }
 
 /// Where a restored job's input goes on: the live source from `live`, after

@@ -92,6 +92,8 @@ pub struct SubtaskMetrics {
     pub bytes_out: u64,
     /// Time spent processing, in milliseconds.
     pub busy_ms: u64,
+    /// Batches processed (for the guest's stage: guest calls).
+    pub batches: u64,
 }
 
 /// What a job has done so far.
@@ -228,6 +230,7 @@ impl Status {
                         records_out: get(&c.emitted),
                         bytes_out: get(&c.bytes),
                         busy_ms: get(&c.busy_ns) / 1_000_000,
+                        batches: get(&c.batches),
                     })
             })
             .collect();
@@ -271,7 +274,15 @@ impl JobHandle {
         let token = cancel.clone();
         let thread = std::thread::Builder::new()
             .name(format!("sluice-job-{name}"))
-            .spawn(move || super::run_with(&module, &spec, prepared, &token, &shared))?;
+            .spawn(move || {
+                // A metered job's host-side work (its source, restarts,
+                // sink, and every thread it starts) runs at its owner's
+                // niceness, like its guests.
+                if let Some(meter) = &spec.sandbox.meter {
+                    crate::wasm::renice(meter.niceness());
+                }
+                super::run_with(&module, &spec, prepared, &token, &shared)
+            })?;
         Ok(JobHandle {
             id,
             name,

@@ -13,9 +13,9 @@ use crate::dataflow::exchange::{self, Block};
 use crate::dataflow::message::{Clock, SourceBatch};
 use crate::dataflow::worker::{Collected, Item, Workers};
 use crate::fault::{Fault, TaskFailure};
-use crate::job::JobOutcome;
 use crate::job::dead_letter;
 use crate::job::runner::{Entry, Runner, operators};
+use crate::job::{JobOutcome, JobState};
 use crate::restart::{Decision, RestartStrategy};
 
 impl Runner<'_> {
@@ -27,6 +27,11 @@ impl Runner<'_> {
         batch: &SourceBatch,
         failure: TaskFailure,
     ) -> Option<JobOutcome> {
+        // A cancel may stop a guest call (a server's job): not the
+        // record's fault, so nothing is dead-lettered.
+        if self.cancel.is_cancelled() {
+            return Some(JobOutcome::Canceled);
+        }
         let job = self.job.clone();
         error!("{job} switched from RUNNING to FAILING: {failure}");
         self.status.failed(&failure);
@@ -145,6 +150,7 @@ impl Runner<'_> {
                 info!(
                     "{job} switched from RESTARTING to RUNNING: fresh guest instance, keyed state kept, the batch goes on"
                 );
+                self.status.set_state(JobState::Running);
                 None
             }
         }
@@ -221,6 +227,7 @@ impl Runner<'_> {
             self.job,
             crate::record::shown(seq)
         );
+        self.status.set_state(JobState::Running);
     }
 
     /// Drops every guest instance, restores state from the last completed
@@ -268,6 +275,7 @@ impl Runner<'_> {
             self.job,
             snapshot.keys()
         );
+        self.status.set_state(JobState::Running);
         Ok(())
     }
 }

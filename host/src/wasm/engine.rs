@@ -22,13 +22,20 @@ pub struct EngineOptions {
     pub fuel: bool,
     /// Largest wasm stack of a guest call, in bytes (`--max-stack`).
     pub max_stack: usize,
+    /// Guest instances the pooling allocator holds at once (a server sizes
+    /// it from its tenants' quotas); each reserves address space, not memory.
+    pub instances: u32,
 }
+
+/// Default size of the instance pool.
+pub const DEFAULT_INSTANCES: u32 = 512;
 
 impl Default for EngineOptions {
     fn default() -> Self {
         EngineOptions {
             fuel: false,
             max_stack: DEFAULT_MAX_STACK,
+            instances: DEFAULT_INSTANCES,
         }
     }
 }
@@ -63,6 +70,18 @@ impl Runtime {
     /// interruption for call deadlines, the pooling allocator so that a fresh
     /// instance after a trap is cheap.
     pub fn with_options(options: EngineOptions) -> Result<Self, EngineError> {
+        Self::build(options, true)
+    }
+
+    /// An engine that only compiles (a child process compiling an untrusted
+    /// module under memory and time limits): the same settings, so what it
+    /// compiles loads into [`Runtime::with_options`]'s engine, without the
+    /// instance pool's address-space reservation or the epoch thread.
+    pub fn compiler(options: EngineOptions) -> Result<Self, EngineError> {
+        Self::build(options, false)
+    }
+
+    fn build(options: EngineOptions, pooling: bool) -> Result<Self, EngineError> {
         let mut config = Config::new();
         config.wasm_component_model(true);
         config.wasm_backtrace_max_frames(None);
@@ -70,17 +89,22 @@ impl Runtime {
         config.consume_fuel(options.fuel);
         config.max_wasm_stack(options.max_stack);
         let mut pool = wasmtime::PoolingAllocationConfig::default();
-        pool.total_component_instances(512)
-            .total_core_instances(1024)
-            .total_memories(1024)
-            .total_tables(1024)
+        // A Rust guest for wasm32-wasip2 is about four core instances (its
+        // module and the WASI adapter's shims) with one or two memories.
+        let instances = options.instances.max(1);
+        pool.total_component_instances(instances)
+            .total_core_instances(instances.saturating_mul(5))
+            .total_memories(instances.saturating_mul(2))
+            .total_tables(instances.saturating_mul(4))
             .max_memory_size(MAX_MEMORY_LIMIT as usize);
-        config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+        if pooling {
+            config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+        }
         let engine = Engine::new(&config).map_err(|e| EngineError(format!("{e:#}")))?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|e| EngineError(format!("{e:#}")))?;
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(!pooling));
         let ticking = engine.clone();
         let stopped = stop.clone();
         std::thread::Builder::new()

@@ -8,6 +8,7 @@ use wasmtime::Store;
 use crate::config::description::Description;
 use crate::config::sandbox::{Limits, Sandbox};
 use crate::wasm::log::GuestLog;
+use crate::wasm::meter;
 use crate::wasm::module::Module;
 use crate::wasm::sandbox::{GuestState, deadline_ticks};
 use crate::wasm::trap::{GuestFailure, TrapContext};
@@ -42,8 +43,13 @@ impl Module {
         let log = GuestLog::new(sandbox.limits.log_bytes);
         let mut store = Store::new(&self.runtime.engine, GuestState::new(sandbox, &log)?);
         store.limiter(|s| &mut s.limiter);
-        store.epoch_deadline_trap();
-        store.set_epoch_deadline(deadline_ticks(sandbox));
+        match &sandbox.meter {
+            Some(m) => meter::install(&mut store, m.clone(), sandbox.limits.call_timeout),
+            None => {
+                store.epoch_deadline_trap();
+                store.set_epoch_deadline(deadline_ticks(sandbox));
+            }
+        }
         let fuel = self.runtime.options.fuel;
         if fuel {
             let _ = store.set_fuel(sandbox.limits.fuel.unwrap_or(u64::MAX));
@@ -85,7 +91,9 @@ impl Module {
 impl Instance {
     /// Resets the call deadline and the fuel budget before a call.
     fn arm(&mut self) {
-        self.store.set_epoch_deadline(self.ticks);
+        if !meter::arm(&mut self.store) {
+            self.store.set_epoch_deadline(self.ticks);
+        }
         if self.fuel {
             let _ = self.store.set_fuel(self.limits.fuel.unwrap_or(u64::MAX));
         }
@@ -96,6 +104,7 @@ impl Instance {
     pub fn flat_map(&mut self, records: &[u8], keyed: bool) -> Result<BatchOutput, GuestFailure> {
         self.arm();
         let result = self.exports.flat_map(&mut self.store, records, keyed);
+        meter::settle(&mut self.store);
         result.map_err(|e| self.failure("flat-map", &e))
     }
 
@@ -108,6 +117,7 @@ impl Instance {
     ) -> Result<BatchOutput, GuestFailure> {
         self.arm();
         let result = self.exports.call(&mut self.store, stage, header, call);
+        meter::settle(&mut self.store);
         result.map_err(|e| self.failure(call.name(), &e))
     }
 

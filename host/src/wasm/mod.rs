@@ -8,9 +8,11 @@
 //! and says what went wrong when a call fails.
 
 mod cache;
+pub mod compiled;
 pub mod engine;
 pub mod instance;
 mod log;
+mod meter;
 pub mod module;
 mod sandbox;
 pub mod trap;
@@ -21,6 +23,7 @@ pub mod world;
 
 pub use engine::{EngineOptions, Runtime};
 pub use instance::Instance;
+pub(crate) use meter::renice;
 pub use module::{MAX_MODULE_BYTES, Module, ModuleInfo};
 pub use trap::GuestFailure;
 pub use types::{BatchOutput, EngineError, Header, ModuleError};

@@ -57,30 +57,21 @@ impl Runtime {
     /// Checks and compiles a module from its bytes; `shown` names it in
     /// messages.
     pub fn load_bytes(&self, shown: &str, bytes: &[u8]) -> Result<Module, ModuleError> {
-        if bytes.len() > MAX_MODULE_BYTES {
-            return Err(too_big(shown, bytes.len() as u64));
-        }
-        let rebuild = format!(
-            "build it as a component against {} (see the README)",
-            world::SERVED
-        );
-        if !bytes.starts_with(b"\0asm") {
-            return Err(ModuleError::Invalid(format!(
-                "`{shown}` is not a WebAssembly file; {rebuild}"
-            )));
-        }
-        if wasmparser::Parser::is_core_wasm(bytes) {
-            return Err(ModuleError::Invalid(format!(
-                "`{shown}` is a core WebAssembly module, not a component; build it for \
-                 `wasm32-wasip2` or wrap it with `wasm-tools component new`"
-            )));
-        }
-        let component = self.compile(shown, bytes).map_err(|e| {
-            ModuleError::Invalid(format!(
-                "`{shown}` is not a valid WebAssembly component ({}); {rebuild}",
-                first_line(&format!("{e:#}"))
-            ))
-        })?;
+        check_bytes(shown, bytes)?;
+        let component = self
+            .compile(shown, bytes)
+            .map_err(|e| not_component(shown, &e))?;
+        self.finish(shown, bytes, component)
+    }
+
+    /// Checks a compiled component against the served worlds and
+    /// pre-instantiates it.
+    pub(crate) fn finish(
+        &self,
+        shown: &str,
+        bytes: &[u8],
+        component: Component,
+    ) -> Result<Module, ModuleError> {
         let info = describe_component(&self.engine, &component);
         let version = world::detect(shown, &info.exports)?;
         let pre = self.linker.instantiate_pre(&component).map_err(|e| {
@@ -91,9 +82,10 @@ impl Runtime {
         })?;
         let pre = Pre::new(version, pre).map_err(|e| {
             ModuleError::Invalid(format!(
-                "`{shown}` does not match {}: {}; {rebuild}",
+                "`{shown}` does not match {}: {}; {}",
                 version.package(),
-                first_line(&format!("{e:#}"))
+                first_line(&format!("{e:#}")),
+                rebuild()
             ))
         })?;
         Ok(Module {
@@ -104,6 +96,43 @@ impl Runtime {
             size: bytes.len(),
         })
     }
+}
+
+/// What to do about a module that is not a guest.
+fn rebuild() -> String {
+    format!(
+        "build it as a component against {} (see the README)",
+        world::SERVED
+    )
+}
+
+/// Refuses what is too big, not wasm or a core module, before compiling.
+pub(crate) fn check_bytes(shown: &str, bytes: &[u8]) -> Result<(), ModuleError> {
+    if bytes.len() > MAX_MODULE_BYTES {
+        return Err(too_big(shown, bytes.len() as u64));
+    }
+    if !bytes.starts_with(b"\0asm") {
+        return Err(ModuleError::Invalid(format!(
+            "`{shown}` is not a WebAssembly file; {}",
+            rebuild()
+        )));
+    }
+    if wasmparser::Parser::is_core_wasm(bytes) {
+        return Err(ModuleError::Invalid(format!(
+            "`{shown}` is a core WebAssembly module, not a component; build it for \
+             `wasm32-wasip2` or wrap it with `wasm-tools component new`"
+        )));
+    }
+    Ok(())
+}
+
+/// A component that does not compile.
+pub(crate) fn not_component(shown: &str, e: &wasmtime::Error) -> ModuleError {
+    ModuleError::Invalid(format!(
+        "`{shown}` is not a valid WebAssembly component ({}); {}",
+        first_line(&format!("{e:#}")),
+        rebuild()
+    ))
 }
 
 fn too_big(shown: &str, size: u64) -> ModuleError {

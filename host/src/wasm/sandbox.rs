@@ -20,6 +20,8 @@ pub(crate) struct GuestState {
     wasi: WasiCtx,
     table: ResourceTable,
     pub(crate) limiter: MemoryLimiter,
+    /// The CPU meter of the call in progress, when the job is metered.
+    pub(crate) cpu: Option<crate::wasm::meter::CallMeter>,
 }
 
 impl WasiView for GuestState {
@@ -28,6 +30,12 @@ impl WasiView for GuestState {
             ctx: &mut self.wasi,
             table: &mut self.table,
         }
+    }
+}
+
+impl crate::wasm::meter::Metered for GuestState {
+    fn cpu(&mut self) -> &mut Option<crate::wasm::meter::CallMeter> {
+        &mut self.cpu
     }
 }
 
@@ -68,6 +76,7 @@ impl GuestState {
                 limit: sandbox.limits.memory_bytes,
                 used: 0,
             },
+            cpu: None,
         })
     }
 }
