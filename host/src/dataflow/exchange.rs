@@ -47,7 +47,9 @@ impl Block {
 pub fn merge(parts: Vec<Lines>) -> Block {
     let lines = parts.iter().map(|p| p.marks.len() as u64).sum();
     let keyed = parts.iter().any(|p| !p.key_ends.is_empty());
-    let mut parts: Vec<Lines> = parts.into_iter().filter(|p| !p.marks.is_empty()).collect();
+    // Nothing to put in order (a discard sink formats no lines).
+    let keep = |p: &Lines| !p.bytes.is_empty() || !p.key_ends.is_empty();
+    let mut parts: Vec<Lines> = parts.into_iter().filter(keep).collect();
     if parts.len() <= 1 {
         let one = parts.pop().unwrap_or_default();
         return Block {
