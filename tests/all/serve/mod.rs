@@ -185,6 +185,7 @@ impl Reply {
 }
 
 /// What a request sends.
+#[derive(Clone)]
 pub enum Send {
     /// Nothing.
     None,
@@ -214,10 +215,11 @@ impl Api {
 
     /// `method path` with `token`, sending `body`.
     pub fn call(&self, method: &str, path: &str, token: Option<&str>, body: Send) -> Reply {
-        // A GET goes again once when the pooled connection it went out on
-        // turns out closed.
-        let once = match (method, &body) {
-            ("GET", Send::None) => self.try_call(method, path, token, Send::None).ok(),
+        // An idempotent request goes again once when the pooled connection
+        // it went out on turns out closed (the server closes one after a
+        // body it refuses from its length).
+        let once = match method {
+            "GET" | "PUT" | "DELETE" => self.try_call(method, path, token, body.clone()).ok(),
             _ => None,
         };
         once.unwrap_or_else(|| {
