@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 use crate::config::sandbox::Sandbox;
-use crate::fault::{MAX_MESSAGE, shorten};
+use crate::encoding::OutputLimits;
+use crate::fault::{Fault, MAX_MESSAGE, TaskFailure, shorten};
 use crate::wasm::{BatchOutput, Call, GuestFailure, Header, Instance, Module};
 
 /// Guest log lines passed to the host's log per second per subtask.
@@ -68,6 +69,26 @@ impl Guest {
                 message: "no guest instance".into(),
                 record: None,
             }),
+        }
+    }
+
+    /// Starts the first instance: a guest that cannot start fails the task.
+    pub fn start(&mut self) -> Result<(), TaskFailure> {
+        match self.instance() {
+            Ok(_) => Ok(()),
+            Err(f) => Err(TaskFailure::of_subtask(
+                self.subtask,
+                f.message,
+                Fault::Guest,
+            )),
+        }
+    }
+
+    /// The limits on what one input entry may emit.
+    pub fn limits(&self) -> OutputLimits {
+        OutputLimits {
+            rows: self.sandbox.limits.rows_per_record,
+            bytes: self.sandbox.limits.bytes_per_record,
         }
     }
 

@@ -31,6 +31,28 @@ pub struct Downstream {
     pub sides: u8,
 }
 
+impl Downstream {
+    /// How a call's output over `entries` entries must look.
+    pub fn shape(&self, entries: usize, limits: OutputLimits) -> Shape {
+        Shape {
+            entries,
+            keyed: self.keyed,
+            sides: self.sides,
+            limits,
+        }
+    }
+
+    /// An empty output with a route per subtask of the next stage
+    /// (`downstream` of them) and a buffer per side output.
+    pub fn output(&self, downstream: u32) -> Output {
+        Output {
+            routes: vec![Vec::new(); downstream as usize],
+            side: (0..self.sides).map(|_| Lines::default()).collect(),
+            ..Output::default()
+        }
+    }
+}
+
 /// A map stage's instance on one subtask.
 pub struct GuestMap {
     cx: StageContext,
@@ -49,30 +71,12 @@ impl GuestMap {
     /// The stage's instance, with a guest instance started.
     pub fn start(cx: StageContext, guest: Guest, down: Downstream) -> Result<Self, TaskFailure> {
         let mut op = GuestMap { cx, guest, down };
-        if let Err(f) = op.guest.instance() {
-            return Err(TaskFailure::of_subtask(
-                op.cx.subtask,
-                f.message,
-                Fault::Guest,
-            ));
-        }
+        op.guest.start()?;
         Ok(op)
     }
 
-    fn limits(&self) -> OutputLimits {
-        OutputLimits {
-            rows: self.guest.sandbox.limits.rows_per_record,
-            bytes: self.guest.sandbox.limits.bytes_per_record,
-        }
-    }
-
     fn shape(&self, entries: usize) -> Shape {
-        Shape {
-            entries,
-            keyed: self.down.keyed,
-            sides: self.down.sides,
-            limits: self.limits(),
-        }
+        self.down.shape(entries, self.guest.limits())
     }
 
     /// The entries of the input: the records of `range`, or the rows
@@ -139,12 +143,8 @@ impl GuestMap {
         e: &Entries,
     ) -> Result<Output, TaskFailure> {
         let n = e.orders.len();
-        let mut out = Output {
-            routes: vec![Vec::new(); self.cx.downstream as usize],
-            side: (0..self.down.sides).map(|_| Lines::default()).collect(),
-            taken: n as u64,
-            ..Output::default()
-        };
+        let mut out = self.down.output(self.cx.downstream);
+        out.taken = n as u64;
         if n == 0 {
             return Ok(out);
         }

@@ -11,9 +11,9 @@
 use crate::config::pipeline::{StateDecl, StateKind};
 use crate::dataflow::exchange::{Routed, routed_to};
 use crate::dataflow::message::{Clock, SourceBatch};
-use crate::dataflow::operator::{Input, Lines, Operator, OperatorSnapshot, Output};
+use crate::dataflow::operator::{Input, Operator, OperatorSnapshot, Output};
+use crate::encoding;
 use crate::encoding::pipeline::{self as enc, Change, Shape, put_state};
-use crate::encoding::{self, OutputLimits};
 use crate::fault::{Fault, TaskFailure};
 use crate::operators::flat_map::{StageContext, failure_at};
 use crate::operators::guest::Guest;
@@ -81,21 +81,8 @@ impl Process {
             decls,
             store,
         };
-        if let Err(f) = op.guest.instance() {
-            return Err(TaskFailure::of_subtask(
-                op.cx.subtask,
-                f.message,
-                Fault::Guest,
-            ));
-        }
+        op.guest.start()?;
         Ok(op)
-    }
-
-    fn limits(&self) -> OutputLimits {
-        OutputLimits {
-            rows: self.guest.sandbox.limits.rows_per_record,
-            bytes: self.guest.sandbox.limits.bytes_per_record,
-        }
     }
 
     /// A key's states as the call ships them, with those past their TTL
@@ -234,12 +221,7 @@ impl Process {
     }
 
     fn shape(&self, entries: usize) -> Shape {
-        Shape {
-            entries,
-            keyed: self.down.keyed,
-            sides: self.down.sides,
-            limits: self.limits(),
-        }
+        self.down.shape(entries, self.guest.limits())
     }
 }
 
@@ -252,27 +234,14 @@ impl Process {
         parts: &[Output],
         clock: Clock,
     ) -> Result<Output, TaskFailure> {
-        let mut out = Output {
-            routes: vec![Vec::new(); self.cx.downstream as usize],
-            side: (0..self.down.sides).map(|_| Lines::default()).collect(),
-            ..Output::default()
-        };
+        let mut out = self.down.output(self.cx.downstream);
         let rows = routed_to(parts, self.cx.subtask as usize);
         out.taken = rows.len() as u64;
         let entries: Vec<Entry<'_>> = rows.iter().map(entry_of).collect();
         let result = self
             .rows(batch, clock, &entries, &mut out)
             .and_then(|()| self.timers(batch, clock, &mut out));
-        match result {
-            Ok(()) => {
-                self.store.commit();
-                Ok(out)
-            }
-            Err(f) => {
-                self.store.undo();
-                Err(f)
-            }
-        }
+        self.store.settle(result).map(|()| out)
     }
 
     /// The batch's rows: one call, or, on a fault, one at a time.

@@ -27,9 +27,9 @@ use tracing::warn;
 use crate::config::pipeline::{TimeDomain, WindowAssigner, WindowFunction, WindowSpec};
 use crate::dataflow::exchange::{Routed, routed_to};
 use crate::dataflow::message::{Clock, SourceBatch};
-use crate::dataflow::operator::{Input, Lines, Operator, OperatorSnapshot, Output};
+use crate::dataflow::operator::{Input, Operator, OperatorSnapshot, Output};
+use crate::encoding;
 use crate::encoding::pipeline::{self as enc, Shape, put_state};
-use crate::encoding::{self, OutputLimits};
 use crate::fault::{Fault, TaskFailure};
 use crate::operators::flat_map::{StageContext, failure_at};
 use crate::operators::guest::Guest;
@@ -263,13 +263,7 @@ impl Window {
             late_dropped: 0,
             late_logged: None,
         };
-        if let Err(f) = op.guest.instance() {
-            return Err(TaskFailure::of_subtask(
-                op.cx.subtask,
-                f.message,
-                Fault::Guest,
-            ));
-        }
+        op.guest.start()?;
         Ok(op)
     }
 
@@ -316,20 +310,8 @@ impl Window {
         }
     }
 
-    fn limits(&self) -> OutputLimits {
-        OutputLimits {
-            rows: self.guest.sandbox.limits.rows_per_record,
-            bytes: self.guest.sandbox.limits.bytes_per_record,
-        }
-    }
-
     fn shape(&self, entries: usize) -> Shape {
-        Shape {
-            entries,
-            keyed: self.down.keyed,
-            sides: self.down.sides,
-            limits: self.limits(),
-        }
+        self.down.shape(entries, self.guest.limits())
     }
 
     fn header(clock: Clock) -> Header {
@@ -558,7 +540,7 @@ impl Window {
 
     /// An aggregate the guest returned, within the output limit.
     fn checked_aggregate(&self, bytes: &[u8]) -> Result<Vec<u8>, String> {
-        let limit = self.limits().bytes;
+        let limit = self.guest.limits().bytes;
         if bytes.len() as u64 > limit {
             return Err(format!(
                 "the guest's window aggregate is {} bytes, over the limit of {limit} (raise it with --max-bytes-per-record)",
@@ -698,26 +680,13 @@ impl Window {
         parts: &[Output],
         clock: Clock,
     ) -> Result<Output, TaskFailure> {
-        let mut out = Output {
-            routes: vec![Vec::new(); self.cx.downstream as usize],
-            side: (0..self.down.sides).map(|_| Lines::default()).collect(),
-            ..Output::default()
-        };
+        let mut out = self.down.output(self.cx.downstream);
         let rows = routed_to(parts, self.cx.subtask as usize);
         out.taken = rows.len() as u64;
         let result = self
             .rows(batch, clock, &rows, &mut out)
             .and_then(|()| self.fire(batch, clock, &mut out));
-        match result {
-            Ok(()) => {
-                self.store.commit();
-                Ok(out)
-            }
-            Err(f) => {
-                self.store.undo();
-                Err(f)
-            }
-        }
+        self.store.settle(result).map(|()| out)
     }
 
     /// The batch's rows: one add, or, on a fault, one row at a time.

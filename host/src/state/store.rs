@@ -276,6 +276,21 @@ impl<V: Keyed> Store<V> {
         }
     }
 
+    /// Keeps the batch's changes when it succeeded, undoes them whole when
+    /// it failed; the result as it was.
+    pub fn settle<T, E>(&mut self, result: Result<T, E>) -> Result<T, E> {
+        match result {
+            Ok(v) => {
+                self.commit();
+                Ok(v)
+            }
+            Err(e) => {
+                self.undo();
+                Err(e)
+            }
+        }
+    }
+
     /// Keeps the batch's changes.
     pub fn commit(&mut self) {
         self.undo.clear();
