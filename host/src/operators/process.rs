@@ -13,14 +13,14 @@ use crate::dataflow::exchange::{Routed, routed_to};
 use crate::dataflow::message::{Clock, SourceBatch};
 use crate::dataflow::operator::{Input, Operator, OperatorSnapshot, Output};
 use crate::encoding;
-use crate::encoding::pipeline::{self as enc, Change, Shape, put_state};
+use crate::encoding::pipeline::{self as enc, Change, Shape};
 use crate::fault::{Fault, TaskFailure};
 use crate::operators::flat_map::{StageContext, failure_at};
 use crate::operators::guest::Guest;
 use crate::operators::guest_map::{Downstream, emit, malformed};
 use crate::state::key_groups::key_group_range;
 use crate::state::keyed::StateError;
-use crate::state::store::{KeyStates, Store, Stored};
+use crate::state::process_state::{Edit, Loc, ProcessState};
 use crate::wasm::{Call, Header};
 
 /// Rounds of timers one batch fires (a timer set for now while firing
@@ -31,13 +31,13 @@ const TIMER_ROUNDS: usize = 8;
 /// shipped) by key index.
 type Buffers<'e> = (Vec<u8>, Vec<u8>, Vec<CallKey<'e>>);
 
-/// A key of a call: the key, its hash, and its states as the call ships
-/// them (the changes apply to these).
+/// A key of a call: the key, its hash, where its entry is, and whether a
+/// state of it shipped absent, past its TTL (to be cleared).
 struct CallKey<'e> {
     key: &'e [u8],
     hash: u64,
-    states: KeyStates,
-    changed: bool,
+    loc: Option<Loc>,
+    expired: bool,
 }
 
 /// A process stage's instance on one subtask.
@@ -46,7 +46,7 @@ pub struct Process {
     guest: Guest,
     down: Downstream,
     decls: Vec<StateDecl>,
-    store: Store,
+    store: ProcessState,
 }
 
 /// One entry of a call: a row or a fired timer, its key, and its place in
@@ -73,7 +73,14 @@ impl Process {
         parallelism: u32,
     ) -> Result<Self, TaskFailure> {
         let range = key_group_range(cx.subtask, parallelism, cx.max_parallelism);
-        let store = Store::new(cx.max_parallelism, range, decls.len());
+        let ttls = decls
+            .iter()
+            .map(|d| {
+                d.ttl
+                    .map(|t| i64::try_from(t.as_millis()).unwrap_or(i64::MAX))
+            })
+            .collect();
+        let store = ProcessState::new(cx.max_parallelism, range, ttls);
         let mut op = Process {
             cx,
             guest,
@@ -85,38 +92,29 @@ impl Process {
         Ok(op)
     }
 
-    /// A key's states as the call ships them, with those past their TTL
-    /// gone (cleared in the store, so the batch's undo covers it).
-    fn current(&mut self, key: &[u8], hash: u64, now: i64) -> KeyStates {
-        let mut ks = self.store.get(key, hash).cloned().unwrap_or_default();
-        ks.states.resize(self.decls.len(), None);
-        let mut expired = false;
-        for (slot, decl) in ks.states.iter_mut().zip(&self.decls) {
-            if let (Some(s), Some(ttl)) = (slot.as_ref(), decl.ttl)
-                && now.saturating_sub(s.written) > ttl.as_millis() as i64
-            {
-                *slot = None;
-                expired = true;
-            }
-        }
-        if expired {
-            self.store.put(key, hash, ks.clone());
-        }
-        ks
-    }
-
     /// The call's `input` and `keys` buffers for `entries`, and each key
-    /// with its states by key index.
-    fn buffers<'e>(&mut self, entries: &[Entry<'e>], now: i64) -> Buffers<'e> {
-        let mut index: hashbrown::HashMap<&[u8], u32> =
-            hashbrown::HashMap::with_capacity(entries.len());
-        let mut keys: Vec<(&[u8], u64)> = Vec::new();
+    /// by key index.
+    fn buffers<'e>(&self, entries: &[Entry<'e>], now: i64) -> Result<Buffers<'e>, String> {
+        let mut index: hashbrown::HashTable<u32> =
+            hashbrown::HashTable::with_capacity(entries.len());
+        let mut keys: Vec<CallKey<'e>> = Vec::new();
         let mut input = Vec::with_capacity(entries.len() * 32);
         for e in entries {
-            let k = *index.entry(e.key).or_insert_with(|| {
-                keys.push((e.key, e.hash));
-                (keys.len() - 1) as u32
-            });
+            let found = index.find(e.hash, |&k| keys[k as usize].key == e.key);
+            let k = match found {
+                Some(&k) => k,
+                None => {
+                    let k = keys.len() as u32;
+                    keys.push(CallKey {
+                        key: e.key,
+                        hash: e.hash,
+                        loc: None,
+                        expired: false,
+                    });
+                    index.insert_unique(e.hash, k, |&k| keys[k as usize].hash);
+                    k
+                }
+            };
             match e.body {
                 Body::Row { timestamp, row } => {
                     input.push(0);
@@ -134,69 +132,50 @@ impl Process {
         }
         let mut states = Vec::with_capacity(4 + keys.len() * 32);
         states.extend_from_slice(&(keys.len() as u32).to_le_bytes());
-        let mut shipped = Vec::with_capacity(keys.len());
-        for (key, hash) in keys {
-            states.extend_from_slice(key);
-            let ks = self.current(key, hash, now);
-            for s in &ks.states {
-                put_state(&mut states, s.as_ref().map(|s| s.bytes.as_slice()));
-            }
-            shipped.push(CallKey {
-                key,
-                hash,
-                states: ks,
-                changed: false,
-            });
+        for ck in &mut keys {
+            states.extend_from_slice(ck.key);
+            ck.loc = self.store.find(ck.key, ck.hash);
+            ck.expired = self.store.ship(ck.loc, now, &mut states).map_err(|e| e.0)?;
         }
-        (input, states, shipped)
+        Ok((input, states, keys))
     }
 
     /// Applies a successful call's changes to the store (undoable).
-    fn apply(&mut self, changes: &[u8], keys: &mut [CallKey<'_>], now: i64) -> Result<(), String> {
+    fn apply(&mut self, changes: &[u8], keys: &[CallKey<'_>], now: i64) -> Result<(), String> {
         let parsed = enc::read_changes(changes, keys.len() as u32, self.decls.len() as u32)
             .map_err(malformed)?;
+        // Each key's edits together, in the order the guest made them.
+        let mut edits: Vec<(u32, Edit<'_>)> = Vec::with_capacity(parsed.len());
         for change in parsed {
-            let k = match change {
-                Change::Set { key, .. } | Change::Clear { key, .. } => key,
-                Change::TimerSet { key, .. } | Change::TimerDelete { key, .. } => key,
-            };
-            // read_changes checked the index against the call's keys.
-            let Some(ck) = keys.get_mut(k as usize) else {
-                continue;
-            };
-            ck.changed = true;
-            let ks = &mut ck.states;
-            match change {
-                Change::Set { state, bytes, .. } => {
+            edits.push(match change {
+                Change::Set { key, state, bytes } => {
                     let kind = self.decls[state as usize].kind;
                     enc::check_state(bytes, kind).map_err(malformed)?;
-                    let slot = &mut ks.states[state as usize];
-                    match slot {
-                        Some(s) => {
-                            s.bytes.clear();
-                            s.bytes.extend_from_slice(bytes);
-                            s.written = now;
-                        }
-                        None => {
-                            *slot = Some(Stored {
-                                bytes: bytes.to_vec(),
-                                written: now,
-                            });
-                        }
-                    }
+                    (key, Edit::Set(state, bytes))
                 }
-                Change::Clear { state, .. } => ks.states[state as usize] = None,
-                Change::TimerSet { domain, at, .. } => {
-                    ks.timers.insert((domain, at));
-                }
-                Change::TimerDelete { domain, at, .. } => {
-                    ks.timers.remove(&(domain, at));
-                }
-            }
+                Change::Clear { key, state } => (key, Edit::Clear(state)),
+                Change::TimerSet { key, domain, at } => (key, Edit::TimerSet(domain, at)),
+                Change::TimerDelete { key, domain, at } => (key, Edit::TimerDelete(domain, at)),
+            });
         }
-        for ck in keys.iter_mut().filter(|ck| ck.changed) {
+        if !edits.is_sorted_by_key(|e| e.0) {
+            edits.sort_by_key(|e| e.0);
+        }
+        let mut edits = edits.as_slice();
+        let mut mine = Vec::new();
+        // read_changes checked every index against the call's keys.
+        for (k, ck) in keys.iter().enumerate() {
+            let n = edits.iter().take_while(|e| e.0 as usize == k).count();
+            let (these, rest) = edits.split_at(n);
+            edits = rest;
+            if these.is_empty() && !ck.expired {
+                continue;
+            }
+            mine.clear();
+            mine.extend(these.iter().map(|e| e.1));
             self.store
-                .put(ck.key, ck.hash, std::mem::take(&mut ck.states));
+                .update(ck.key, ck.hash, ck.loc, now, &mine)
+                .map_err(|e| e.0)?;
         }
         Ok(())
     }
@@ -205,7 +184,7 @@ impl Process {
     /// applied: the output, or the fault.
     fn run(&mut self, clock: Clock, entries: &[Entry<'_>]) -> Result<Vec<u8>, String> {
         let now = clock.processing_time;
-        let (input, states, mut keys) = self.buffers(entries, now);
+        let (input, states, keys) = self.buffers(entries, now)?;
         let header = Header {
             processing_time: now,
             watermark: clock.advance_to,
@@ -216,7 +195,7 @@ impl Process {
             .call(self.down.stage, header, call, entries.len())?;
         let shape = self.shape(entries.len());
         enc::read_emitted(&called.output, shape, |_| {}).map_err(malformed)?;
-        self.apply(&called.changes, &mut keys, now)?;
+        self.apply(&called.changes, &keys, now)?;
         Ok(called.output)
     }
 
@@ -346,9 +325,9 @@ impl Process {
             // A timer fires once: it is gone before its call.
             for (at, domain, key) in &due {
                 let hash = xxhash_rust::xxh3::xxh3_64(key);
-                let mut ks = self.store.get(key, hash).cloned().unwrap_or_default();
-                ks.timers.remove(&(*domain, *at));
-                self.store.put(key, hash, ks);
+                self.store
+                    .remove_timer(key, hash, *domain, *at, clock.processing_time)
+                    .map_err(|e| failure_at(self.cx.subtask, batch, None, e.0, Fault::Host))?;
             }
             let entries: Vec<Entry<'_>> = due
                 .iter()

@@ -10,6 +10,15 @@ pub fn key_group(hash: u64, max_parallelism: u32) -> u32 {
     (hash % u64::from(max_parallelism)) as u32
 }
 
+/// Where a key hash goes in a key group's hash table. The hash's remainder
+/// picks the key group (`hash % max_parallelism`), so every key of a group
+/// shares its low bits: the table (which picks buckets by the low bits) is
+/// indexed by the other bits, mixed.
+#[inline]
+pub fn table_hash(hash: u64) -> u64 {
+    (hash >> 7).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
 /// The subtask that owns a key group (Flink's `computeOperatorIndexForKeyGroup`).
 #[inline]
 pub fn subtask_of(key_group: u32, parallelism: u32, max_parallelism: u32) -> u32 {

@@ -16,7 +16,7 @@ use hashbrown::HashTable;
 
 use crate::checkpoint::format::GroupState;
 use crate::encoding;
-use crate::state::key_groups::key_group;
+use crate::state::key_groups::{key_group, table_hash};
 
 /// What a row does to its key's entry. The backend finds the entry and
 /// keeps it; the fold says which field of the row it folds and how.
@@ -36,14 +36,6 @@ pub trait Fold: Copy {
     /// Folds `incoming` into the stored field `current`; `true` when the
     /// field must become `incoming`, which has another length.
     fn fold(&self, current: &mut [u8], incoming: &[u8]) -> Result<bool, StateError>;
-}
-
-/// A key's hash within its key group's table. Every key of a group has the
-/// same `hash % max_parallelism`, so the table (which picks buckets by the
-/// low bits) gets the other bits, mixed.
-#[inline]
-fn slot(hash: u64) -> u64 {
-    (hash >> 7).wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
 /// Where one key's entry sits in its group's arena.
@@ -352,7 +344,7 @@ impl<F: Fold> KeyedState<F> {
                 at: start as u32,
                 field: (8 + key.len() + vs) as u32,
             };
-            index.insert_unique(slot(hash), s, |e: &Slot| slot(e.hash));
+            index.insert_unique(table_hash(hash), s, |e: &Slot| table_hash(e.hash));
         }
         if at != b.len() {
             return Err(StateError(format!(
@@ -392,7 +384,7 @@ impl<F: Fold> KeyedState<F> {
         let incoming = &row[vs..ve];
         let found = g
             .index
-            .find(slot(hash), |s| {
+            .find(table_hash(hash), |s| {
                 s.hash == hash && key_at(g.bytes(), s.at as usize) == key
             })
             .copied();
@@ -421,7 +413,7 @@ impl<F: Fold> KeyedState<F> {
                     g.dead += len;
                     if let Some(s) = g
                         .index
-                        .find_mut(slot(hash), |e| e.hash == hash && e.at == found.at)
+                        .find_mut(table_hash(hash), |e| e.hash == hash && e.at == found.at)
                     {
                         s.at = moved;
                     }
@@ -445,7 +437,8 @@ impl<F: Fold> KeyedState<F> {
                     at,
                     field: (8 + key.len() + vs) as u32,
                 };
-                g.index.insert_unique(slot(hash), s, |e| slot(e.hash));
+                g.index
+                    .insert_unique(table_hash(hash), s, |e| table_hash(e.hash));
                 at as usize
             }
         };

@@ -3,4 +3,5 @@
 
 pub mod key_groups;
 pub mod keyed;
+pub mod process_state;
 pub mod store;

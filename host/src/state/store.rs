@@ -1,9 +1,8 @@
-//! The keyed state of a 0.2.0 stateful stage, by key group, so that it
-//! checkpoints and restores at any parallelism: for a process stage, per
-//! key, the states it declares (each with the processing time it was
-//! written at, for its TTL) and its timers; for a window stage, per key,
-//! its windows (`operators/window.rs`). Each key's deadlines (timers, or
-//! when its windows fire and are purged) are indexed in firing order.
+//! The keyed state of a 0.2.0 window stage, by key group, so that it
+//! checkpoints and restores at any parallelism: per key, a value the stage
+//! defines (its windows, `operators/window.rs`). Each key's deadlines (when
+//! its windows fire and are purged) are indexed in firing order. (A process
+//! stage keeps its states in an arena per group, `state/process_state.rs`.)
 //!
 //! Changes are applied in place with an undo log for the batch: a batch
 //! that fails is undone whole, so a trap applies nothing. Each key group is
@@ -17,26 +16,8 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use crate::checkpoint::format::GroupState;
-use crate::state::key_groups::key_group;
+use crate::state::key_groups::{key_group, table_hash};
 use crate::state::keyed::StateError;
-
-/// A state's value: its bytes and the processing time it was written at.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Stored {
-    /// The bytes (a row, a list or a map; see the WIT).
-    pub bytes: Vec<u8>,
-    /// When it was written (processing time, Unix ms).
-    pub written: i64,
-}
-
-/// One key's states and timers.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct KeyStates {
-    /// One slot per declared state.
-    pub states: Vec<Option<Stored>>,
-    /// `(domain, timestamp)` of each timer.
-    pub timers: BTreeSet<(u8, i64)>,
-}
 
 /// What a store keeps per key.
 pub trait Keyed: Clone + Default + Send + 'static {
@@ -50,66 +31,6 @@ pub trait Keyed: Clone + Default + Send + 'static {
     /// Reads what [`Keyed::encode`] wrote; `arity` is what the stage
     /// declares (states per key for a process stage).
     fn decode(r: &mut Reader<'_>, arity: usize) -> Result<Self, StateError>;
-}
-
-impl Keyed for KeyStates {
-    fn is_empty(&self) -> bool {
-        self.timers.is_empty() && self.states.iter().all(Option::is_none)
-    }
-
-    fn deadlines(&self) -> Vec<(u8, i64)> {
-        self.timers.iter().copied().collect()
-    }
-
-    /// `u32 n, state{n}, u32 t, (u8 domain, s64 at){t}` with
-    /// `state := 0x00 | 0x01 s64 written, u32 len, u8{len}`.
-    fn encode(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&(self.states.len() as u32).to_le_bytes());
-        for s in &self.states {
-            match s {
-                None => out.push(0),
-                Some(s) => {
-                    out.push(1);
-                    out.extend_from_slice(&s.written.to_le_bytes());
-                    put_bytes(out, &s.bytes);
-                }
-            }
-        }
-        out.extend_from_slice(&(self.timers.len() as u32).to_le_bytes());
-        for &(domain, at) in &self.timers {
-            out.push(domain);
-            out.extend_from_slice(&at.to_le_bytes());
-        }
-    }
-
-    fn decode(r: &mut Reader<'_>, states: usize) -> Result<Self, StateError> {
-        let count = r.u32()? as usize;
-        if count != states {
-            return Err(StateError(format!(
-                "a key in key group {} has {count} states, the stage declares {states}; \
-                 was the checkpoint taken with another module?",
-                r.group
-            )));
-        }
-        let mut ks = KeyStates::default();
-        for _ in 0..count {
-            ks.states.push(match r.u8()? {
-                0 => None,
-                _ => {
-                    let written = r.i64()?;
-                    Some(Stored {
-                        bytes: r.bytes()?.to_vec(),
-                        written,
-                    })
-                }
-            });
-        }
-        for _ in 0..r.u32()? {
-            let domain = r.u8()?;
-            ks.timers.insert((domain, r.i64()?));
-        }
-        Ok(ks)
-    }
 }
 
 /// Appends `u32 len, bytes`.
@@ -126,30 +47,25 @@ struct Slot<V> {
     value: V,
 }
 
-/// Where a key hash goes in a group's map. The hash's remainder picks the
-/// key group (`hash % max_parallelism`), so every key of a group shares
-/// its low bits: the map is indexed by the other bits, mixed.
-fn slot(hash: u64) -> u64 {
-    (hash >> 7).wrapping_mul(0x9e37_79b9_7f4a_7c15)
-}
-
 type Map<V> = hashbrown::HashTable<Slot<V>>;
 
 fn find<'m, V>(keys: &'m Map<V>, key: &[u8], hash: u64) -> Option<&'m V> {
-    keys.find(slot(hash), |s| s.hash == hash && *s.key == *key)
+    keys.find(table_hash(hash), |s| s.hash == hash && *s.key == *key)
         .map(|s| &s.value)
 }
 
 /// Removes a key; what it held.
 fn remove<V>(keys: &mut Map<V>, key: &[u8], hash: u64) -> Option<V> {
-    keys.find_entry(slot(hash), |s| s.hash == hash && *s.key == *key)
+    keys.find_entry(table_hash(hash), |s| s.hash == hash && *s.key == *key)
         .ok()
         .map(|e| e.remove().0.value)
 }
 
 /// Sets a key (known to be absent).
 fn insert<V>(keys: &mut Map<V>, key: Box<[u8]>, hash: u64, value: V) {
-    keys.insert_unique(slot(hash), Slot { hash, key, value }, |s| slot(s.hash));
+    keys.insert_unique(table_hash(hash), Slot { hash, key, value }, |s| {
+        table_hash(s.hash)
+    });
 }
 
 /// One key group.
@@ -173,7 +89,7 @@ impl<V> Default for Group<V> {
 pub type Due = (i64, u8, Box<[u8]>);
 
 /// The state of the key groups one subtask of a stateful stage owns.
-pub struct Store<V = KeyStates> {
+pub struct Store<V> {
     max_parallelism: u32,
     range: Range<u32>,
     states: usize,
@@ -219,7 +135,9 @@ impl<V: Keyed> Store<V> {
         let now = new.deadlines();
         let old = if new.is_empty() {
             remove(keys, key, hash)
-        } else if let Some(s) = keys.find_mut(slot(hash), |s| s.hash == hash && *s.key == *key) {
+        } else if let Some(s) =
+            keys.find_mut(table_hash(hash), |s| s.hash == hash && *s.key == *key)
+        {
             Some(std::mem::replace(&mut s.value, new))
         } else {
             insert(keys, key.into(), hash, new);
@@ -363,8 +281,27 @@ pub struct Reader<'a> {
     pub group: u32,
 }
 
-impl Reader<'_> {
-    fn take(&mut self, n: usize) -> Result<&[u8], StateError> {
+impl<'a> Reader<'a> {
+    /// A reader at the start of `b`, a part of key group `group`.
+    #[inline]
+    pub fn new(b: &'a [u8], group: u32) -> Self {
+        Reader { b, at: 0, group }
+    }
+
+    /// Where it is.
+    #[inline]
+    pub fn at(&self) -> usize {
+        self.at
+    }
+
+    /// Whether it read everything.
+    #[inline]
+    pub fn done(&self) -> bool {
+        self.at >= self.b.len()
+    }
+
+    #[inline]
+    fn take(&mut self, n: usize) -> Result<&'a [u8], StateError> {
         let s = self
             .b
             .get(self.at..self.at.saturating_add(n))
@@ -374,17 +311,20 @@ impl Reader<'_> {
     }
 
     /// A byte.
+    #[inline]
     pub fn u8(&mut self) -> Result<u8, StateError> {
         Ok(self.take(1)?[0])
     }
 
     /// A little-endian u32.
+    #[inline]
     pub fn u32(&mut self) -> Result<u32, StateError> {
         let b = self.take(4)?;
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
 
     /// A little-endian i64.
+    #[inline]
     pub fn i64(&mut self) -> Result<i64, StateError> {
         let b = self.take(8)?;
         let mut a = [0u8; 8];
@@ -393,7 +333,8 @@ impl Reader<'_> {
     }
 
     /// `u32 len, bytes`.
-    pub fn bytes(&mut self) -> Result<&[u8], StateError> {
+    #[inline]
+    pub fn bytes(&mut self) -> Result<&'a [u8], StateError> {
         let n = self.u32()? as usize;
         self.take(n)
     }
@@ -422,31 +363,47 @@ fn decode<V: Keyed>(bytes: &[u8], arity: usize, group: u32) -> Result<Map<V>, St
 mod tests {
     use super::*;
 
-    fn states(v: &[u8]) -> KeyStates {
-        KeyStates {
-            states: vec![Some(Stored {
-                bytes: v.to_vec(),
-                written: 5,
-            })],
-            timers: [(0, 100)].into_iter().collect(),
+    /// A key's value in a test: bytes and a timer.
+    #[derive(Debug, Clone, Default, PartialEq, Eq)]
+    struct Held(Vec<u8>, Option<i64>);
+
+    impl Keyed for Held {
+        fn is_empty(&self) -> bool {
+            self.0.is_empty() && self.1.is_none()
         }
+        fn deadlines(&self) -> Vec<(u8, i64)> {
+            self.1.iter().map(|&t| (0, t)).collect()
+        }
+        fn encode(&self, out: &mut Vec<u8>) {
+            put_bytes(out, &self.0);
+            out.extend_from_slice(&self.1.unwrap_or(-1).to_le_bytes());
+        }
+        fn decode(r: &mut Reader<'_>, _: usize) -> Result<Self, StateError> {
+            let bytes = r.bytes()?.to_vec();
+            let t = r.i64()?;
+            Ok(Held(bytes, (t >= 0).then_some(t)))
+        }
+    }
+
+    fn held(v: &[u8]) -> Held {
+        Held(v.to_vec(), Some(100))
     }
 
     #[test]
     fn a_batch_is_undone_whole_and_a_snapshot_restores_elsewhere() {
-        let mut s: Store = Store::new(128, 0..128, 1);
+        let mut s: Store<Held> = Store::new(128, 0..128, 1);
         let h = |k: &[u8]| xxhash_rust::xxh3::xxh3_64(k);
-        s.put(b"a", h(b"a"), states(b"1"));
+        s.put(b"a", h(b"a"), held(b"1"));
         s.commit();
-        s.put(b"a", h(b"a"), states(b"2"));
-        s.put(b"b", h(b"b"), states(b"3"));
+        s.put(b"a", h(b"a"), held(b"2"));
+        s.put(b"b", h(b"b"), held(b"3"));
         s.undo();
-        assert_eq!(s.get(b"a", h(b"a")), Some(&states(b"1")));
+        assert_eq!(s.get(b"a", h(b"a")), Some(&held(b"1")));
         assert_eq!(s.get(b"b", h(b"b")), None);
         assert_eq!(s.due(100, 0).len(), 1);
         let snap = s.snapshot();
-        let mut t: Store = Store::new(128, 0..64, 1);
-        let mut u: Store = Store::new(128, 64..128, 1);
+        let mut t: Store<Held> = Store::new(128, 0..64, 1);
+        let mut u: Store<Held> = Store::new(128, 64..128, 1);
         for g in &snap {
             t.restore(g).expect("restores");
             u.restore(g).expect("restores");
@@ -457,10 +414,6 @@ mod tests {
         let mut bytes = bad.bytes.to_vec();
         bytes.truncate(bytes.len() - 2);
         bad.bytes = Arc::new(bytes);
-        assert!(
-            Store::<KeyStates>::new(128, 0..128, 1)
-                .restore(&bad)
-                .is_err()
-        );
+        assert!(Store::<Held>::new(128, 0..128, 1).restore(&bad).is_err());
     }
 }
