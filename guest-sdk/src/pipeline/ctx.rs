@@ -6,19 +6,63 @@ use crate::encoding::{self, Reader};
 use crate::pipeline::Time;
 use crate::value::{IntoValue, Row, Value};
 
-/// A state's bytes while a call runs: as shipped in, or changed.
-#[derive(Clone)]
+/// A state's bytes while a call runs: as shipped in, or changed (its new
+/// bytes at `start..end` of the call's written buffer; none: cleared).
+#[derive(Clone, Copy)]
 pub(crate) enum Slot<'a> {
     Shipped(Option<&'a [u8]>),
-    Changed(Option<Vec<u8>>),
+    Changed(Option<(u32, u32)>),
 }
 
-impl Slot<'_> {
-    pub(crate) fn bytes(&self) -> Option<&[u8]> {
-        match self {
-            Slot::Shipped(b) => *b,
-            Slot::Changed(b) => b.as_deref(),
+impl<'a> Slot<'a> {
+    /// The state's bytes; `written` is the call's buffer of new bytes.
+    pub(crate) fn bytes<'s>(&self, written: &'s [u8]) -> Option<&'s [u8]>
+    where
+        'a: 's,
+    {
+        match *self {
+            Slot::Shipped(b) => b,
+            Slot::Changed(r) => r.map(|(start, end)| &written[start as usize..end as usize]),
         }
+    }
+}
+
+/// The new bytes of the states a call changed, back to back, with how many
+/// of them are still some state's (the rest were overwritten since).
+#[derive(Default)]
+pub(crate) struct Written {
+    pub(crate) buf: Vec<u8>,
+    live: usize,
+}
+
+impl Written {
+    /// Forgets the bytes of a state about to change: cut off when they are
+    /// the last ones written.
+    fn release(&mut self, old: Slot<'_>) {
+        if let Slot::Changed(Some((start, end))) = old {
+            self.live -= (end - start) as usize;
+            if end as usize == self.buf.len() {
+                self.buf.truncate(start as usize);
+            }
+        }
+    }
+
+    /// Copies the bytes still in use to the front, when the overwritten
+    /// ones outweigh them (a state rewritten many times in one call).
+    fn compact(&mut self, slots: &mut [Slot<'_>]) {
+        let dead = self.buf.len() - self.live;
+        if dead <= self.live.max(64 * 1024) {
+            return;
+        }
+        let mut buf = Vec::with_capacity(self.live * 2);
+        for slot in slots.iter_mut() {
+            if let Slot::Changed(Some((start, end))) = slot {
+                let at = buf.len() as u32;
+                buf.extend_from_slice(&self.buf[*start as usize..*end as usize]);
+                *slot = Slot::Changed(Some((at, buf.len() as u32)));
+            }
+        }
+        self.buf = buf;
     }
 }
 
@@ -30,7 +74,10 @@ pub struct Ctx<'c, 'k> {
     pub(crate) key: &'k [u8],
     pub(crate) key_index: u32,
     pub(crate) kinds: &'c [u8],
+    /// Every key's states; this key's are `first..first + kinds.len()`.
     pub(crate) slots: &'c mut [Slot<'k>],
+    pub(crate) first: usize,
+    pub(crate) written: &'c mut Written,
     pub(crate) timers: &'c mut Vec<TimerChange>,
     pub(crate) timestamp: i64,
     pub(crate) watermark: i64,
@@ -101,14 +148,37 @@ impl Ctx<'_, '_> {
         }
     }
 
-    fn write(&mut self, state: usize, bytes: Option<Vec<u8>>) {
-        self.slots[state] = Slot::Changed(bytes);
+    /// Sets state `state` to what `put` appends to the written bytes, or
+    /// clears it (`None`).
+    fn write_with(&mut self, state: usize, put: Option<impl FnOnce(&mut Vec<u8>)>) {
+        let i = self.first + state;
+        self.written.release(self.slots[i]);
+        let range = put.map(|put| {
+            let start = self.written.buf.len();
+            put(&mut self.written.buf);
+            let end = self.written.buf.len();
+            self.written.live += end - start;
+            (start as u32, end as u32)
+        });
+        self.slots[i] = Slot::Changed(range);
+        self.written.compact(self.slots);
+    }
+
+    fn write(&mut self, state: usize, bytes: Option<&[u8]>) {
+        self.write_with(
+            state,
+            bytes.map(|b| move |buf: &mut Vec<u8>| buf.extend_from_slice(b)),
+        );
+    }
+
+    fn bytes(&self, state: usize) -> Option<&[u8]> {
+        self.slots[self.first + state].bytes(&self.written.buf)
     }
 
     /// A value state's row, if it is set.
     pub fn value(&self, state: usize) -> Option<&Row> {
         self.kind(state, 0, "value");
-        let bytes = self.slots[state].bytes()?;
+        let bytes = self.bytes(state)?;
         let mut r = Reader::new(bytes);
         r.row_bytes().ok().map(Row::from_encoded)
     }
@@ -116,9 +186,7 @@ impl Ctx<'_, '_> {
     /// Sets a value state.
     pub fn set<R: IntoRow>(&mut self, state: usize, row: R) {
         self.kind(state, 0, "value");
-        let mut bytes = Vec::new();
-        row.encode_row(&mut bytes);
-        self.write(state, Some(bytes));
+        self.write_with(state, Some(|buf: &mut Vec<u8>| row.encode_row(buf)));
     }
 
     /// Clears a state of any kind.
@@ -132,8 +200,7 @@ impl Ctx<'_, '_> {
     /// A list state's rows (empty when it is not set).
     pub fn list(&self, state: usize) -> Vec<&Row> {
         self.kind(state, 1, "list");
-        self.slots[state]
-            .bytes()
+        self.bytes(state)
             .map(|b| rows_of(b, false).into_iter().map(|(_, r)| r).collect())
             .unwrap_or_default()
     }
@@ -141,13 +208,11 @@ impl Ctx<'_, '_> {
     /// Appends a row to a list state.
     pub fn push<R: IntoRow>(&mut self, state: usize, row: R) {
         self.kind(state, 1, "list");
-        let mut bytes = self.slots[state]
-            .bytes()
-            .map_or_else(|| vec![0; 4], <[u8]>::to_vec);
+        let mut bytes = self.bytes(state).map_or_else(|| vec![0; 4], <[u8]>::to_vec);
         let n = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]).saturating_add(1);
         bytes[..4].copy_from_slice(&n.to_le_bytes());
         row.encode_row(&mut bytes);
-        self.write(state, Some(bytes));
+        self.write(state, Some(&bytes));
     }
 
     /// Replaces a list state's rows with `rows` (cleared when empty).
@@ -165,14 +230,13 @@ impl Ctx<'_, '_> {
         let mut bytes = Vec::with_capacity(body.len() + 4);
         encoding::put_len(&mut bytes, n);
         bytes.extend_from_slice(&body);
-        self.write(state, Some(bytes));
+        self.write(state, Some(&bytes));
     }
 
     /// A map state's entries, by insertion.
     pub fn entries(&self, state: usize) -> Vec<(Value<'_>, &Row)> {
         self.kind(state, 2, "map");
-        self.slots[state]
-            .bytes()
+        self.bytes(state)
             .map(|b| {
                 rows_of(b, true)
                     .into_iter()
@@ -213,7 +277,7 @@ impl Ctx<'_, '_> {
         self.kind(state, 2, "map");
         let want = crate::value::decode(key);
         let mut items: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-        if let Some(b) = self.slots[state].bytes() {
+        if let Some(b) = self.bytes(state) {
             for (k, r) in rows_of(b, true) {
                 if k != want {
                     let mut kb = Vec::new();
@@ -237,7 +301,7 @@ impl Ctx<'_, '_> {
                 .map(|(k, r)| (Some(k.as_slice()), r.as_slice())),
             n,
         );
-        self.write(state, Some(bytes));
+        self.write(state, Some(&bytes));
     }
 
     /// Sets a timer of this key: it fires once the watermark (event time)

@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 
 use crate::describe::Params;
 use crate::encoding::{self, Reader};
-use crate::pipeline::ctx::{Ctx, Slot, TimerChange};
+use crate::pipeline::ctx::{Ctx, Slot, TimerChange, Written};
 use crate::pipeline::source::first_timestamp;
 use crate::pipeline::{
     Assigner, Event, Job, KeyFn, Kind, Out, Record, Time, WindowInfo, Windows, read_row,
@@ -139,43 +139,51 @@ pub fn map<U: UserJob>(stage: u32, header: wit::BatchHeader, input: Vec<u8>) -> 
     result(buf, Vec::new())
 }
 
-/// One key's states as shipped: `(key, states)`.
-type Keys<'k> = Vec<(&'k [u8], Vec<Slot<'k>>)>;
+/// The keys of a call and their states as shipped: key `k`'s states are
+/// `slots[k * states..(k + 1) * states]`.
+struct Keys<'k> {
+    keys: Vec<&'k [u8]>,
+    slots: Vec<Slot<'k>>,
+    states: usize,
+}
 
 fn read_keys(keys: &[u8], states: usize) -> Result<Keys<'_>, String> {
     let mut r = Reader::new(keys);
-    let n = r.u32()?;
-    let mut out = Vec::new();
+    let n = r.u32()? as usize;
+    // Each key is at least a byte and each state another.
+    let bound = keys.len() / (1 + states);
+    let mut out = Keys {
+        keys: Vec::with_capacity(n.min(bound)),
+        slots: Vec::with_capacity(n.min(bound) * states),
+        states,
+    };
     for _ in 0..n {
-        let key = r.value_bytes()?;
-        let mut slots = Vec::with_capacity(states);
+        out.keys.push(r.value_bytes()?);
         for _ in 0..states {
-            slots.push(Slot::Shipped(match r.u8()? {
+            out.slots.push(Slot::Shipped(match r.u8()? {
                 0 => None,
                 _ => Some(r.sized()?),
             }));
         }
-        out.push((key, slots));
     }
     Ok(out)
 }
 
 /// A process call's changes: each changed state's new bytes, then the
 /// timers in the order they were set and deleted.
-fn changes(keys: &Keys<'_>, timers: &[TimerChange]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for (k, (_, slots)) in keys.iter().enumerate() {
-        for (s, slot) in slots.iter().enumerate() {
-            let Slot::Changed(bytes) = slot else {
-                continue;
-            };
-            out.push(if bytes.is_some() { 0 } else { 1 });
-            encoding::put_u32(&mut out, k as u32);
-            encoding::put_u32(&mut out, s as u32);
-            if let Some(b) = bytes {
-                encoding::put_len(&mut out, b.len());
-                out.extend_from_slice(b);
-            }
+fn changes(keys: &Keys<'_>, written: &[u8], timers: &[TimerChange]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(written.len() + keys.slots.len() * 13 + timers.len() * 14);
+    let states = keys.states.max(1);
+    for (i, slot) in keys.slots.iter().enumerate() {
+        let Slot::Changed(range) = *slot else {
+            continue;
+        };
+        out.push(if range.is_some() { 0 } else { 1 });
+        encoding::put_u32(&mut out, (i / states) as u32);
+        encoding::put_u32(&mut out, (i % states) as u32);
+        if let Some(b) = slot.bytes(written) {
+            encoding::put_len(&mut out, b.len());
+            out.extend_from_slice(b);
         }
     }
     for &(k, set, domain, at) in timers {
@@ -208,6 +216,7 @@ pub fn process<U: UserJob>(
         Err(m) => return malformed(0, &m),
     };
     let mut timers = Vec::new();
+    let mut written = Written::default();
     let mut buf = Vec::with_capacity(input.len());
     let mut r = Reader::new(&input);
     let mut index = 0;
@@ -235,19 +244,23 @@ pub fn process<U: UserJob>(
             Ok((k, ts, event))
         })();
         let (k, ts, event) = match entry {
-            Ok(e) if (e.0 as usize) < keys.len() => e,
+            Ok(e) if (e.0 as usize) < keys.keys.len() => e,
             Ok(e) => {
-                let m = format!("key index {} of {}", e.0, keys.len());
-                return malformed_after(buf, changes(&keys, &timers), index, &m);
+                let m = format!("key index {} of {}", e.0, keys.keys.len());
+                return malformed_after(buf, changes(&keys, &written.buf, &timers), index, &m);
             }
-            Err(m) => return malformed_after(buf, changes(&keys, &timers), index, &m),
+            Err(m) => {
+                return malformed_after(buf, changes(&keys, &written.buf, &timers), index, &m);
+            }
         };
-        let (key, slots) = &mut keys[k as usize];
+        let at = k as usize * keys.states;
         let mut cx = Ctx {
-            key,
+            key: keys.keys[k as usize],
             key_index: k,
             kinds: &kinds,
-            slots,
+            slots: &mut keys.slots,
+            first: at,
+            written: &mut written,
             timers: &mut timers,
             timestamp: ts,
             watermark: header.watermark,
@@ -256,7 +269,7 @@ pub fn process<U: UserJob>(
         list(&mut buf, ts, next, &job.sides, |out| f(&mut cx, event, out));
         index += 1;
     }
-    let changes = changes(&keys, &timers);
+    let changes = changes(&keys, &written.buf, &timers);
     result(buf, changes)
 }
 

@@ -46,11 +46,15 @@ const LATE_LOG_EVERY: Duration = Duration::from_secs(10);
 /// so that a batch copies chunk handles, not rows.
 type Chunks = Vec<Arc<[(i64, Box<[u8]>)]>>;
 
+/// A window's aggregate, as the guest returned it.
+type Agg = Arc<[u8]>;
+
 /// What a window holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Contents {
-    /// The aggregate so far (none before the guest first set one).
-    Aggregate(Option<Vec<u8>>),
+    /// The aggregate so far (none before the guest first set one), shared
+    /// between the store and a batch working on it.
+    Aggregate(Option<Agg>),
     /// The rows, with their timestamps.
     Rows(Chunks),
 }
@@ -96,11 +100,8 @@ impl Keyed for KeyWindows {
         self.wins.is_empty()
     }
 
-    fn deadlines(&self) -> Vec<(u8, i64)> {
-        self.wins
-            .iter()
-            .map(|w| (self.domain, self.deadline(w)))
-            .collect()
+    fn deadlines(&self, out: &mut Vec<(u8, i64)>) {
+        out.extend(self.wins.iter().map(|w| (self.domain, self.deadline(w))));
     }
 
     /// `u8 domain, s64 lateness, u32 n, window{n}` with `window := s64
@@ -153,7 +154,7 @@ impl Keyed for KeyWindows {
             let contents = if kind == 0 {
                 Contents::Aggregate(match r.u8()? {
                     0 => None,
-                    _ => Some(r.bytes()?.to_vec()),
+                    _ => Some(r.bytes()?.into()),
                 })
             } else {
                 let mut rows = Vec::new();
@@ -195,7 +196,7 @@ struct Open {
     /// Rows joined it (or it merged): it fires again.
     touched: bool,
     /// Aggregates of the stored windows merged into it, to merge into one.
-    aggs: Vec<Vec<u8>>,
+    aggs: Vec<Agg>,
     /// Its rows (process function).
     chunks: Chunks,
     /// Rows this call adds (process function).
@@ -206,7 +207,8 @@ struct Open {
 #[derive(Default)]
 struct Work<'r> {
     keys: Vec<(&'r [u8], u64, Vec<Open>)>,
-    index: HashMap<&'r [u8], usize>,
+    /// Index into `keys`, by the key's hash.
+    index: hashbrown::HashTable<usize>,
 }
 
 /// A row to fold into a window: its key, where the window is (its start;
@@ -285,18 +287,18 @@ impl Window {
     }
 
     /// The windows (start, end) a row at `ts` falls into (for sessions, its
-    /// own window before merging).
-    fn assign(&self, ts: i64) -> Vec<(i64, i64)> {
+    /// own window before merging), into `wins` (emptied first).
+    fn assign(&self, ts: i64, wins: &mut Vec<(i64, i64)>) {
+        wins.clear();
         match self.spec.assigner {
             WindowAssigner::Tumbling(size) => {
                 let size = millis(size);
                 let start = ts - ts.rem_euclid(size);
-                vec![(start, start.saturating_add(size))]
+                wins.push((start, start.saturating_add(size)));
             }
             WindowAssigner::Sliding { size, slide } => {
                 let (size, slide) = (millis(size), millis(slide));
                 let mut start = ts - ts.rem_euclid(slide);
-                let mut wins = Vec::new();
                 while start.saturating_add(size) > ts {
                     wins.push((start, start.saturating_add(size)));
                     start = match start.checked_sub(slide) {
@@ -304,9 +306,8 @@ impl Window {
                         None => break,
                     };
                 }
-                wins
             }
-            WindowAssigner::Session(gap) => vec![(ts, ts.saturating_add(millis(gap)))],
+            WindowAssigner::Session(gap) => wins.push((ts, ts.saturating_add(millis(gap)))),
         }
     }
 
@@ -325,14 +326,17 @@ impl Window {
 impl<'r> Work<'r> {
     /// The key's windows, loaded from the store the first time.
     fn key(&mut self, store: &Store<KeyWindows>, key: &'r [u8], hash: u64) -> usize {
-        if let Some(&k) = self.index.get(key) {
+        let keys = &self.keys;
+        if let Some(&k) = self.index.find(hash, |&k| keys[k].0 == key) {
             return k;
         }
         let wins = store
             .get(key, hash)
             .map_or_else(Vec::new, |kw| kw.wins.iter().map(open_of).collect());
         self.keys.push((key, hash, wins));
-        self.index.insert(key, self.keys.len() - 1);
+        let keys = &self.keys;
+        self.index
+            .insert_unique(hash, keys.len() - 1, |&k| keys[k].1);
         self.keys.len() - 1
     }
 }
@@ -420,9 +424,10 @@ impl Window {
     /// late for any window go to the late output (or are counted).
     fn add(&mut self, clock: Clock, rows: &[Routed<'_>], out: &mut Output) -> Result<(), String> {
         let mut work = Work::default();
-        let mut adds = Vec::new();
+        let mut adds = Vec::with_capacity(rows.len());
         let mut late = Vec::new();
         let session = matches!(self.spec.assigner, WindowAssigner::Session(_));
+        let mut assigned = Vec::new();
         for r in rows {
             let ts = if self.event_time() {
                 r.timestamp
@@ -432,7 +437,8 @@ impl Window {
             let k = work.key(&self.store, r.key, r.hash);
             let wins = &mut work.keys[k].2;
             let mut any = false;
-            for (start, end) in self.assign(ts) {
+            self.assign(ts, &mut assigned);
+            for &(start, end) in &assigned {
                 if session {
                     let (_, e) = session_span(wins, start, end);
                     if self.is_late(e, clock.watermark) {
@@ -508,7 +514,7 @@ impl Window {
                 Call::WindowMerge(&buf),
                 pairs.len(),
             )?;
-            let mut merged: Vec<Option<Vec<u8>>> = vec![None; pairs.len()];
+            let mut merged: Vec<Option<Agg>> = vec![None; pairs.len()];
             for (pair, bytes) in
                 enc::read_slot_changes(&called.changes, pairs.len() as u32).map_err(malformed)?
             {
@@ -539,7 +545,7 @@ impl Window {
     }
 
     /// An aggregate the guest returned, within the output limit.
-    fn checked_aggregate(&self, bytes: &[u8]) -> Result<Vec<u8>, String> {
+    fn checked_aggregate(&self, bytes: &[u8]) -> Result<Agg, String> {
         let limit = self.guest.limits().bytes;
         if bytes.len() as u64 > limit {
             return Err(format!(
@@ -547,7 +553,7 @@ impl Window {
                 bytes.len()
             ));
         }
-        Ok(bytes.to_vec())
+        Ok(bytes.into())
     }
 
     /// Folds the added rows into their windows' aggregates (`window-add`).
@@ -557,8 +563,8 @@ impl Window {
         }
         let session = matches!(self.spec.assigner, WindowAssigner::Session(_));
         let mut slot_of: HashMap<(usize, usize), u32> = HashMap::new();
-        let mut slots: Vec<(usize, usize)> = Vec::new();
-        let mut input = Vec::new();
+        let mut slots: Vec<(usize, usize)> = Vec::with_capacity(work.keys.len());
+        let mut input = Vec::with_capacity(adds.len() * 32);
         for a in adds {
             let Some(w) = find(&work.keys[a.key].2, a.at, session) else {
                 continue;
@@ -577,7 +583,7 @@ impl Window {
             buf.extend_from_slice(key);
             buf.extend_from_slice(&open.start.to_le_bytes());
             buf.extend_from_slice(&open.end.to_le_bytes());
-            put_state(&mut buf, open.aggs.first().map(Vec::as_slice));
+            put_state(&mut buf, open.aggs.first().map(|a| &a[..]));
         }
         let call = Call::WindowAdd(&input, &buf);
         let called = self
@@ -591,7 +597,9 @@ impl Window {
         {
             let (k, w) = slots[slot as usize];
             let agg = self.checked_aggregate(bytes)?;
-            work.keys[k].2[w].aggs = vec![agg];
+            let aggs = &mut work.keys[k].2[w].aggs;
+            aggs.clear();
+            aggs.push(agg);
         }
         Ok(())
     }

@@ -5,3 +5,4 @@ pub mod key_groups;
 pub mod keyed;
 pub mod process_state;
 pub mod store;
+pub mod timers;

@@ -15,7 +15,6 @@
 //! after it copies the arena (copy on write), and a group that did not
 //! change keeps the checkpoint's bytes, so a checkpoint encodes nothing.
 
-use std::collections::BTreeSet;
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -25,7 +24,8 @@ use crate::checkpoint::format::GroupState;
 use crate::encoding::pipeline::put_state;
 use crate::state::key_groups::{key_group, table_hash};
 use crate::state::keyed::StateError;
-use crate::state::store::{Due, Reader};
+use crate::state::store::Reader;
+use crate::state::timers::{Due, Timers};
 
 /// Where a key's entry is: its group (an index into the store's groups)
 /// and its bytes in the group's arena.
@@ -210,7 +210,7 @@ pub struct ProcessState {
     ttls: Vec<Option<i64>>,
     groups: Vec<Group>,
     /// Every timer, in firing order.
-    timers: BTreeSet<Due>,
+    timers: Timers,
     undo: Vec<Undo>,
     /// The old bytes of entries overwritten in place by the batch.
     saved: Vec<u8>,
@@ -229,7 +229,7 @@ impl ProcessState {
             groups: range.clone().map(|_| Group::default()).collect(),
             range,
             ttls,
-            timers: BTreeSet::new(),
+            timers: Timers::default(),
             undo: Vec::new(),
             saved: Vec::new(),
             compact: Vec::new(),
@@ -326,10 +326,10 @@ impl ProcessState {
     /// Moves a key's timers in the index from `before` to `after`.
     fn retime(&mut self, key: &[u8], before: &[(u8, i64)], after: &[(u8, i64)]) {
         for &(domain, at) in before.iter().filter(|t| !after.contains(t)) {
-            self.timers.remove(&(at, domain, key.into()));
+            self.timers.remove(at, domain, key);
         }
         for &(domain, at) in after.iter().filter(|t| !before.contains(t)) {
-            self.timers.insert((at, domain, key.into()));
+            self.timers.insert(at, domain, key);
         }
     }
 
@@ -471,16 +471,7 @@ impl ProcessState {
     /// The timers due: event-time ones at or before `watermark`,
     /// processing-time ones at or before `now`, in firing order.
     pub fn due(&self, watermark: i64, now: i64) -> Vec<Due> {
-        let last = watermark.max(now);
-        self.timers
-            .iter()
-            .take_while(|(at, _, _)| *at <= last)
-            .filter(|(at, domain, _)| match domain {
-                0 => *at <= watermark,
-                _ => *at <= now,
-            })
-            .cloned()
-            .collect()
+        self.timers.due(watermark, now)
     }
 
     /// The key and timers of the entry at `(at, len)` in group `group`.
@@ -496,7 +487,7 @@ impl ProcessState {
         while let Some(u) = self.undo.pop() {
             if let Some((key, timers)) = u.new.and_then(|e| self.entry_at(u.group, e)) {
                 for (domain, at) in timers {
-                    self.timers.remove(&(at, domain, key.clone()));
+                    self.timers.remove(at, domain, &key);
                 }
             }
             let g = &mut self.groups[u.group as usize];
@@ -522,7 +513,7 @@ impl ProcessState {
             }
             if let Some((key, timers)) = u.old.and_then(|e| self.entry_at(u.group, e)) {
                 for (domain, at) in timers {
-                    self.timers.insert((at, domain, key.clone()));
+                    self.timers.insert(at, domain, &key);
                 }
             }
         }
@@ -591,7 +582,7 @@ impl ProcessState {
         let bytes: &[u8] = &group.bytes;
         let mut r = Reader::new(bytes, group.group);
         let mut restored = Group::default();
-        let mut timers = Vec::new();
+        let mut timers: Vec<(i64, u8, &[u8])> = Vec::new();
         while !r.done() {
             let at = r.at();
             let mut entry_timers = Vec::new();
@@ -616,7 +607,7 @@ impl ProcessState {
             }
             restored.link(slot);
             for (domain, ts) in entry_timers {
-                timers.push((ts, domain, Box::<[u8]>::from(key)));
+                timers.push((ts, domain, key));
             }
         }
         if u32::try_from(bytes.len()).is_err() {
@@ -625,8 +616,10 @@ impl ProcessState {
                 group.group
             )));
         }
+        for (at, domain, key) in timers {
+            self.timers.insert(at, domain, key);
+        }
         restored.frozen = Some(group.bytes.clone());
-        self.timers.extend(timers);
         self.groups[(group.group - self.range.start) as usize] = restored;
         Ok(())
     }

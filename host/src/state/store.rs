@@ -11,21 +11,21 @@
 //! not change since the last snapshot keeps its encoding, so a checkpoint
 //! encodes only what changed.
 
-use std::collections::BTreeSet;
 use std::ops::Range;
 use std::sync::Arc;
 
 use crate::checkpoint::format::GroupState;
 use crate::state::key_groups::{key_group, table_hash};
 use crate::state::keyed::StateError;
+use crate::state::timers::{Due, Timers};
 
 /// What a store keeps per key.
 pub trait Keyed: Clone + Default + Send + 'static {
     /// Whether there is nothing to keep (the key is removed).
     fn is_empty(&self) -> bool;
-    /// The key's deadlines: `(domain, timestamp)`, domain 0 event time
-    /// (due when the watermark reaches it), 1 processing time.
-    fn deadlines(&self) -> Vec<(u8, i64)>;
+    /// Appends the key's deadlines to `out`: `(domain, timestamp)`, domain
+    /// 0 event time (due when the watermark reaches it), 1 processing time.
+    fn deadlines(&self, out: &mut Vec<(u8, i64)>);
     /// Appends the key's encoding (after the key) to a checkpoint's bytes.
     fn encode(&self, out: &mut Vec<u8>);
     /// Reads what [`Keyed::encode`] wrote; `arity` is what the stage
@@ -85,9 +85,6 @@ impl<V> Default for Group<V> {
     }
 }
 
-/// A due timer: `(timestamp, domain, key)`, the order timers fire in.
-pub type Due = (i64, u8, Box<[u8]>);
-
 /// The state of the key groups one subtask of a stateful stage owns.
 pub struct Store<V> {
     max_parallelism: u32,
@@ -95,9 +92,14 @@ pub struct Store<V> {
     states: usize,
     groups: Vec<Group<V>>,
     /// Every deadline, in firing order.
-    timers: BTreeSet<Due>,
-    /// The keys' values before the batch changed them, to undo it.
-    undo: Vec<(u64, Box<[u8]>, Option<V>)>,
+    timers: Timers,
+    /// The keys' values before the batch changed them, to undo it: the
+    /// hash, where the key is in `undo_keys`, the value.
+    undo: Vec<(u64, Range<usize>, Option<V>)>,
+    undo_keys: Vec<u8>,
+    /// Room for a key's deadlines before and after a change.
+    before: Vec<(u8, i64)>,
+    after: Vec<(u8, i64)>,
 }
 
 impl<V: Keyed> Store<V> {
@@ -109,8 +111,11 @@ impl<V: Keyed> Store<V> {
             groups: range.clone().map(|_| Group::default()).collect(),
             range,
             states,
-            timers: BTreeSet::new(),
+            timers: Timers::default(),
             undo: Vec::new(),
+            undo_keys: Vec::new(),
+            before: Vec::new(),
+            after: Vec::new(),
         }
     }
 
@@ -132,7 +137,8 @@ impl<V: Keyed> Store<V> {
         };
         group.encoded = None;
         let keys = Arc::make_mut(&mut group.keys);
-        let now = new.deadlines();
+        self.after.clear();
+        new.deadlines(&mut self.after);
         let old = if new.is_empty() {
             remove(keys, key, hash)
         } else if let Some(s) =
@@ -143,55 +149,58 @@ impl<V: Keyed> Store<V> {
             insert(keys, key.into(), hash, new);
             None
         };
-        let before = old.as_ref().map(Keyed::deadlines).unwrap_or_default();
+        self.before.clear();
+        if let Some(old) = &old {
+            old.deadlines(&mut self.before);
+        }
         // The deadlines of a key mostly stay as they were: touch only those
         // that changed.
-        if before != now {
-            for &(domain, at) in before.iter().filter(|d| !now.contains(d)) {
-                self.timers.remove(&(at, domain, key.into()));
+        if self.before != self.after {
+            for &(domain, at) in self.before.iter().filter(|d| !self.after.contains(d)) {
+                self.timers.remove(at, domain, key);
             }
-            for &(domain, at) in now.iter().filter(|d| !before.contains(d)) {
-                self.timers.insert((at, domain, key.into()));
+            for &(domain, at) in self.after.iter().filter(|d| !self.before.contains(d)) {
+                self.timers.insert(at, domain, key);
             }
         }
-        self.undo.push((hash, key.into(), old));
+        let at = self.undo_keys.len();
+        self.undo_keys.extend_from_slice(key);
+        self.undo.push((hash, at..self.undo_keys.len(), old));
     }
 
     /// The timers due: event-time ones at or before `watermark`,
     /// processing-time ones at or before `now`, in firing order.
     pub fn due(&self, watermark: i64, now: i64) -> Vec<Due> {
-        let last = watermark.max(now);
-        self.timers
-            .iter()
-            .take_while(|(at, _, _)| *at <= last)
-            .filter(|(at, domain, _)| match domain {
-                0 => *at <= watermark,
-                _ => *at <= now,
-            })
-            .cloned()
-            .collect()
+        self.timers.due(watermark, now)
     }
 
     /// Takes the batch's changes back, newest first.
     pub fn undo(&mut self) {
+        let mut deadlines = Vec::new();
         while let Some((hash, key, old)) = self.undo.pop() {
+            let key: Box<[u8]> = self.undo_keys[key].into();
             let g = self.group_of(hash);
             if let Some(group) = self.groups.get_mut(g) {
                 group.encoded = None;
                 let keys = Arc::make_mut(&mut group.keys);
                 if let Some(now) = remove(keys, &key, hash) {
-                    for (domain, at) in now.deadlines() {
-                        self.timers.remove(&(at, domain, key.clone()));
+                    deadlines.clear();
+                    now.deadlines(&mut deadlines);
+                    for &(domain, at) in &deadlines {
+                        self.timers.remove(at, domain, &key);
                     }
                 }
                 if let Some(old) = old {
-                    for (domain, at) in old.deadlines() {
-                        self.timers.insert((at, domain, key.clone()));
+                    deadlines.clear();
+                    old.deadlines(&mut deadlines);
+                    for &(domain, at) in &deadlines {
+                        self.timers.insert(at, domain, &key);
                     }
                     insert(keys, key, hash, old);
                 }
             }
         }
+        self.undo_keys.clear();
     }
 
     /// Keeps the batch's changes when it succeeded, undoes them whole when
@@ -212,6 +221,7 @@ impl<V: Keyed> Store<V> {
     /// Keeps the batch's changes.
     pub fn commit(&mut self) {
         self.undo.clear();
+        self.undo_keys.clear();
     }
 
     /// Keys held.
@@ -245,9 +255,12 @@ impl<V: Keyed> Store<V> {
             return Ok(());
         }
         let keys: Map<V> = decode(&group.bytes, self.states, group.group)?;
+        let mut deadlines = Vec::new();
         for s in keys.iter() {
-            for (domain, at) in s.value.deadlines() {
-                self.timers.insert((at, domain, s.key.clone()));
+            deadlines.clear();
+            s.value.deadlines(&mut deadlines);
+            for &(domain, at) in &deadlines {
+                self.timers.insert(at, domain, &s.key);
             }
         }
         let slot = (group.group - self.range.start) as usize;
@@ -371,8 +384,8 @@ mod tests {
         fn is_empty(&self) -> bool {
             self.0.is_empty() && self.1.is_none()
         }
-        fn deadlines(&self) -> Vec<(u8, i64)> {
-            self.1.iter().map(|&t| (0, t)).collect()
+        fn deadlines(&self, out: &mut Vec<(u8, i64)>) {
+            out.extend(self.1.iter().map(|&t| (0, t)));
         }
         fn encode(&self, out: &mut Vec<u8>) {
             put_bytes(out, &self.0);
