@@ -321,3 +321,44 @@ fn row_bytes(r: &Row) -> Vec<u8> {
     r.encode_row(&mut out);
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_state_rewritten_many_times_in_a_call_keeps_its_last_value_in_bounded_memory() {
+        let kinds = [1u8, 0];
+        let mut slots = vec![Slot::Shipped(None); 4];
+        let mut written = Written::default();
+        let mut timers = Vec::new();
+        let mut cx = Ctx {
+            key: &[],
+            key_index: 1,
+            kinds: &kinds,
+            slots: &mut slots,
+            first: 2,
+            written: &mut written,
+            timers: &mut timers,
+            timestamp: 0,
+            watermark: 0,
+            processing_time: 0,
+        };
+        // A list that grows by a row a call, next to a value rewritten as
+        // often: quadratic bytes if nothing were reclaimed.
+        for i in 0..3000i64 {
+            cx.push(0, (i,));
+            cx.set(1, (i,));
+        }
+        assert_eq!(cx.list(0).len(), 3000);
+        assert_eq!(cx.list(0)[2999].field(0).as_int(), Some(2999));
+        assert_eq!(cx.value(1).and_then(|r| r.field(0).as_int()), Some(2999));
+        let live = written.live;
+        assert!(
+            written.buf.len() <= 2 * live + 64 * 1024,
+            "{} bytes written for {live} in use",
+            written.buf.len()
+        );
+        assert!(matches!(slots[0], Slot::Shipped(None)), "another key's states stay");
+    }
+}
