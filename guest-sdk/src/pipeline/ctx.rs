@@ -359,6 +359,9 @@ mod tests {
             "{} bytes written for {live} in use",
             written.buf.len()
         );
-        assert!(matches!(slots[0], Slot::Shipped(None)), "another key's states stay");
+        assert!(
+            matches!(slots[0], Slot::Shipped(None)),
+            "another key's states stay"
+        );
     }
 }

@@ -192,6 +192,9 @@ fn read_entry<'a>(
     Ok(key)
 }
 
+/// A key's timers: `(domain, timestamp)`, sorted.
+type KeyTimers = Vec<(u8, i64)>;
+
 /// A change of the batch, to undo it: the key's entry before and after,
 /// and, for an entry overwritten in place, where its old bytes are kept.
 struct Undo {
@@ -217,7 +220,7 @@ pub struct ProcessState {
     /// Groups whose superseded entries are to be dropped at the commit.
     compact: Vec<u32>,
     scratch: Vec<u8>,
-    timer_scratch: (Vec<(u8, i64)>, Vec<(u8, i64)>),
+    timer_scratch: (KeyTimers, KeyTimers),
 }
 
 impl ProcessState {
@@ -312,8 +315,15 @@ impl ProcessState {
         scratch.clear();
         before.clear();
         after.clear();
-        let result =
+        let mut result =
             self.encode_update(key, loc, now, edits, &mut scratch, &mut before, &mut after);
+        let held = self.groups[group as usize].bytes().len();
+        if result.is_ok() && held.saturating_add(scratch.len()) > u32::MAX as usize {
+            result = Err(StateError(format!(
+                "key group {} would hold over 4 GiB of state; spread the keys over more key groups (--max-parallelism) or keep less state per key",
+                self.range.start + group
+            )));
+        }
         if result.is_ok() {
             self.retime(key, &before, &after);
             self.place(group, hash, loc, &scratch);
@@ -475,7 +485,7 @@ impl ProcessState {
     }
 
     /// The key and timers of the entry at `(at, len)` in group `group`.
-    fn entry_at(&self, group: u32, (at, len): (u32, u32)) -> Option<(Box<[u8]>, Vec<(u8, i64)>)> {
+    fn entry_at(&self, group: u32, (at, len): (u32, u32)) -> Option<(Box<[u8]>, KeyTimers)> {
         let mut r = self.reader(Loc { group, at, len });
         let mut timers = Vec::new();
         let key = read_entry(&mut r, self.ttls.len(), &mut timers).ok()?;
