@@ -669,6 +669,11 @@ impl Window {
     }
 }
 
+/// Whether a window is due to fire at `now`.
+fn due_to_fire(w: &Win, now: i64) -> bool {
+    !w.fired && w.end.saturating_sub(1) <= now
+}
+
 /// The window an add goes to: by start, or, for sessions, the one holding
 /// the row's timestamp.
 fn find(wins: &[Open], at: i64, session: bool) -> Option<usize> {
@@ -816,20 +821,16 @@ impl Window {
             return Ok(());
         }
         let now = self.now(clock);
-        let mut keys: Vec<(Box<[u8]>, u64)> = Vec::new();
-        let mut seen = std::collections::HashSet::new();
+        let mut keys: Vec<(&[u8], u64)> = Vec::new();
+        let mut seen = hashbrown::HashSet::new();
         let mut fires = Vec::new();
-        for (_, _, key) in due {
-            if !seen.insert(key.clone()) {
+        for (_, _, key) in &due {
+            if !seen.insert(&key[..]) {
                 continue;
             }
-            let hash = xxhash_rust::xxh3::xxh3_64(&key);
-            if let Some(kw) = self.store.get(&key, hash) {
-                for w in kw
-                    .wins
-                    .iter()
-                    .filter(|w| !w.fired && w.end.saturating_sub(1) <= now)
-                {
+            let hash = xxhash_rust::xxh3::xxh3_64(key);
+            if let Some(kw) = self.store.get(key, hash) {
+                for w in kw.wins.iter().filter(|w| due_to_fire(w, now)) {
                     fires.push(Fire {
                         at: w.end.saturating_sub(1),
                         key: key.clone(),
@@ -855,15 +856,12 @@ impl Window {
                         Alone::Unreproduced(cause) => {
                             out.unreproduced.push(self.window_failure(batch, f, cause))
                         }
-                        Alone::Failed(cause) => {
-                            out.dead.push(self.window_failure(batch, f, cause));
-                            self.mark_fired(one);
-                        }
+                        Alone::Failed(cause) => out.dead.push(self.window_failure(batch, f, cause)),
                     }
                 }
             }
         }
-        self.purge(&keys, now);
+        self.retire(&keys, now);
         Ok(())
     }
 
@@ -910,9 +908,7 @@ impl Window {
         )?;
         let shape = self.shape(fires.len());
         enc::read_emitted(&called.output, shape, |_| {}).map_err(malformed)?;
-        emit(&self.cx, self.down, shape, out, called.output, orders)?;
-        self.mark_fired(fires);
-        Ok(())
+        emit(&self.cx, self.down, shape, out, called.output, orders)
     }
 
     fn window(&self, f: &Fire) -> Option<&Win> {
@@ -923,30 +919,33 @@ impl Window {
             .find(|w| w.start == f.start)
     }
 
-    fn mark_fired(&mut self, fires: &[Fire]) {
-        for f in fires {
-            if let Some(mut kw) = self.store.get(&f.key, f.hash).cloned() {
-                if let Some(w) = kw.wins.iter_mut().find(|w| w.start == f.start) {
-                    w.fired = true;
-                }
-                self.store.put(&f.key, f.hash, kw);
-            }
-        }
-    }
-
-    /// Drops the fired windows of `keys` whose lateness has passed.
-    fn purge(&mut self, keys: &[(Box<[u8]>, u64)], now: i64) {
-        for (key, hash) in keys {
-            let Some(kw) = self.store.get(key, *hash) else {
+    /// After the windows due fired (or failed alone and were dropped): one
+    /// change per key marks them fired and drops the fired windows whose
+    /// lateness has passed.
+    fn retire(&mut self, keys: &[(&[u8], u64)], now: i64) {
+        for &(key, hash) in keys {
+            let Some(kw) = self.store.get(key, hash) else {
                 continue;
             };
-            let gone = |w: &Win| w.fired && kw.deadline(w) <= now;
-            if !kw.wins.iter().any(gone) {
+            let changes = |w: &Win| due_to_fire(w, now) || (w.fired && kw.deadline(w) <= now);
+            if !kw.wins.iter().any(changes) {
                 continue;
             }
-            let mut kept = kw.clone();
-            kept.wins.retain(|w| !(w.fired && kw.deadline(w) <= now));
-            self.store.put(key, *hash, kept);
+            let mut kept = KeyWindows {
+                wins: Vec::with_capacity(kw.wins.len()),
+                ..*kw
+            };
+            for w in &kw.wins {
+                let fired = w.fired || due_to_fire(w, now);
+                let purged = fired && {
+                    let last = w.end.saturating_sub(1);
+                    last.saturating_add(kw.lateness) <= now
+                };
+                if !purged {
+                    kept.wins.push(Win { fired, ..w.clone() });
+                }
+            }
+            self.store.put(key, hash, kept);
         }
     }
 
