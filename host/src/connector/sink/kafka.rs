@@ -35,6 +35,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::connector::kafka::batch::BatchBuilder;
+use crate::connector::kafka::client::Sent;
 use crate::connector::kafka::{Cluster, KafkaError, KafkaUri, environment, partition_for};
 use crate::connector::position::{Offsets, Runs};
 use crate::connector::{ConnectorEnv, ConnectorError, Sink, SinkContext, SinkKind, SinkPosition};
@@ -133,6 +134,7 @@ impl SinkKind for KafkaKind {
             through: BTreeMap::new(),
             ends: Offsets::new(),
             lines: 0,
+            in_flight: None,
         };
         match &cx.resume {
             Some(position) => sink.resume(position)?,
@@ -321,6 +323,20 @@ pub struct KafkaSink {
     ends: Offsets,
     /// Lines of output so far.
     lines: u64,
+    /// The write sent whose acknowledgement is still to be read.
+    in_flight: Option<InFlight>,
+}
+
+/// A write sent ([`KafkaSink::send`]) and not yet acknowledged.
+struct InFlight {
+    /// The line after the block's last.
+    through: u64,
+    /// Each partition's records.
+    pending: Pending,
+    /// Each leader's request.
+    sent: Vec<(i32, Sent)>,
+    /// The first request that could not be sent.
+    failed: Option<KafkaError>,
 }
 
 impl KafkaSink {
@@ -385,63 +401,176 @@ impl KafkaSink {
 
     /// The records of `block` (lines `at..`) each partition lacks.
     fn records(&self, at: u64, block: &Block) -> Result<Pending, ConnectorError> {
-        let mut out: BTreeMap<i32, BatchBuilder> = BTreeMap::new();
         let now = crate::job::now_ms() as i64;
         let keyed = !block.key_ends.is_empty();
-        let per = (block.bytes.len() + block.keys.len()) / self.leaders.len().max(1);
         let partitions = self.partitions();
-        let mut start = 0usize;
+        let n = partitions.max(1) as usize;
+        // Per partition (by index: the partitioner's numbers), the line
+        // up to which it holds the output, and the batch being written.
+        let through: Vec<u64> = (0..n)
+            .map(|p| self.through.get(&(p as i32)).copied().unwrap_or(0))
+            .collect();
+        let mut out: Vec<Option<BatchBuilder>> = (0..n).map(|_| None).collect();
+        // About 10 bytes of framing a record.
+        let per = (block.bytes.len() + block.keys.len() + 10 * block.lines as usize) / n;
+        let (mut start, mut key_start) = (0usize, 0usize);
         for (i, end) in memchr::memchr_iter(b'\n', &block.bytes).enumerate() {
             let line = &block.bytes[start..end];
             start = end + 1;
-            let key = block.key(i);
-            let p = partition_for(
-                if block.key_ends.is_empty() { line } else { key },
-                partitions,
-            );
-            if at + (i as u64) < self.through.get(&p).copied().unwrap_or(0) {
+            let key: &[u8] = match block.key_ends.get(i) {
+                Some(&key_end) => {
+                    let key = block.keys.get(key_start..key_end as usize);
+                    key_start = key_end as usize;
+                    key.unwrap_or_default()
+                }
+                None => &[],
+            };
+            let p = partition_for(if keyed { key } else { line }, partitions);
+            let (Some(&through), Some(slot)) = (through.get(p as usize), out.get_mut(p as usize))
+            else {
+                continue;
+            };
+            if at + (i as u64) < through {
                 continue;
             }
             if line.len() > self.settings.max_record {
-                return Err(ConnectorError::Input(format!(
-                    "output line {} of {} bytes (key `{}`) is over the Kafka sink's limit of {} bytes; raise `max-record-bytes` in the sink's URI (and the topic's max.message.bytes)",
-                    at + i as u64 + 1,
-                    line.len(),
-                    String::from_utf8_lossy(&key[..key.len().min(60)]),
-                    self.settings.max_record
-                )));
+                return Err(self.too_long(at + i as u64, line, key));
             }
-            let batch = out
-                .entry(p)
-                .or_insert_with(|| BatchBuilder::new(now, per + per / 2));
             let key = keyed.then_some(key);
-            if batch.is_empty() {
-                let mark = Mark {
-                    tag: self.tag,
-                    first: at,
-                    count: block.lines,
-                    runs: block.runs.as_deref().cloned().unwrap_or_default(),
-                };
-                batch.push(key, line, &[(HEADER, &mark.encode())]);
-            } else {
-                batch.push(key, line, &[]);
+            match slot {
+                Some(batch) => batch.push_plain(key, line),
+                None => {
+                    let mut batch = BatchBuilder::new(now, per + per / 4);
+                    let mark = Mark {
+                        tag: self.tag,
+                        first: at,
+                        count: block.lines,
+                        runs: block.runs.as_deref().cloned().unwrap_or_default(),
+                    };
+                    batch.push(key, line, &[(HEADER, &mark.encode())]);
+                    *slot = Some(batch);
+                }
             }
         }
         Ok(out
             .into_iter()
+            .enumerate()
+            .filter_map(|(p, b)| Some((p as i32, b?)))
             .map(|(p, b)| (p, (b.len() as i64, b.finish())))
             .collect())
     }
 
-    /// Writes the partitions' records, each partition in one request per
-    /// leader; settles and retries what failed until `retry-for` passes.
-    fn produce(&mut self, at: u64, block: &Block) -> Result<(), ConnectorError> {
+    /// The error for output line `line` (0-based number `at`), over the
+    /// limit.
+    fn too_long(&self, at: u64, line: &[u8], key: &[u8]) -> ConnectorError {
+        ConnectorError::Input(format!(
+            "output line {} of {} bytes (key `{}`) is over the Kafka sink's limit of {} bytes; raise `max-record-bytes` in the sink's URI (and the topic's max.message.bytes)",
+            at + 1,
+            line.len(),
+            String::from_utf8_lossy(&key[..key.len().min(60)]),
+            self.settings.max_record
+        ))
+    }
+
+    /// Sends the partitions' records of `block` (lines `at..`), each
+    /// partition in one request per leader, without waiting for the
+    /// broker's acknowledgement: [`KafkaSink::complete`] reads it (before
+    /// the next write, a sync or a flush), so the broker appends one
+    /// block while the job makes the next.
+    fn send(&mut self, at: u64, block: &Block) -> Result<(), ConnectorError> {
+        let pending = self.records(at, block)?;
+        self.complete()?;
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let mut by_node: BTreeMap<i32, Vec<(i32, Bytes)>> = BTreeMap::new();
+        for (p, (_, batch)) in &pending {
+            let node = self.leaders.get(p).copied().unwrap_or(-1);
+            by_node.entry(node).or_default().push((*p, batch.clone()));
+        }
+        let mut sent = Vec::new();
+        let mut failed = None;
+        for (node, batches) in by_node {
+            match self.cluster.send_produce(node, &self.uri.topic, batches) {
+                Ok(s) => sent.push((node, s)),
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+        self.in_flight = Some(InFlight {
+            through: at + block.lines,
+            pending,
+            sent,
+            failed,
+        });
+        Ok(())
+    }
+
+    /// Reads the acknowledgement of the write in flight, if any; settles
+    /// and retries what failed until `retry-for` passes.
+    fn complete(&mut self) -> Result<(), ConnectorError> {
+        let Some(f) = self.in_flight.take() else {
+            return Ok(());
+        };
+        let (mut pending, through) = (f.pending, f.through);
+        let mut first = f.failed;
+        for (node, sent) in f.sent {
+            match self.cluster.produced(node, &self.uri.topic, sent) {
+                Ok(results) => self.written(&mut pending, results, through, &mut first),
+                Err(e) => {
+                    first.get_or_insert(e);
+                }
+            }
+        }
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let e = first.unwrap_or_else(|| {
+            KafkaError::Unreachable("the broker did not answer for every partition".into())
+        });
+        self.retry(pending, through, e)
+    }
+
+    /// Takes the partitions a produce wrote out of `pending`, keeping the
+    /// first error.
+    fn written(
+        &mut self,
+        pending: &mut Pending,
+        results: Vec<(i32, Result<i64, KafkaError>)>,
+        through: u64,
+        first: &mut Option<KafkaError>,
+    ) {
+        for (p, result) in results {
+            match result {
+                Ok(base) => {
+                    let count = pending.get(&p).map_or(0, |r| r.0);
+                    self.ends.insert(p, base + count);
+                    self.through.insert(p, through);
+                    pending.remove(&p);
+                }
+                Err(e) => {
+                    first.get_or_insert(e);
+                }
+            }
+        }
+    }
+
+    /// Writes what is still `pending` after the error `e`, waiting for a
+    /// broker that is gone up to `retry-for`.
+    fn retry(
+        &mut self,
+        mut pending: Pending,
+        through: u64,
+        e: KafkaError,
+    ) -> Result<(), ConnectorError> {
         let deadline = Instant::now() + self.settings.retry_for;
-        let mut pending = self.records(at, block)?;
         let mut wait = Duration::from_millis(100);
         let mut reported = false;
+        let mut error = Some(e);
         while !pending.is_empty() {
-            let Some(e) = self.try_produce(&mut pending, at + block.lines) else {
+            let Some(e) = error.take() else {
+                error = self.try_produce(&mut pending, through);
                 continue;
             };
             if !e.retriable() || Instant::now() + wait > deadline {
@@ -467,7 +596,7 @@ impl KafkaSink {
             }
             std::thread::sleep(wait);
             wait = (wait * 2).min(Duration::from_secs(2));
-            if self.recover(&mut pending, at, block)? && pending.is_empty() {
+            if self.recover(&mut pending, through)? && pending.is_empty() {
                 tracing::info!("sink `{}`: the broker is back", self.uri.canonical());
             }
         }
@@ -476,13 +605,10 @@ impl KafkaSink {
 
     /// After a failed write: reconnects, reads what reached the broker
     /// before the failure, and leaves in `pending` only what is still
-    /// missing. `Ok(false)` when the broker cannot be asked yet.
-    fn recover(
-        &mut self,
-        pending: &mut Pending,
-        at: u64,
-        block: &Block,
-    ) -> Result<bool, ConnectorError> {
+    /// missing (a batch is appended whole or not at all, so a partition
+    /// whose write got there holds the block through line `through`).
+    /// `Ok(false)` when the broker cannot be asked yet.
+    fn recover(&mut self, pending: &mut Pending, through: u64) -> Result<bool, ConnectorError> {
         if self.cluster.reconnect(Duration::ZERO).is_err() {
             return Ok(false);
         }
@@ -498,9 +624,7 @@ impl KafkaSink {
         if self.settle(&from).is_err() {
             return Ok(false);
         }
-        let mut again = self.records(at, block)?;
-        again.retain(|p, _| pending.contains_key(p));
-        *pending = again;
+        pending.retain(|p, _| self.through.get(p).copied().unwrap_or(0) < through);
         Ok(true)
     }
 
@@ -514,26 +638,8 @@ impl KafkaSink {
         }
         let mut first = None;
         for (node, batches) in by_node {
-            let counts: BTreeMap<i32, i64> = batches
-                .iter()
-                .map(|(p, _)| (*p, pending.get(p).map_or(0, |r| r.0)))
-                .collect();
             match self.cluster.produce(node, &self.uri.topic, batches) {
-                Ok(results) => {
-                    for (p, result) in results {
-                        match result {
-                            Ok(base) => {
-                                self.ends
-                                    .insert(p, base + counts.get(&p).copied().unwrap_or(0));
-                                self.through.insert(p, through);
-                                pending.remove(&p);
-                            }
-                            Err(e) => {
-                                first.get_or_insert(e);
-                            }
-                        }
-                    }
-                }
+                Ok(results) => self.written(pending, results, through, &mut first),
                 Err(e) => {
                     first.get_or_insert(e);
                 }
@@ -546,17 +652,18 @@ impl KafkaSink {
 impl Sink for KafkaSink {
     fn write(&mut self, at: u64, block: &Block) -> Result<(), ConnectorError> {
         if block.lines > 0 {
-            self.produce(at, block)?;
+            self.send(at, block)?;
         }
         self.lines = self.lines.max(at + block.lines);
         Ok(())
     }
 
     fn flush(&mut self) -> Result<(), ConnectorError> {
-        Ok(())
+        self.complete()
     }
 
     fn sync(&mut self) -> Result<SinkPosition, ConnectorError> {
+        self.complete()?;
         // Every write was acknowledged by all in-sync replicas (acks=all):
         // it is as durable as the topic makes it.
         let ends: Offsets = self
