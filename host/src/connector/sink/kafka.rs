@@ -478,6 +478,13 @@ impl KafkaSink {
     /// the next write, a sync or a flush), so the broker appends one
     /// block while the job makes the next.
     fn send(&mut self, at: u64, block: &Block) -> Result<(), ConnectorError> {
+        // A block that goes over lines the write in flight holds (a replay)
+        // waits for it, so that its lines are left out; any other is made
+        // while the broker appends that one (its acknowledgement moves no
+        // partition past this block's first line).
+        if self.in_flight.as_ref().is_some_and(|f| at < f.through) {
+            self.complete()?;
+        }
         let pending = self.records(at, block)?;
         self.complete()?;
         if pending.is_empty() {
