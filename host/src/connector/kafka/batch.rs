@@ -449,16 +449,14 @@ mod tests {
         assert_eq!(out[2].value.as_deref(), Some(&[7u8; 200][..]));
     }
 
+    type Rec = (
+        Option<Vec<u8>>,
+        Option<Vec<u8>>,
+        Vec<(String, Option<Vec<u8>>)>,
+    );
+
     /// Records as kafka-protocol encodes them, from (key, value, headers).
-    fn theirs(
-        records: &[(
-            Option<Vec<u8>>,
-            Option<Vec<u8>>,
-            Vec<(String, Option<Vec<u8>>)>,
-        )],
-        base: i64,
-        compression: Compression,
-    ) -> Bytes {
+    fn theirs(records: &[Rec], base: i64, compression: Compression) -> Bytes {
         let records: Vec<kafka_protocol::records::Record> = records
             .iter()
             .enumerate()
@@ -493,12 +491,6 @@ mod tests {
         .expect("encode");
         buf.freeze()
     }
-
-    type Rec = (
-        Option<Vec<u8>>,
-        Option<Vec<u8>>,
-        Vec<(String, Option<Vec<u8>>)>,
-    );
 
     fn records() -> impl Strategy<Value = Vec<Rec>> {
         let bytes = || proptest::option::of(proptest::collection::vec(any::<u8>(), 0..40));

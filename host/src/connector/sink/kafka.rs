@@ -30,9 +30,11 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use crossbeam_channel::{Receiver, Sender};
 
 use crate::connector::kafka::batch::BatchBuilder;
 use crate::connector::kafka::client::Sent;
@@ -125,7 +127,7 @@ impl SinkKind for KafkaKind {
         let mut cluster = parsed.connect(settings.retry_for)?;
         let topic = parsed.topic(&mut cluster)?;
         let tag = tag(&cx.job_id);
-        let mut sink = KafkaSink {
+        let mut sink = Writer {
             uri: parsed,
             settings,
             cluster,
@@ -140,7 +142,7 @@ impl SinkKind for KafkaKind {
             Some(position) => sink.resume(position)?,
             None => sink.start()?,
         }
-        Ok(Box::new(sink))
+        Ok(Box::new(KafkaSink::spawn(sink)?))
     }
 }
 
@@ -309,8 +311,8 @@ fn order<'a>(marks: impl Iterator<Item = &'a Mark>, from: u64) -> Runs {
 /// Per partition, the records still to write: how many, and their batch.
 type Pending = BTreeMap<i32, (i64, Bytes)>;
 
-/// A Kafka topic as a sink.
-pub struct KafkaSink {
+/// What writes to the topic, on the sink's own thread ([`KafkaSink`]).
+struct Writer {
     uri: KafkaUri,
     settings: Settings,
     cluster: Cluster,
@@ -327,7 +329,7 @@ pub struct KafkaSink {
     in_flight: Option<InFlight>,
 }
 
-/// A write sent ([`KafkaSink::send`]) and not yet acknowledged.
+/// A write sent ([`Writer::send`]) and not yet acknowledged.
 struct InFlight {
     /// The line after the block's last.
     through: u64,
@@ -339,7 +341,7 @@ struct InFlight {
     failed: Option<KafkaError>,
 }
 
-impl KafkaSink {
+impl Writer {
     /// A new job: every partition's end now.
     fn start(&mut self) -> Result<(), ConnectorError> {
         let mut by_node: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
@@ -474,7 +476,7 @@ impl KafkaSink {
 
     /// Sends the partitions' records of `block` (lines `at..`), each
     /// partition in one request per leader, without waiting for the
-    /// broker's acknowledgement: [`KafkaSink::complete`] reads it (before
+    /// broker's acknowledgement: [`Writer::complete`] reads it (before
     /// the next write, a sync or a flush), so the broker appends one
     /// block while the job makes the next.
     fn send(&mut self, at: u64, block: &Block) -> Result<(), ConnectorError> {
@@ -656,17 +658,13 @@ impl KafkaSink {
     }
 }
 
-impl Sink for KafkaSink {
+impl Writer {
     fn write(&mut self, at: u64, block: &Block) -> Result<(), ConnectorError> {
         if block.lines > 0 {
             self.send(at, block)?;
         }
         self.lines = self.lines.max(at + block.lines);
         Ok(())
-    }
-
-    fn flush(&mut self) -> Result<(), ConnectorError> {
-        self.complete()
     }
 
     fn sync(&mut self) -> Result<SinkPosition, ConnectorError> {
@@ -683,6 +681,170 @@ impl Sink for KafkaSink {
             bytes: 0,
             partitions: Some(Arc::new(ends)),
         })
+    }
+
+    /// Works through the job's requests until the job lets go of the
+    /// sink: writes, and syncs and flushes, which are answered on
+    /// `replies`. A failed write is answered at once (the job meets it at
+    /// its next call), and every request after it with the same error.
+    fn run(mut self, work: &Receiver<Work>, replies: &Sender<Reply>, stop: &AtomicBool) {
+        let mut failed: Option<ConnectorError> = None;
+        for item in work.iter() {
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            let reply = match (&failed, item) {
+                (Some(_), Work::Write(..)) => continue,
+                (Some(e), _) => Err(again(e)),
+                (None, Work::Write(at, block)) => match self.write(at, &block) {
+                    Ok(()) => continue,
+                    Err(e) => {
+                        failed = Some(again(&e));
+                        Err(e)
+                    }
+                },
+                (None, Work::Sync) => self.sync(),
+                (None, Work::Flush) => self.complete().map(|()| SinkPosition::default()),
+            };
+            if replies.send(reply).is_err() {
+                break;
+            }
+        }
+        // A write still in flight is settled before the sink is let go.
+        let _ = self.complete();
+    }
+}
+
+fn again(e: &ConnectorError) -> ConnectorError {
+    match e {
+        ConnectorError::Input(m) => ConnectorError::Input(m.clone()),
+        ConnectorError::Environment(m) => ConnectorError::Environment(m.clone()),
+    }
+}
+
+/// What the job asks of the writer's thread.
+enum Work {
+    Write(u64, Block),
+    Sync,
+    Flush,
+}
+
+/// The writer's answer to a sync or a flush, or a write's failure.
+type Reply = Result<SinkPosition, ConnectorError>;
+
+/// A Kafka topic as a sink. The job's thread hands each block (a copy)
+/// to a writer thread of the sink's own, which cuts it into record
+/// batches and produces them while the job works on the next block; a
+/// sync (a checkpoint) or a flush waits until everything before it is
+/// acknowledged. The one check made on the job's thread is the records'
+/// size limit, so a line over it fails the write that holds it.
+pub struct KafkaSink {
+    max_record: usize,
+    work: Option<Sender<Work>>,
+    replies: Receiver<Reply>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl KafkaSink {
+    fn spawn(writer: Writer) -> Result<KafkaSink, ConnectorError> {
+        let (work_tx, work_rx) = crossbeam_channel::bounded(1);
+        let (reply_tx, reply_rx) = crossbeam_channel::unbounded();
+        let stop = Arc::new(AtomicBool::new(false));
+        let max_record = writer.settings.max_record;
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("sluice-kafka-out".into())
+            .spawn(move || writer.run(&work_rx, &reply_tx, &flag))
+            .map_err(|e| {
+                ConnectorError::Environment(format!("cannot start the sink's thread: {e}"))
+            })?;
+        Ok(KafkaSink {
+            max_record,
+            work: Some(work_tx),
+            replies: reply_rx,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    fn stopped() -> ConnectorError {
+        ConnectorError::Environment("the Kafka sink's writer stopped".into())
+    }
+
+    /// Sends `item` and waits for its answer (an earlier write's failure
+    /// comes first).
+    fn ask(&mut self, item: Work) -> Reply {
+        let work = self.work.as_ref().ok_or_else(Self::stopped)?;
+        work.send(item).map_err(|_| Self::stopped())?;
+        self.replies.recv().map_err(|_| Self::stopped())?
+    }
+
+    /// Fails like the writer's first failed write, if one failed.
+    fn failed(&self) -> Result<(), ConnectorError> {
+        match self.replies.try_recv() {
+            Ok(Err(e)) => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Refuses a block with a line over `max-record-bytes`.
+    fn check(&self, at: u64, block: &Block) -> Result<(), ConnectorError> {
+        let mut start = 0usize;
+        for (i, end) in memchr::memchr_iter(b'\n', &block.bytes).enumerate() {
+            let len = end - start;
+            start = end + 1;
+            if len > self.max_record {
+                let key = block.key(i);
+                return Err(ConnectorError::Input(format!(
+                    "output line {} of {len} bytes (key `{}`) is over the Kafka sink's limit of {} bytes; raise `max-record-bytes` in the sink's URI (and the topic's max.message.bytes)",
+                    at + i as u64 + 1,
+                    String::from_utf8_lossy(&key[..key.len().min(60)]),
+                    self.max_record
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Sink for KafkaSink {
+    fn write(&mut self, at: u64, block: &Block) -> Result<(), ConnectorError> {
+        self.failed()?;
+        if block.lines == 0 {
+            return Ok(());
+        }
+        self.check(at, block)?;
+        let copy = Block {
+            bytes: block.bytes.clone(),
+            lines: block.lines,
+            keys: block.keys.clone(),
+            key_ends: block.key_ends.clone(),
+            runs: block.runs.clone(),
+        };
+        let work = self.work.as_ref().ok_or_else(Self::stopped)?;
+        work.send(Work::Write(at, copy))
+            .map_err(|_| Self::stopped())
+    }
+
+    fn flush(&mut self) -> Result<(), ConnectorError> {
+        self.ask(Work::Flush).map(drop)
+    }
+
+    fn sync(&mut self) -> Result<SinkPosition, ConnectorError> {
+        self.ask(Work::Sync)
+    }
+}
+
+impl Drop for KafkaSink {
+    fn drop(&mut self) {
+        // Writes not yet sent are dropped (the job replays them, like after
+        // a crash); the one in flight is settled before the sink goes.
+        self.stop.store(true, Ordering::Relaxed);
+        self.work = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 

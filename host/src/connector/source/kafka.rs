@@ -539,6 +539,9 @@ fn push_meta(meta: &mut RecordMeta, r: &Record) {
     meta.headers.push(r.headers.clone());
 }
 
+/// A fetch to one leader: its node, and the partitions and offsets asked.
+type Request = (i32, Vec<(i32, i64)>);
+
 /// The live reader: its connections, the partitions and their next offsets.
 struct Reader {
     uri: KafkaUri,
@@ -585,7 +588,7 @@ impl Reader {
 
     /// What to ask each leader for, from `offsets`, and how long each
     /// may wait.
-    fn requests(&self, offsets: &Offsets) -> (Vec<(i32, Vec<(i32, i64)>)>, Duration) {
+    fn requests(&self, offsets: &Offsets) -> (Vec<Request>, Duration) {
         let wanted: Vec<i32> = offsets.keys().copied().collect();
         let leaders = by_leader(&self.leaders, &wanted);
         let wait = self.settings.max_wait / leaders.len().max(1) as u32;
