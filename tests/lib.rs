@@ -735,7 +735,7 @@ pub mod servers {
                             .map(|k| String::from_utf8_lossy(k).into_owned()),
                         value: String::from_utf8_lossy(r.value.as_deref().unwrap_or_default())
                             .into_owned(),
-                        headers: r.headers.keys().map(|k| k.to_string()).collect(),
+                        headers: r.headers.iter().map(|(k, _)| k.clone()).collect(),
                     });
                 }
                 if f.next >= f.high_watermark {

@@ -224,6 +224,42 @@ impl Broker {
         request: &Req,
         timeout: Duration,
     ) -> Result<Resp, KafkaError> {
+        let sent = self.send_version(key, version, request, timeout)?;
+        self.receive_version(sent, timeout)
+    }
+
+    /// Sends `request` at the version both sides speak without waiting for
+    /// the answer, which [`Broker::receive`] reads. Nothing else may go on
+    /// the connection in between.
+    pub fn send<R: Call>(&mut self, request: &R, timeout: Duration) -> Result<Sent, KafkaError> {
+        let key = R::KEY;
+        let version = *self.versions.get(&(key as i16)).ok_or_else(|| {
+            let (min, max) = supported(key);
+            KafkaError::Protocol(format!(
+                "broker `{}` does not speak {key:?} versions {min} to {max}, which Sluice needs",
+                self.addr
+            ))
+        })?;
+        self.send_version(key, version, request, timeout)
+    }
+
+    /// Reads the answer to a request [`Broker::send`] sent.
+    pub fn receive<R: Call>(
+        &mut self,
+        sent: Sent,
+        timeout: Duration,
+    ) -> Result<(R::Response, i16), KafkaError> {
+        let version = sent.version;
+        Ok((self.receive_version(sent, timeout)?, version))
+    }
+
+    fn send_version<Req: Encodable + HeaderVersion>(
+        &mut self,
+        key: ApiKey,
+        version: i16,
+        request: &Req,
+        timeout: Duration,
+    ) -> Result<Sent, KafkaError> {
         self.correlation = self.correlation.wrapping_add(1);
         let correlation = self.correlation;
         let header = RequestHeader::default()
@@ -240,7 +276,26 @@ impl Broker {
         request.encode(&mut buf, version).map_err(bad)?;
         let len = (buf.len() - 4) as i32;
         buf[..4].copy_from_slice(&len.to_be_bytes());
-        let mut body = self.exchange(&buf, timeout, key)?;
+        self.write(&buf, timeout, key)?;
+        Ok(Sent {
+            key,
+            version,
+            correlation,
+        })
+    }
+
+    fn receive_version<Resp: Decodable + HeaderVersion>(
+        &mut self,
+        sent: Sent,
+        timeout: Duration,
+    ) -> Result<Resp, KafkaError> {
+        let Sent {
+            key,
+            version,
+            correlation,
+        } = sent;
+        let bad = |e: anyhow::Error| KafkaError::Protocol(format!("{key:?} v{version}: {e}"));
+        let mut body = self.read(timeout, key)?;
         let got = ResponseHeader::decode(&mut body, Resp::header_version(version)).map_err(bad)?;
         if got.correlation_id != correlation {
             return Err(KafkaError::Protocol(format!(
@@ -251,33 +306,40 @@ impl Broker {
         Resp::decode(&mut body, version).map_err(bad)
     }
 
-    /// Writes one framed request and reads one framed response.
-    fn exchange(
-        &mut self,
-        request: &[u8],
-        timeout: Duration,
-        key: ApiKey,
-    ) -> Result<Bytes, KafkaError> {
-        let deadline = Instant::now() + timeout;
-        let broken = |e: std::io::Error| {
+    fn broken(&self, key: ApiKey) -> impl Fn(std::io::Error) -> KafkaError + '_ {
+        move |e| {
             KafkaError::Unreachable(format!(
                 "the connection to broker `{}` failed during {key:?}: {e}",
                 self.addr
             ))
-        };
+        }
+    }
+
+    /// Writes one framed request.
+    fn write(&mut self, request: &[u8], timeout: Duration, key: ApiKey) -> Result<(), KafkaError> {
+        let timeout = timeout.max(Duration::from_millis(1));
+        let result = self
+            .stream
+            .set_write_timeout(Some(timeout))
+            .and_then(|()| (&self.stream).write_all(request));
+        result.map_err(self.broken(key))
+    }
+
+    /// Reads one framed response.
+    fn read(&mut self, timeout: Duration, key: ApiKey) -> Result<Bytes, KafkaError> {
+        let deadline = Instant::now() + timeout;
         let left = || {
             deadline
                 .saturating_duration_since(Instant::now())
                 .max(Duration::from_millis(1))
         };
-        self.stream
-            .set_write_timeout(Some(left()))
-            .map_err(broken)?;
-        self.stream.write_all(request).map_err(broken)?;
-        self.stream.set_read_timeout(Some(left())).map_err(broken)?;
-        quick_ack(&self.stream);
+        let mut stream = &self.stream;
+        stream
+            .set_read_timeout(Some(left()))
+            .map_err(self.broken(key))?;
+        quick_ack(stream);
         let mut len = [0u8; 4];
-        self.stream.read_exact(&mut len).map_err(broken)?;
+        stream.read_exact(&mut len).map_err(self.broken(key))?;
         let len = i32::from_be_bytes(len);
         let len = usize::try_from(len)
             .ok()
@@ -291,16 +353,26 @@ impl Broker {
         let mut body = vec![0u8; len];
         let mut at = 0;
         while at < len {
-            self.stream.set_read_timeout(Some(left())).map_err(broken)?;
-            match self.stream.read(&mut body[at..]) {
-                Ok(0) => return Err(broken(std::io::ErrorKind::UnexpectedEof.into())),
+            stream
+                .set_read_timeout(Some(left()))
+                .map_err(self.broken(key))?;
+            match stream.read(&mut body[at..]) {
+                Ok(0) => return Err(self.broken(key)(std::io::ErrorKind::UnexpectedEof.into())),
                 Ok(n) => at += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(broken(e)),
+                Err(e) => return Err(self.broken(key)(e)),
             }
         }
         Ok(Bytes::from(body))
     }
+}
+
+/// A request sent whose answer is still to be read.
+#[derive(Debug, Clone, Copy)]
+pub struct Sent {
+    key: ApiKey,
+    version: i16,
+    correlation: i32,
 }
 
 /// Asks the kernel to acknowledge what arrives at once rather than after

@@ -23,9 +23,11 @@ use kafka_protocol::messages::{
     OffsetCommitRequest, OffsetFetchRequest, ProduceRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{Record, RecordBatchDecoder};
+use kafka_protocol::records::Record as ProtocolRecord;
 
-use crate::connector::kafka::client::{Broker, KafkaError, whole_batches};
+pub use crate::connector::kafka::batch::Record;
+use crate::connector::kafka::batch::read_batch;
+use crate::connector::kafka::client::{Broker, KafkaError, Sent, whole_batches};
 
 /// A topic's partitions and the node that leads each.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -62,6 +64,16 @@ pub struct Cluster {
     connections: HashMap<i32, Broker>,
     /// A connection to any broker, for metadata.
     any: Option<Broker>,
+    /// Per node, a fetch sent whose answer is still to be read.
+    in_flight: HashMap<i32, InFlight>,
+}
+
+/// A fetch sent ahead ([`Cluster::prefetch`]).
+struct InFlight {
+    sent: Sent,
+    topic: String,
+    asked: Vec<(i32, i64)>,
+    timeout: Duration,
 }
 
 fn name(s: &str) -> TopicName {
@@ -82,6 +94,7 @@ impl Cluster {
             nodes: HashMap::new(),
             connections: HashMap::new(),
             any: None,
+            in_flight: HashMap::new(),
         };
         cluster.reconnect(deadline)?;
         Ok(cluster)
@@ -91,6 +104,7 @@ impl Cluster {
     /// retrying until `deadline` passes.
     pub fn reconnect(&mut self, deadline: Duration) -> Result<(), KafkaError> {
         self.connections.clear();
+        self.in_flight.clear();
         self.any = None;
         let until = Instant::now() + deadline;
         let mut wait = Duration::from_millis(50);
@@ -125,8 +139,15 @@ impl Cluster {
             .ok_or_else(|| KafkaError::Unreachable("no broker connected".into()))
     }
 
-    /// The connection to node `node`, made when first needed.
+    /// The connection to node `node`, made when first needed; a fetch
+    /// still in flight on it is read and dropped first.
     pub fn node(&mut self, node: i32) -> Result<&mut Broker, KafkaError> {
+        if let Some(f) = self.in_flight.remove(&node)
+            && let Some(broker) = self.connections.get_mut(&node)
+            && broker.receive::<FetchRequest>(f.sent, f.timeout).is_err()
+        {
+            self.connections.remove(&node);
+        }
         if !self.connections.contains_key(&node) {
             let addr = self.nodes.get(&node).cloned().ok_or_else(|| {
                 KafkaError::Unreachable(format!("broker node {node} is not in the metadata"))
@@ -143,6 +164,7 @@ impl Cluster {
     /// new one.
     pub fn forget(&mut self, node: i32) {
         self.connections.remove(&node);
+        self.in_flight.remove(&node);
         self.any = None;
     }
 
@@ -178,7 +200,8 @@ impl Cluster {
     }
 
     /// Fetches `partitions` (partition, offset) of `topic` from node
-    /// `node`, waiting up to `max_wait` for data.
+    /// `node`, waiting up to `max_wait` for data; the answer to a
+    /// [`Cluster::prefetch`] of the same when there is one.
     pub fn fetch(
         &mut self,
         node: i32,
@@ -187,6 +210,57 @@ impl Cluster {
         max_wait: Duration,
         max_bytes: i32,
     ) -> Result<Vec<Fetched>, KafkaError> {
+        let ahead = self.in_flight.remove(&node);
+        let sent = match ahead {
+            Some(f) if f.topic == topic && f.asked == partitions => f.sent,
+            other => {
+                if let Some(f) = other {
+                    // Asked for other offsets: drop its answer.
+                    self.in_flight.insert(node, f);
+                }
+                self.send_fetch(node, topic, partitions, max_wait, max_bytes)?
+            }
+        };
+        let timeout = self.timeout + max_wait;
+        let result = self.node(node)?.receive::<FetchRequest>(sent, timeout);
+        let (response, _) = result.inspect_err(|_| self.forget(node))?;
+        KafkaError::check(response.error_code, "fetch")?;
+        Ok(fetched(response, topic, partitions))
+    }
+
+    /// Sends the fetch [`Cluster::fetch`] will make with the same
+    /// arguments now, so that the broker reads while the caller works.
+    /// Any other call on `node` before that drops it. An error here is
+    /// left for that fetch to meet.
+    pub fn prefetch(
+        &mut self,
+        node: i32,
+        topic: &str,
+        partitions: &[(i32, i64)],
+        max_wait: Duration,
+        max_bytes: i32,
+    ) {
+        if let Ok(sent) = self.send_fetch(node, topic, partitions, max_wait, max_bytes) {
+            self.in_flight.insert(
+                node,
+                InFlight {
+                    sent,
+                    topic: topic.to_string(),
+                    asked: partitions.to_vec(),
+                    timeout: self.timeout + max_wait,
+                },
+            );
+        }
+    }
+
+    fn send_fetch(
+        &mut self,
+        node: i32,
+        topic: &str,
+        partitions: &[(i32, i64)],
+        max_wait: Duration,
+        max_bytes: i32,
+    ) -> Result<Sent, KafkaError> {
         let request = FetchRequest::default()
             .with_replica_id(BrokerId(-1))
             .with_max_wait_ms(max_wait.as_millis().clamp(1, 30_000) as i32)
@@ -212,43 +286,9 @@ impl Cluster {
                             .collect(),
                     ),
             ]);
-        let timeout = self.timeout + max_wait;
-        let result = self.node(node)?.call(&request, timeout);
-        let (response, _) = result.inspect_err(|_| self.forget(node))?;
-        KafkaError::check(response.error_code, "fetch")?;
-        let asked: HashMap<i32, i64> = partitions.iter().copied().collect();
-        let mut out = Vec::new();
-        for t in response.responses {
-            for p in t.partitions {
-                let from = asked.get(&p.partition_index).copied().unwrap_or(0);
-                let mut fetched = Fetched {
-                    partition: p.partition_index,
-                    next: from,
-                    high_watermark: p.high_watermark,
-                    ..Default::default()
-                };
-                let what = format!("fetch of `{topic}` partition {}", p.partition_index);
-                match KafkaError::check(p.error_code, &what) {
-                    Err(e) => fetched.error = Some(e),
-                    Ok(()) => {
-                        let aborted = p
-                            .aborted_transactions
-                            .unwrap_or_default()
-                            .iter()
-                            .map(|a| (a.first_offset, a.producer_id.0))
-                            .collect();
-                        if let Err(e) = decode(p.records, from, aborted, &mut fetched) {
-                            fetched.error = Some(KafkaError::Protocol(format!(
-                                "cannot read the records of `{topic}` partition {} at offset {}: {e}",
-                                p.partition_index, fetched.next
-                            )));
-                        }
-                    }
-                }
-                out.push(fetched);
-            }
-        }
-        Ok(out)
+        let timeout = self.timeout;
+        let result = self.node(node)?.send(&request, timeout);
+        result.inspect_err(|_| self.forget(node))
     }
 
     /// Produces one encoded record batch per partition to node `node`;
@@ -259,6 +299,19 @@ impl Cluster {
         topic: &str,
         batches: Vec<(i32, Bytes)>,
     ) -> Result<Vec<Produced>, KafkaError> {
+        let sent = self.send_produce(node, topic, batches)?;
+        self.produced(node, topic, sent)
+    }
+
+    /// Sends a [`Cluster::produce`] without waiting for its answer, which
+    /// [`Cluster::produced`] reads; no other call may go to `node` in
+    /// between.
+    pub fn send_produce(
+        &mut self,
+        node: i32,
+        topic: &str,
+        batches: Vec<(i32, Bytes)>,
+    ) -> Result<Sent, KafkaError> {
         let timeout = self.timeout;
         let request = ProduceRequest::default()
             .with_acks(-1)
@@ -277,7 +330,23 @@ impl Cluster {
                             .collect(),
                     ),
             ]);
-        let result = self.node(node)?.call(&request, timeout);
+        let result = self.node(node)?.send(&request, timeout);
+        result.inspect_err(|_| self.forget(node))
+    }
+
+    /// The answer to a produce [`Cluster::send_produce`] sent.
+    pub fn produced(
+        &mut self,
+        node: i32,
+        topic: &str,
+        sent: Sent,
+    ) -> Result<Vec<Produced>, KafkaError> {
+        let timeout = self.timeout;
+        let broker = self
+            .connections
+            .get_mut(&node)
+            .ok_or_else(|| KafkaError::Unreachable(format!("broker node {node} went away")))?;
+        let result = broker.receive::<ProduceRequest>(sent, timeout);
         let (response, _) = result.inspect_err(|_| self.forget(node))?;
         let mut out = Vec::new();
         for t in response.responses {
@@ -500,10 +569,10 @@ pub fn encode_batch(
 
 /// Encodes records as one uncompressed record batch, for a produce request.
 pub fn encode_records(records: impl IntoIterator<Item = NewRecord>) -> Result<Bytes, KafkaError> {
-    let records: Vec<Record> = records
+    let records: Vec<ProtocolRecord> = records
         .into_iter()
         .enumerate()
-        .map(|(i, r)| Record {
+        .map(|(i, r)| ProtocolRecord {
             transactional: false,
             control: false,
             delete_horizon: false,
@@ -543,6 +612,47 @@ pub fn encode_records(records: impl IntoIterator<Item = NewRecord>) -> Result<By
     Ok(buf.freeze())
 }
 
+/// A fetch response's partitions, their records decoded.
+fn fetched(
+    response: kafka_protocol::messages::FetchResponse,
+    topic: &str,
+    partitions: &[(i32, i64)],
+) -> Vec<Fetched> {
+    let asked: HashMap<i32, i64> = partitions.iter().copied().collect();
+    let mut out = Vec::new();
+    for t in response.responses {
+        for p in t.partitions {
+            let from = asked.get(&p.partition_index).copied().unwrap_or(0);
+            let mut fetched = Fetched {
+                partition: p.partition_index,
+                next: from,
+                high_watermark: p.high_watermark,
+                ..Default::default()
+            };
+            let what = format!("fetch of `{topic}` partition {}", p.partition_index);
+            match KafkaError::check(p.error_code, &what) {
+                Err(e) => fetched.error = Some(e),
+                Ok(()) => {
+                    let aborted = p
+                        .aborted_transactions
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|a| (a.first_offset, a.producer_id.0))
+                        .collect();
+                    if let Err(e) = decode(p.records, from, aborted, &mut fetched) {
+                        fetched.error = Some(KafkaError::Protocol(format!(
+                            "cannot read the records of `{topic}` partition {} at offset {}: {e}",
+                            p.partition_index, fetched.next
+                        )));
+                    }
+                }
+            }
+            out.push(fetched);
+        }
+    }
+    out
+}
+
 /// Decodes a partition's fetched batches into `fetched`, leaving out
 /// control records and the records of aborted transactions (`aborted`:
 /// (first offset, producer id), as the fetch response lists them).
@@ -555,33 +665,38 @@ fn decode(
     aborted.sort_unstable();
     let mut aborted = aborted.into_iter().peekable();
     let mut aborting: Vec<i64> = Vec::new();
-    for mut batch in whole_batches(records.unwrap_or_default()) {
-        let set = RecordBatchDecoder::decode(&mut batch).map_err(|e| e.to_string())?;
-        for r in set.records {
-            if r.offset < from {
+    for batch in whole_batches(records.unwrap_or_default()) {
+        let start = fetched.records.len();
+        let info = read_batch(&batch, &mut fetched.records)?;
+        let mut kept = start;
+        for i in start..fetched.records.len() {
+            let offset = fetched.records[i].offset;
+            if offset < from {
                 continue;
             }
             while let Some(&(first, producer)) = aborted.peek() {
-                if first > r.offset {
+                if first > offset {
                     break;
                 }
                 aborting.push(producer);
                 aborted.next();
             }
-            fetched.next = r.offset + 1;
-            if r.control {
+            fetched.next = offset + 1;
+            if info.control {
                 // A transaction's end: an abort marker ends its skipping.
-                let abort = r.key.as_ref().is_some_and(|k| k.get(2..4) == Some(&[0, 0]));
-                if abort {
-                    aborting.retain(|p| *p != r.producer_id);
+                let key = fetched.records[i].key.as_ref();
+                if key.is_some_and(|k| k.get(2..4) == Some(&[0, 0])) {
+                    aborting.retain(|p| *p != info.producer_id);
                 }
                 continue;
             }
-            if r.transactional && aborting.contains(&r.producer_id) {
+            if info.transactional && aborting.contains(&info.producer_id) {
                 continue;
             }
-            fetched.records.push(r);
+            fetched.records.swap(kept, i);
+            kept += 1;
         }
+        fetched.records.truncate(kept);
     }
     Ok(())
 }

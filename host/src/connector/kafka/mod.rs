@@ -2,9 +2,9 @@
 //! (`kafka://HOST:PORT[,HOST:PORT...]/TOPIC[?OPTION=VALUE&...]`), the
 //! client (`client.rs`: one connection per broker over the protocol codecs
 //! of `kafka-protocol`; `cluster.rs`: metadata, fetch, produce, group
-//! offsets; `batch.rs`: record batches written in place), and how their
-//! errors are worded. The source is
-//! `connector/source/kafka.rs`, the sink `connector/sink/kafka.rs`.
+//! offsets; `batch.rs`: record batches written and read in place), and
+//! how their errors are worded. The source is `connector/source/kafka.rs`,
+//! the sink `connector/sink/kafka.rs`.
 
 pub mod batch;
 pub mod client;

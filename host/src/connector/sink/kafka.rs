@@ -30,11 +30,14 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use crossbeam_channel::{Receiver, Sender};
 
 use crate::connector::kafka::batch::BatchBuilder;
+use crate::connector::kafka::client::Sent;
 use crate::connector::kafka::{Cluster, KafkaError, KafkaUri, environment, partition_for};
 use crate::connector::position::{Offsets, Runs};
 use crate::connector::{ConnectorEnv, ConnectorError, Sink, SinkContext, SinkKind, SinkPosition};
@@ -124,7 +127,7 @@ impl SinkKind for KafkaKind {
         let mut cluster = parsed.connect(settings.retry_for)?;
         let topic = parsed.topic(&mut cluster)?;
         let tag = tag(&cx.job_id);
-        let mut sink = KafkaSink {
+        let mut sink = Writer {
             uri: parsed,
             settings,
             cluster,
@@ -133,12 +136,13 @@ impl SinkKind for KafkaKind {
             through: BTreeMap::new(),
             ends: Offsets::new(),
             lines: 0,
+            in_flight: None,
         };
         match &cx.resume {
             Some(position) => sink.resume(position)?,
             None => sink.start()?,
         }
-        Ok(Box::new(sink))
+        Ok(Box::new(KafkaSink::spawn(sink)?))
     }
 }
 
@@ -307,8 +311,8 @@ fn order<'a>(marks: impl Iterator<Item = &'a Mark>, from: u64) -> Runs {
 /// Per partition, the records still to write: how many, and their batch.
 type Pending = BTreeMap<i32, (i64, Bytes)>;
 
-/// A Kafka topic as a sink.
-pub struct KafkaSink {
+/// What writes to the topic, on the sink's own thread ([`KafkaSink`]).
+struct Writer {
     uri: KafkaUri,
     settings: Settings,
     cluster: Cluster,
@@ -321,9 +325,23 @@ pub struct KafkaSink {
     ends: Offsets,
     /// Lines of output so far.
     lines: u64,
+    /// The write sent whose acknowledgement is still to be read.
+    in_flight: Option<InFlight>,
 }
 
-impl KafkaSink {
+/// A write sent ([`Writer::send`]) and not yet acknowledged.
+struct InFlight {
+    /// The line after the block's last.
+    through: u64,
+    /// Each partition's records.
+    pending: Pending,
+    /// Each leader's request.
+    sent: Vec<(i32, Sent)>,
+    /// The first request that could not be sent.
+    failed: Option<KafkaError>,
+}
+
+impl Writer {
     /// A new job: every partition's end now.
     fn start(&mut self) -> Result<(), ConnectorError> {
         let mut by_node: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
@@ -385,63 +403,183 @@ impl KafkaSink {
 
     /// The records of `block` (lines `at..`) each partition lacks.
     fn records(&self, at: u64, block: &Block) -> Result<Pending, ConnectorError> {
-        let mut out: BTreeMap<i32, BatchBuilder> = BTreeMap::new();
         let now = crate::job::now_ms() as i64;
         let keyed = !block.key_ends.is_empty();
-        let per = (block.bytes.len() + block.keys.len()) / self.leaders.len().max(1);
         let partitions = self.partitions();
-        let mut start = 0usize;
+        let n = partitions.max(1) as usize;
+        // Per partition (by index: the partitioner's numbers), the line
+        // up to which it holds the output, and the batch being written.
+        let through: Vec<u64> = (0..n)
+            .map(|p| self.through.get(&(p as i32)).copied().unwrap_or(0))
+            .collect();
+        let mut out: Vec<Option<BatchBuilder>> = (0..n).map(|_| None).collect();
+        // About 10 bytes of framing a record.
+        let per = (block.bytes.len() + block.keys.len() + 10 * block.lines as usize) / n;
+        let (mut start, mut key_start) = (0usize, 0usize);
         for (i, end) in memchr::memchr_iter(b'\n', &block.bytes).enumerate() {
             let line = &block.bytes[start..end];
             start = end + 1;
-            let key = block.key(i);
-            let p = partition_for(
-                if block.key_ends.is_empty() { line } else { key },
-                partitions,
-            );
-            if at + (i as u64) < self.through.get(&p).copied().unwrap_or(0) {
+            let key: &[u8] = match block.key_ends.get(i) {
+                Some(&key_end) => {
+                    let key = block.keys.get(key_start..key_end as usize);
+                    key_start = key_end as usize;
+                    key.unwrap_or_default()
+                }
+                None => &[],
+            };
+            let p = partition_for(if keyed { key } else { line }, partitions);
+            let (Some(&through), Some(slot)) = (through.get(p as usize), out.get_mut(p as usize))
+            else {
+                continue;
+            };
+            if at + (i as u64) < through {
                 continue;
             }
             if line.len() > self.settings.max_record {
-                return Err(ConnectorError::Input(format!(
-                    "output line {} of {} bytes (key `{}`) is over the Kafka sink's limit of {} bytes; raise `max-record-bytes` in the sink's URI (and the topic's max.message.bytes)",
-                    at + i as u64 + 1,
-                    line.len(),
-                    String::from_utf8_lossy(&key[..key.len().min(60)]),
-                    self.settings.max_record
-                )));
+                return Err(self.too_long(at + i as u64, line, key));
             }
-            let batch = out
-                .entry(p)
-                .or_insert_with(|| BatchBuilder::new(now, per + per / 2));
             let key = keyed.then_some(key);
-            if batch.is_empty() {
-                let mark = Mark {
-                    tag: self.tag,
-                    first: at,
-                    count: block.lines,
-                    runs: block.runs.as_deref().cloned().unwrap_or_default(),
-                };
-                batch.push(key, line, &[(HEADER, &mark.encode())]);
-            } else {
-                batch.push(key, line, &[]);
+            match slot {
+                Some(batch) => batch.push_plain(key, line),
+                None => {
+                    let mut batch = BatchBuilder::new(now, per + per / 4);
+                    let mark = Mark {
+                        tag: self.tag,
+                        first: at,
+                        count: block.lines,
+                        runs: block.runs.as_deref().cloned().unwrap_or_default(),
+                    };
+                    batch.push(key, line, &[(HEADER, &mark.encode())]);
+                    *slot = Some(batch);
+                }
             }
         }
         Ok(out
             .into_iter()
+            .enumerate()
+            .filter_map(|(p, b)| Some((p as i32, b?)))
             .map(|(p, b)| (p, (b.len() as i64, b.finish())))
             .collect())
     }
 
-    /// Writes the partitions' records, each partition in one request per
-    /// leader; settles and retries what failed until `retry-for` passes.
-    fn produce(&mut self, at: u64, block: &Block) -> Result<(), ConnectorError> {
+    /// The error for output line `line` (0-based number `at`), over the
+    /// limit.
+    fn too_long(&self, at: u64, line: &[u8], key: &[u8]) -> ConnectorError {
+        ConnectorError::Input(format!(
+            "output line {} of {} bytes (key `{}`) is over the Kafka sink's limit of {} bytes; raise `max-record-bytes` in the sink's URI (and the topic's max.message.bytes)",
+            at + 1,
+            line.len(),
+            String::from_utf8_lossy(&key[..key.len().min(60)]),
+            self.settings.max_record
+        ))
+    }
+
+    /// Sends the partitions' records of `block` (lines `at..`), each
+    /// partition in one request per leader, without waiting for the
+    /// broker's acknowledgement: [`Writer::complete`] reads it (before
+    /// the next write, a sync or a flush), so the broker appends one
+    /// block while the job makes the next.
+    fn send(&mut self, at: u64, block: &Block) -> Result<(), ConnectorError> {
+        // A block that goes over lines the write in flight holds (a replay)
+        // waits for it, so that its lines are left out; any other is made
+        // while the broker appends that one (its acknowledgement moves no
+        // partition past this block's first line).
+        if self.in_flight.as_ref().is_some_and(|f| at < f.through) {
+            self.complete()?;
+        }
+        let pending = self.records(at, block)?;
+        self.complete()?;
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let mut by_node: BTreeMap<i32, Vec<(i32, Bytes)>> = BTreeMap::new();
+        for (p, (_, batch)) in &pending {
+            let node = self.leaders.get(p).copied().unwrap_or(-1);
+            by_node.entry(node).or_default().push((*p, batch.clone()));
+        }
+        let mut sent = Vec::new();
+        let mut failed = None;
+        for (node, batches) in by_node {
+            match self.cluster.send_produce(node, &self.uri.topic, batches) {
+                Ok(s) => sent.push((node, s)),
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+        self.in_flight = Some(InFlight {
+            through: at + block.lines,
+            pending,
+            sent,
+            failed,
+        });
+        Ok(())
+    }
+
+    /// Reads the acknowledgement of the write in flight, if any; settles
+    /// and retries what failed until `retry-for` passes.
+    fn complete(&mut self) -> Result<(), ConnectorError> {
+        let Some(f) = self.in_flight.take() else {
+            return Ok(());
+        };
+        let (mut pending, through) = (f.pending, f.through);
+        let mut first = f.failed;
+        for (node, sent) in f.sent {
+            match self.cluster.produced(node, &self.uri.topic, sent) {
+                Ok(results) => self.written(&mut pending, results, through, &mut first),
+                Err(e) => {
+                    first.get_or_insert(e);
+                }
+            }
+        }
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let e = first.unwrap_or_else(|| {
+            KafkaError::Unreachable("the broker did not answer for every partition".into())
+        });
+        self.retry(pending, through, e)
+    }
+
+    /// Takes the partitions a produce wrote out of `pending`, keeping the
+    /// first error.
+    fn written(
+        &mut self,
+        pending: &mut Pending,
+        results: Vec<(i32, Result<i64, KafkaError>)>,
+        through: u64,
+        first: &mut Option<KafkaError>,
+    ) {
+        for (p, result) in results {
+            match result {
+                Ok(base) => {
+                    let count = pending.get(&p).map_or(0, |r| r.0);
+                    self.ends.insert(p, base + count);
+                    self.through.insert(p, through);
+                    pending.remove(&p);
+                }
+                Err(e) => {
+                    first.get_or_insert(e);
+                }
+            }
+        }
+    }
+
+    /// Writes what is still `pending` after the error `e`, waiting for a
+    /// broker that is gone up to `retry-for`.
+    fn retry(
+        &mut self,
+        mut pending: Pending,
+        through: u64,
+        e: KafkaError,
+    ) -> Result<(), ConnectorError> {
         let deadline = Instant::now() + self.settings.retry_for;
-        let mut pending = self.records(at, block)?;
         let mut wait = Duration::from_millis(100);
         let mut reported = false;
+        let mut error = Some(e);
         while !pending.is_empty() {
-            let Some(e) = self.try_produce(&mut pending, at + block.lines) else {
+            let Some(e) = error.take() else {
+                error = self.try_produce(&mut pending, through);
                 continue;
             };
             if !e.retriable() || Instant::now() + wait > deadline {
@@ -467,7 +605,7 @@ impl KafkaSink {
             }
             std::thread::sleep(wait);
             wait = (wait * 2).min(Duration::from_secs(2));
-            if self.recover(&mut pending, at, block)? && pending.is_empty() {
+            if self.recover(&mut pending, through)? && pending.is_empty() {
                 tracing::info!("sink `{}`: the broker is back", self.uri.canonical());
             }
         }
@@ -476,13 +614,10 @@ impl KafkaSink {
 
     /// After a failed write: reconnects, reads what reached the broker
     /// before the failure, and leaves in `pending` only what is still
-    /// missing. `Ok(false)` when the broker cannot be asked yet.
-    fn recover(
-        &mut self,
-        pending: &mut Pending,
-        at: u64,
-        block: &Block,
-    ) -> Result<bool, ConnectorError> {
+    /// missing (a batch is appended whole or not at all, so a partition
+    /// whose write got there holds the block through line `through`).
+    /// `Ok(false)` when the broker cannot be asked yet.
+    fn recover(&mut self, pending: &mut Pending, through: u64) -> Result<bool, ConnectorError> {
         if self.cluster.reconnect(Duration::ZERO).is_err() {
             return Ok(false);
         }
@@ -498,9 +633,7 @@ impl KafkaSink {
         if self.settle(&from).is_err() {
             return Ok(false);
         }
-        let mut again = self.records(at, block)?;
-        again.retain(|p, _| pending.contains_key(p));
-        *pending = again;
+        pending.retain(|p, _| self.through.get(p).copied().unwrap_or(0) < through);
         Ok(true)
     }
 
@@ -514,26 +647,8 @@ impl KafkaSink {
         }
         let mut first = None;
         for (node, batches) in by_node {
-            let counts: BTreeMap<i32, i64> = batches
-                .iter()
-                .map(|(p, _)| (*p, pending.get(p).map_or(0, |r| r.0)))
-                .collect();
             match self.cluster.produce(node, &self.uri.topic, batches) {
-                Ok(results) => {
-                    for (p, result) in results {
-                        match result {
-                            Ok(base) => {
-                                self.ends
-                                    .insert(p, base + counts.get(&p).copied().unwrap_or(0));
-                                self.through.insert(p, through);
-                                pending.remove(&p);
-                            }
-                            Err(e) => {
-                                first.get_or_insert(e);
-                            }
-                        }
-                    }
-                }
+                Ok(results) => self.written(pending, results, through, &mut first),
                 Err(e) => {
                     first.get_or_insert(e);
                 }
@@ -543,20 +658,17 @@ impl KafkaSink {
     }
 }
 
-impl Sink for KafkaSink {
+impl Writer {
     fn write(&mut self, at: u64, block: &Block) -> Result<(), ConnectorError> {
         if block.lines > 0 {
-            self.produce(at, block)?;
+            self.send(at, block)?;
         }
         self.lines = self.lines.max(at + block.lines);
         Ok(())
     }
 
-    fn flush(&mut self) -> Result<(), ConnectorError> {
-        Ok(())
-    }
-
     fn sync(&mut self) -> Result<SinkPosition, ConnectorError> {
+        self.complete()?;
         // Every write was acknowledged by all in-sync replicas (acks=all):
         // it is as durable as the topic makes it.
         let ends: Offsets = self
@@ -569,6 +681,173 @@ impl Sink for KafkaSink {
             bytes: 0,
             partitions: Some(Arc::new(ends)),
         })
+    }
+
+    /// Works through the job's requests until the job lets go of the
+    /// sink: writes, and syncs and flushes, which are answered on
+    /// `replies`. A failed write is answered at once (the job meets it at
+    /// its next call), and every request after it with the same error.
+    fn run(mut self, work: &Receiver<Work>, replies: &Sender<Reply>, stop: &AtomicBool) {
+        let mut failed: Option<ConnectorError> = None;
+        for item in work.iter() {
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            let reply = match (&failed, item) {
+                (Some(_), Work::Write(..)) => continue,
+                (Some(e), _) => Err(again(e)),
+                (None, Work::Write(at, block)) => match self.write(at, &block) {
+                    Ok(()) => continue,
+                    Err(e) => {
+                        failed = Some(again(&e));
+                        Err(e)
+                    }
+                },
+                (None, Work::Sync) => self.sync(),
+                (None, Work::Flush) => self.complete().map(|()| SinkPosition::default()),
+            };
+            if replies.send(reply).is_err() {
+                break;
+            }
+        }
+        // A write still in flight is settled before the sink is let go.
+        let _ = self.complete();
+    }
+}
+
+fn again(e: &ConnectorError) -> ConnectorError {
+    match e {
+        ConnectorError::Input(m) => ConnectorError::Input(m.clone()),
+        ConnectorError::Environment(m) => ConnectorError::Environment(m.clone()),
+    }
+}
+
+/// What the job asks of the writer's thread.
+enum Work {
+    Write(u64, Block),
+    Sync,
+    Flush,
+}
+
+/// The writer's answer to a sync or a flush, or a write's failure.
+type Reply = Result<SinkPosition, ConnectorError>;
+
+/// A Kafka topic as a sink. The job's thread hands each block (a copy)
+/// to a writer thread of the sink's own, which cuts it into record
+/// batches and produces them while the job works on the next block; a
+/// sync (a checkpoint) or a flush waits until everything before it is
+/// acknowledged. The one check made on the job's thread is the records'
+/// size limit, so a line over it fails the write that holds it.
+pub struct KafkaSink {
+    max_record: usize,
+    work: Option<Sender<Work>>,
+    replies: Receiver<Reply>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl KafkaSink {
+    fn spawn(writer: Writer) -> Result<KafkaSink, ConnectorError> {
+        let (work_tx, work_rx) = crossbeam_channel::bounded(1);
+        let (reply_tx, reply_rx) = crossbeam_channel::unbounded();
+        let stop = Arc::new(AtomicBool::new(false));
+        let max_record = writer.settings.max_record;
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("sluice-kafka-out".into())
+            .spawn(move || writer.run(&work_rx, &reply_tx, &flag))
+            .map_err(|e| {
+                ConnectorError::Environment(format!("cannot start the sink's thread: {e}"))
+            })?;
+        Ok(KafkaSink {
+            max_record,
+            work: Some(work_tx),
+            replies: reply_rx,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    fn stopped() -> ConnectorError {
+        ConnectorError::Environment("the Kafka sink's writer stopped".into())
+    }
+
+    /// Sends `item` and waits for its answer (an earlier write's failure
+    /// comes first).
+    fn ask(&mut self, item: Work) -> Reply {
+        let work = self.work.as_ref().ok_or_else(Self::stopped)?;
+        work.send(item).map_err(|_| Self::stopped())?;
+        self.replies.recv().map_err(|_| Self::stopped())?
+    }
+
+    /// Fails like the writer's first failed write, if one failed.
+    fn failed(&self) -> Result<(), ConnectorError> {
+        match self.replies.try_recv() {
+            Ok(Err(e)) => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Refuses a block with a line over `max-record-bytes`.
+    fn check(&self, at: u64, block: &Block) -> Result<(), ConnectorError> {
+        if block.bytes.len() <= self.max_record {
+            return Ok(());
+        }
+        let mut start = 0usize;
+        for (i, end) in memchr::memchr_iter(b'\n', &block.bytes).enumerate() {
+            let len = end - start;
+            start = end + 1;
+            if len > self.max_record {
+                let key = block.key(i);
+                return Err(ConnectorError::Input(format!(
+                    "output line {} of {len} bytes (key `{}`) is over the Kafka sink's limit of {} bytes; raise `max-record-bytes` in the sink's URI (and the topic's max.message.bytes)",
+                    at + i as u64 + 1,
+                    String::from_utf8_lossy(&key[..key.len().min(60)]),
+                    self.max_record
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Sink for KafkaSink {
+    fn write(&mut self, at: u64, block: &Block) -> Result<(), ConnectorError> {
+        self.failed()?;
+        if block.lines == 0 {
+            return Ok(());
+        }
+        self.check(at, block)?;
+        let copy = Block {
+            bytes: block.bytes.clone(),
+            lines: block.lines,
+            keys: block.keys.clone(),
+            key_ends: block.key_ends.clone(),
+            runs: block.runs.clone(),
+        };
+        let work = self.work.as_ref().ok_or_else(Self::stopped)?;
+        work.send(Work::Write(at, copy))
+            .map_err(|_| Self::stopped())
+    }
+
+    fn flush(&mut self) -> Result<(), ConnectorError> {
+        self.ask(Work::Flush).map(drop)
+    }
+
+    fn sync(&mut self) -> Result<SinkPosition, ConnectorError> {
+        self.ask(Work::Sync)
+    }
+}
+
+impl Drop for KafkaSink {
+    fn drop(&mut self) {
+        // Writes not yet sent are dropped (the job replays them, like after
+        // a crash); the one in flight is settled before the sink goes.
+        self.stop.store(true, Ordering::Relaxed);
+        self.work = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 

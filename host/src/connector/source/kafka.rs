@@ -40,10 +40,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, bounded};
-use kafka_protocol::records::Record;
 
 use crate::connector::journal::JournalWriter;
-use crate::connector::kafka::cluster::Fetched;
+use crate::connector::kafka::cluster::{Fetched, Record};
 use crate::connector::kafka::{Cluster, KafkaError, KafkaUri};
 use crate::connector::lines::send_last;
 use crate::connector::position::{MAX_OFFSET, MAX_PARTITIONS, Offsets, Runs, partitioned_seq};
@@ -537,13 +536,11 @@ impl Cutter {
 fn push_meta(meta: &mut RecordMeta, r: &Record) {
     meta.keys.push(r.key.clone());
     meta.timestamps.push(r.timestamp);
-    meta.headers.push(
-        r.headers
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
-            .collect(),
-    );
+    meta.headers.push(r.headers.clone());
 }
+
+/// A fetch to one leader: its node, and the partitions and offsets asked.
+type Request = (i32, Vec<(i32, i64)>);
 
 /// The live reader: its connections, the partitions and their next offsets.
 struct Reader {
@@ -581,6 +578,7 @@ impl Reader {
                     format!("Kafka topic `{}` is readable again", self.uri.topic),
                 );
             }
+            self.prefetch(&fetched);
             if !self.deliver(fetched, tx)? {
                 return Ok(());
             }
@@ -588,23 +586,57 @@ impl Reader {
         Ok(())
     }
 
-    /// One fetch from every leader.
-    fn fetch_all(&mut self) -> Result<Vec<Fetched>, KafkaError> {
-        let wanted: Vec<i32> = self.offsets.keys().copied().collect();
-        let mut all = Vec::new();
+    /// What to ask each leader for, from `offsets`, and how long each
+    /// may wait.
+    fn requests(&self, offsets: &Offsets) -> (Vec<Request>, Duration) {
+        let wanted: Vec<i32> = offsets.keys().copied().collect();
         let leaders = by_leader(&self.leaders, &wanted);
         let wait = self.settings.max_wait / leaders.len().max(1) as u32;
-        for (node, parts) in leaders {
-            let asked: Vec<(i32, i64)> = parts
-                .iter()
-                .map(|p| (*p, self.offsets.get(p).copied().unwrap_or(0)))
-                .collect();
+        let requests = leaders
+            .into_iter()
+            .map(|(node, parts)| {
+                let asked = parts
+                    .iter()
+                    .map(|p| (*p, offsets.get(p).copied().unwrap_or(0)))
+                    .collect();
+                (node, asked)
+            })
+            .collect();
+        (requests, wait)
+    }
+
+    /// One fetch from every leader (the answers of the prefetch, when it
+    /// asked for the same offsets).
+    fn fetch_all(&mut self) -> Result<Vec<Fetched>, KafkaError> {
+        let (requests, wait) = self.requests(&self.offsets);
+        let mut all = Vec::new();
+        for (node, asked) in requests {
             all.extend(
                 self.cluster
                     .fetch(node, &self.uri.topic, &asked, wait, FETCH_BYTES)?,
             );
         }
         Ok(all)
+    }
+
+    /// Sends the next fetch to every leader, for the offsets after
+    /// `fetched`, before `fetched` is cut and delivered; not after a
+    /// partition's error, which may move its offset.
+    fn prefetch(&mut self, fetched: &[Fetched]) {
+        if fetched.iter().any(|f| f.error.is_some()) {
+            return;
+        }
+        let mut next = self.offsets.clone();
+        for f in fetched {
+            if let Some(at) = next.get_mut(&f.partition) {
+                *at = (*at).max(f.next);
+            }
+        }
+        let (requests, wait) = self.requests(&next);
+        for (node, asked) in requests {
+            self.cluster
+                .prefetch(node, &self.uri.topic, &asked, wait, FETCH_BYTES);
+        }
     }
 
     /// Cuts fetched records into batches and sends them; `false` when the
