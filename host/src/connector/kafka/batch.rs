@@ -12,7 +12,6 @@
 //! is sliced or reserved, and a bad batch is an error, never a panic.
 
 use bytes::Bytes;
-use kafka_protocol::compression::Decompressor;
 
 /// Bytes before the first record: base offset 8, length 4, leader epoch 4,
 /// magic 1, CRC 4, attributes 2, last offset delta 4, base and max
@@ -235,8 +234,8 @@ pub fn read_batch(batch: &Bytes, out: &mut Vec<Record>) -> Result<BatchInfo, Str
     let body = batch.slice(HEADER..end);
     let body = match attributes & 7 {
         0 => body,
-        1 => decompress::<kafka_protocol::compression::Gzip>(body)?,
-        2 => decompress::<kafka_protocol::compression::Snappy>(body)?,
+        1 => gunzip(&body)?,
+        2 => unsnappy(&body)?,
         c @ (3 | 4) => {
             let name = if c == 3 { "Lz4" } else { "Zstd" };
             return Err(format!(
@@ -259,8 +258,67 @@ pub fn read_batch(batch: &Bytes, out: &mut Vec<Record>) -> Result<BatchInfo, Str
     Ok(info)
 }
 
-fn decompress<D: Decompressor<Bytes, Buf = Bytes>>(mut body: Bytes) -> Result<Bytes, String> {
-    D::decompress(&mut body, |b: &mut Bytes| Ok(std::mem::take(b))).map_err(|e| e.to_string())
+/// The most bytes a compressed batch may decompress to: far past what a
+/// broker accepts in one batch (Kafka's default is 1 MiB), so that a
+/// hostile or broken broker cannot make the host allocate without bound.
+const MAX_DECOMPRESSED: usize = 64 * 1024 * 1024;
+
+fn too_big() -> String {
+    format!(
+        "a compressed record batch decompresses past {} MiB; the broker sent more than any producer writes in one batch",
+        MAX_DECOMPRESSED >> 20
+    )
+}
+
+/// A gzip batch body, decompressed (at most [`MAX_DECOMPRESSED`] bytes).
+fn gunzip(body: &[u8]) -> Result<Bytes, String> {
+    use std::io::Read;
+    let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(MAX_DECOMPRESSED));
+    flate2::read::GzDecoder::new(body)
+        .take(MAX_DECOMPRESSED as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| format!("Failed to decompress gzip: {e}"))?;
+    if out.len() > MAX_DECOMPRESSED {
+        return Err(too_big());
+    }
+    Ok(out.into())
+}
+
+/// A Snappy batch body, decompressed: raw Snappy, or the xerial framing
+/// Kafka's Java clients write (a magic header, then `u32` sized blocks).
+fn unsnappy(body: &[u8]) -> Result<Bytes, String> {
+    const MAGIC: &[u8; 16] = b"\x82SNAPPY\x00\x00\x00\x00\x01\x00\x00\x00\x01";
+    let mut out = Vec::new();
+    let block = |compressed: &[u8], out: &mut Vec<u8>| -> Result<(), String> {
+        let n = snap::raw::decompress_len(compressed)
+            .map_err(|e| format!("failed to read snappy header: {e}"))?;
+        if out.len().saturating_add(n) > MAX_DECOMPRESSED {
+            return Err(too_big());
+        }
+        let at = out.len();
+        out.resize(at + n, 0);
+        snap::raw::Decoder::new()
+            .decompress(compressed, &mut out[at..])
+            .map_err(|e| format!("failed to decompress snappy bytes: {e}"))?;
+        Ok(())
+    };
+    match body.strip_prefix(&MAGIC[..]) {
+        None => block(body, &mut out)?,
+        Some(mut rest) => {
+            while !rest.is_empty() {
+                let size = rest
+                    .get(..4)
+                    .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
+                    .ok_or("not enough bytes to read compressed block length")?;
+                let chunk = rest
+                    .get(4..4usize.saturating_add(size))
+                    .ok_or("not enough bytes for block")?;
+                block(chunk, &mut out)?;
+                rest = &rest[4 + size..];
+            }
+        }
+    }
+    Ok(out.into())
 }
 
 /// A cursor over a batch's records.
@@ -373,6 +431,39 @@ impl Reader<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_that_decompresses_past_the_bound_is_an_error_not_an_allocation() {
+        use std::io::Write;
+        let zeros = vec![0u8; MAX_DECOMPRESSED + 1];
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&zeros).expect("compresses");
+        let bomb = gz.finish().expect("compresses");
+        assert!(bomb.len() < 1024 * 1024);
+        assert!(gunzip(&bomb).expect_err("too big").contains("64 MiB"));
+        let fine = &zeros[..1000];
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(fine).expect("compresses");
+        assert_eq!(
+            &gunzip(&gz.finish().expect("compresses")).expect("fits")[..],
+            fine
+        );
+        // A raw Snappy header that claims 4 GiB: refused before allocating.
+        let claim = [0xff, 0xff, 0xff, 0xff, 0x0f];
+        assert!(unsnappy(&claim).expect_err("too big").contains("64 MiB"));
+        let raw = snap::raw::Encoder::new()
+            .compress_vec(fine)
+            .expect("compresses");
+        assert_eq!(&unsnappy(&raw).expect("fits")[..], fine);
+        let mut framed = b"\x82SNAPPY\x00\x00\x00\x00\x01\x00\x00\x00\x01".to_vec();
+        for _ in 0..2 {
+            framed.extend_from_slice(&(raw.len() as u32).to_be_bytes());
+            framed.extend_from_slice(&raw);
+        }
+        assert_eq!(unsnappy(&framed).expect("fits").len(), 2000);
+        framed.truncate(framed.len() - 1);
+        assert!(unsnappy(&framed).is_err());
+    }
     use kafka_protocol::protocol::StrBytes;
     use kafka_protocol::records::{
         Compression, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
