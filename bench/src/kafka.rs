@@ -124,6 +124,7 @@ fn native(brokers: &str, input: &str, output: &str, records: i64) -> Result<Dura
 /// Sluice: the wordcount from `input` to `output` until the output holds
 /// `updates` records; the time from the host's start.
 fn sluice(env: &Env, brokers: &str, input: &str, output: &str, updates: i64) -> Result<Duration> {
+    let log = env.work.join("host-kafka.log");
     let started = Instant::now();
     let mut child = Command::new(&env.host)
         .args(["run", "--module"])
@@ -136,7 +137,9 @@ fn sluice(env: &Env, brokers: &str, input: &str, output: &str, updates: i64) -> 
         .args(["--checkpoint-interval", "1s", "--checkpoint-dir"])
         .arg(env.work.join("ck-kafka"))
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        // To a file, not a pipe nobody reads (a host logging more than a
+        // pipe holds would stop).
+        .stderr(std::fs::File::create(&log).context("create the host's log")?)
         .spawn()
         .context("start host")?;
     let mut c = cluster(brokers)?;
@@ -147,7 +150,10 @@ fn sluice(env: &Env, brokers: &str, input: &str, output: &str, updates: i64) -> 
         }
         if Instant::now() > deadline || child.try_wait()?.is_some() {
             let _ = child.kill();
-            bail!("the host did not write {updates} updates");
+            bail!(
+                "the host did not write {updates} updates; its log is {}",
+                log.display()
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
     };

@@ -437,23 +437,32 @@ struct OwnBroker {
 }
 
 impl OwnBroker {
-    fn servers(&self, command: &str) {
+    /// Runs `scripts/servers COMMAND` for this broker; what went wrong.
+    fn servers(&self, command: &str) -> Result<(), String> {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/servers");
-        let s3_port = std::env::var("SLUICE_S3_PORT")
-            .expect("SLUICE_S3_PORT is not set: run the tests with scripts/test");
+        let s3_port = std::env::var("SLUICE_S3_PORT").map_err(|_| {
+            "SLUICE_S3_PORT is not set: run the tests with scripts/test".to_string()
+        })?;
+        let dir = self
+            .dir
+            .0
+            .to_str()
+            .ok_or("the test directory is not UTF-8")?;
         let out = std::process::Command::new(script)
-            .args([command, self.dir.0.to_str().expect("utf-8"), "kafka"])
+            .args([command, dir, "kafka"])
             .env("SLUICE_KAFKA_PORT", self.port.to_string())
             .env("SLUICE_KAFKA_STORAGE", "s3")
             .env("SLUICE_KAFKA_CLUSTER", &self.cluster)
             .env("SLUICE_S3_PORT", s3_port)
             .output()
-            .expect("run scripts/servers");
-        assert!(
-            out.status.success(),
-            "scripts/servers {command} failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+            .map_err(|e| format!("cannot run scripts/servers: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "scripts/servers {command} failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        Ok(())
     }
 
     /// A broker on the port in the variable `port_var` (`scripts/test`
@@ -468,7 +477,9 @@ impl OwnBroker {
             port,
             cluster: servers::unique("cluster"),
         };
-        broker.servers("start");
+        if let Err(e) = broker.servers("start") {
+            panic!("{e}");
+        }
         broker
     }
 
@@ -492,8 +503,12 @@ impl OwnBroker {
 }
 
 impl Drop for OwnBroker {
+    /// Stops the broker; never panics (a panic while a failed test unwinds
+    /// would abort every test).
     fn drop(&mut self) {
-        self.servers("stop");
+        if let Err(e) = self.servers("stop") {
+            eprintln!("{e}");
+        }
     }
 }
 
@@ -520,10 +535,10 @@ fn a_broker_restarted_mid_job_is_waited_for() {
         .timeout(Duration::from_secs(120))
         .spawn();
     wait_for_records(&brokers, &output, 1000, &mut job, Duration::from_secs(30));
-    broker.servers("stop");
+    broker.servers("stop").expect("the broker stops");
     job.wait_for_log("waiting for the broker", Duration::from_secs(20));
     std::thread::sleep(Duration::from_secs(1));
-    broker.servers("start");
+    broker.servers("start").expect("the broker starts again");
     produce_many(&brokers, &input, 2, &second);
     wait_for_records(&brokers, &output, 2000, &mut job, Duration::from_secs(60));
     std::thread::sleep(Duration::from_millis(500));
