@@ -205,9 +205,13 @@ impl Out<'_> {
         let start = self.buf.len();
         row.encode_row(self.buf);
         if let Some(key) = self.key {
-            let mut encoded = Vec::new();
-            key(Row::from_encoded(&self.buf[start..])).encode(&mut encoded);
-            self.buf.extend_from_slice(&encoded);
+            // The key is read from the row just written: encoded aside, in
+            // one buffer kept for every row, then appended.
+            KEY.with_borrow_mut(|encoded| {
+                encoded.clear();
+                key(Row::from_encoded(&self.buf[start..])).encode(encoded);
+                self.buf.extend_from_slice(encoded);
+            });
         }
         self.rows += 1;
     }
@@ -223,6 +227,11 @@ impl Out<'_> {
         row.encode_row(self.buf);
         self.rows += 1;
     }
+}
+
+thread_local! {
+    /// The key of the row being emitted, while it is encoded.
+    static KEY: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// A keyed state a process stage declares; the function reaches it by its
