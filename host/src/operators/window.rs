@@ -49,6 +49,9 @@ type Chunks = Vec<Arc<[(i64, Box<[u8]>)]>>;
 /// A window's aggregate, as the guest returned it.
 type Agg = Arc<[u8]>;
 
+/// A window's aggregates while a batch works on it.
+type Aggs = smallvec::SmallVec<[Agg; 1]>;
+
 /// What a window holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Contents {
@@ -195,8 +198,9 @@ struct Open {
     fired: bool,
     /// Rows joined it (or it merged): it fires again.
     touched: bool,
-    /// Aggregates of the stored windows merged into it, to merge into one.
-    aggs: Vec<Agg>,
+    /// Aggregates of the stored windows merged into it, to merge into one
+    /// (one but while sessions merge: kept inline).
+    aggs: Aggs,
     /// Its rows (process function).
     chunks: Chunks,
     /// Rows this call adds (process function).
@@ -344,7 +348,7 @@ impl<'r> Work<'r> {
 fn open_of(w: &Win) -> Open {
     let (aggs, chunks) = match &w.contents {
         Contents::Aggregate(a) => (a.iter().cloned().collect(), Vec::new()),
-        Contents::Rows(c) => (Vec::new(), c.clone()),
+        Contents::Rows(c) => (Aggs::new(), c.clone()),
     };
     Open {
         start: w.start,
@@ -371,7 +375,7 @@ fn open_at(wins: &mut Vec<Open>, start: i64, end: i64) -> usize {
             end,
             fired: false,
             touched: true,
-            aggs: Vec::new(),
+            aggs: Aggs::new(),
             chunks: Vec::new(),
             added: Vec::new(),
         },
@@ -399,7 +403,7 @@ fn merge_session(wins: &mut Vec<Open>, start: i64, end: i64) {
         end: e,
         fired: false,
         touched: true,
-        aggs: Vec::new(),
+        aggs: Aggs::new(),
         chunks: Vec::new(),
         added: Vec::new(),
     };
@@ -527,7 +531,7 @@ impl Window {
                         .then(|| open.aggs.pop())
                         .flatten();
                     let n = open.aggs.len() / 2;
-                    let mut next = Vec::with_capacity(n + 1);
+                    let mut next = Aggs::with_capacity(n + 1);
                     for _ in 0..n {
                         match results.next() {
                             Some((i, Some(agg))) if pairs[i] == (k, w) => next.push(agg),
