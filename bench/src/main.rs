@@ -37,7 +37,7 @@ struct Cli {
     /// The host binary [default: next to this one].
     #[arg(long, global = true)]
     host: Option<PathBuf>,
-    /// The wordcount guest [default: target/wasm32-wasip2/guest/wordcount.wasm].
+    /// The wordcount guest [default: TARGET/wasm32-wasip2/guest/wordcount.wasm, TARGET being this binary's target directory].
     #[arg(long, global = true)]
     module: Option<PathBuf>,
     #[command(subcommand)]
@@ -124,6 +124,9 @@ struct Env {
     host: PathBuf,
     module: PathBuf,
     work: PathBuf,
+    /// Cargo's target directory (this binary's, so `CARGO_TARGET_DIR` is
+    /// followed): where the Rust guests are.
+    target: PathBuf,
 }
 
 fn main() -> std::process::ExitCode {
@@ -140,9 +143,13 @@ fn real_main() -> Result<()> {
     let cli = Cli::parse();
     let exe = std::env::current_exe()?;
     let host = cli.host.unwrap_or_else(|| exe.with_file_name("host"));
+    let target = exe
+        .parent()
+        .and_then(|release| release.parent())
+        .map_or_else(|| PathBuf::from("target"), PathBuf::from);
     let module = cli
         .module
-        .unwrap_or_else(|| PathBuf::from("target/wasm32-wasip2/guest/wordcount.wasm"));
+        .unwrap_or_else(|| target.join("wasm32-wasip2/guest/wordcount.wasm"));
     for p in [&host, &module] {
         if !p.exists() {
             bail!(
@@ -153,7 +160,12 @@ fn real_main() -> Result<()> {
     }
     let work = std::env::temp_dir().join(format!("sluice-bench-{}", std::process::id()));
     std::fs::create_dir_all(&work)?;
-    let env = Env { host, module, work };
+    let env = Env {
+        host,
+        module,
+        work,
+        target,
+    };
     let result = match cli.command {
         Cmd::Throughput { lines, runs } => throughput(&env, lines, runs),
         Cmd::Recovery { samples } => recovery(&env, samples),

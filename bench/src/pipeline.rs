@@ -169,8 +169,8 @@ fn native_fraud(path: &Path) -> Result<Duration> {
     Ok(started.elapsed())
 }
 
-fn guest(name: &str) -> PathBuf {
-    PathBuf::from(format!("target/wasm32-wasip2/guest/{name}.wasm"))
+fn guest(env: &Env, name: &str) -> PathBuf {
+    env.target.join(format!("wasm32-wasip2/guest/{name}.wasm"))
 }
 
 fn row(name: &str, records: u64, t: Duration, native: Duration) {
@@ -205,7 +205,13 @@ fn state_and_windows(env: &Env, lines: usize, runs: usize) -> Result<()> {
         native,
     );
     let t = median_of(runs, |i| {
-        run(env, &guest("keyed_count"), &input, &[], &format!("kc{i}"))
+        run(
+            env,
+            &guest(env, "keyed_count"),
+            &input,
+            &[],
+            &format!("kc{i}"),
+        )
     })?;
     row(
         "0.2.0 process function, count in value state",
@@ -238,7 +244,7 @@ fn state_and_windows(env: &Env, lines: usize, runs: usize) -> Result<()> {
         let t = median_of(runs, |i| {
             run(
                 env,
-                &guest("windowed_wordcount"),
+                &guest(env, "windowed_wordcount"),
                 &input,
                 params,
                 &format!("ww{i}"),
@@ -264,7 +270,7 @@ fn fraud(env: &Env, lines: usize, runs: usize) -> Result<()> {
         native,
     );
     for (name, module) in [
-        ("Rust", guest("fraud")),
+        ("Rust", guest(env, "fraud")),
         ("Python", PathBuf::from("target/guests/fraud-python.wasm")),
         ("JavaScript", PathBuf::from("target/guests/fraud-js.wasm")),
         ("C", PathBuf::from("target/guests/fraud-c.wasm")),
@@ -284,10 +290,10 @@ fn fraud(env: &Env, lines: usize, runs: usize) -> Result<()> {
 /// `sluice-bench pipeline`.
 pub fn pipeline(env: &Env, lines: usize, runs: usize) -> Result<()> {
     for name in ["keyed_count", "windowed_wordcount", "fraud"] {
-        if !guest(name).exists() {
+        if !guest(env, name).exists() {
             bail!(
                 "`{}` is not built; run `scripts/bench pipeline`, which builds it",
-                guest(name).display()
+                guest(env, name).display()
             );
         }
     }
