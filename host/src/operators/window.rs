@@ -34,6 +34,7 @@ use crate::fault::{Fault, TaskFailure};
 use crate::operators::flat_map::{StageContext, failure_at};
 use crate::operators::guest::Guest;
 use crate::operators::guest_map::{Downstream, emit, malformed};
+use crate::state::Batched;
 use crate::state::key_groups::key_group_range;
 use crate::state::keyed::StateError;
 use crate::state::store::{Keyed, Reader, Store, put_bytes};

@@ -22,6 +22,7 @@ use hashbrown::HashTable;
 
 use crate::checkpoint::format::GroupState;
 use crate::encoding::pipeline::put_state;
+use crate::state::Batched;
 use crate::state::key_groups::{key_group, table_hash};
 use crate::state::keyed::StateError;
 use crate::state::store::Reader;
@@ -80,13 +81,16 @@ impl Group {
         }
     }
 
-    /// The arena, to append to: a copy of the snapshot's when one shares
-    /// it (the same bytes, so positions stay valid).
+    /// The arena, to append to: taken back from the snapshot, copied if
+    /// the snapshot still holds it (the same bytes, so positions stay
+    /// valid).
     fn own(&mut self) -> &mut Vec<u8> {
         if let Some(shared) = self.frozen.take() {
-            let mut arena = Vec::with_capacity(shared.len() + shared.len() / 4 + 256);
-            arena.extend_from_slice(&shared);
-            self.arena = arena;
+            self.arena = Arc::try_unwrap(shared).unwrap_or_else(|shared| {
+                let mut arena = Vec::with_capacity(shared.len() + shared.len() / 4 + 256);
+                arena.extend_from_slice(&shared);
+                arena
+            });
         }
         self.hot = true;
         &mut self.arena
@@ -492,71 +496,6 @@ impl ProcessState {
         Some((key.into(), timers))
     }
 
-    /// Takes the batch's changes back, newest first.
-    pub fn undo(&mut self) {
-        while let Some(u) = self.undo.pop() {
-            if let Some((key, timers)) = u.new.and_then(|e| self.entry_at(u.group, e)) {
-                for (domain, at) in timers {
-                    self.timers.remove(at, domain, &key);
-                }
-            }
-            let g = &mut self.groups[u.group as usize];
-            match (u.saved, u.old) {
-                (Some(from), Some((at, len))) => {
-                    let (at, len) = (at as usize, len as usize);
-                    g.own()[at..at + len].copy_from_slice(&self.saved[from..from + len]);
-                }
-                _ => {
-                    if let Some((at, len)) = u.new {
-                        g.unlink(u.hash, at);
-                        g.dead += len as usize;
-                    }
-                    if let Some((at, len)) = u.old {
-                        g.link(Slot {
-                            hash: u.hash,
-                            at,
-                            len,
-                        });
-                        g.dead = g.dead.saturating_sub(len as usize);
-                    }
-                }
-            }
-            if let Some((key, timers)) = u.old.and_then(|e| self.entry_at(u.group, e)) {
-                for (domain, at) in timers {
-                    self.timers.insert(at, domain, &key);
-                }
-            }
-        }
-        self.saved.clear();
-        self.compact.clear();
-    }
-
-    /// Keeps the batch's changes when it succeeded, undoes them whole when
-    /// it failed; the result as it was.
-    pub fn settle<T, E>(&mut self, result: Result<T, E>) -> Result<T, E> {
-        match result {
-            Ok(v) => {
-                self.commit();
-                Ok(v)
-            }
-            Err(e) => {
-                self.undo();
-                Err(e)
-            }
-        }
-    }
-
-    /// Keeps the batch's changes.
-    pub fn commit(&mut self) {
-        self.undo.clear();
-        self.saved.clear();
-        for g in self.compact.drain(..) {
-            if let Some(group) = self.groups.get_mut(g as usize) {
-                group.compact();
-            }
-        }
-    }
-
     /// Keys held.
     pub fn keys(&self) -> usize {
         self.groups.iter().map(|g| g.index.len()).sum()
@@ -637,6 +576,56 @@ impl ProcessState {
 
 fn put_u32(out: &mut Vec<u8>, n: usize) {
     out.extend_from_slice(&(n as u32).to_le_bytes());
+}
+
+impl Batched for ProcessState {
+    fn commit(&mut self) {
+        self.undo.clear();
+        self.saved.clear();
+        for g in self.compact.drain(..) {
+            if let Some(group) = self.groups.get_mut(g as usize) {
+                group.compact();
+            }
+        }
+    }
+
+    fn undo(&mut self) {
+        while let Some(u) = self.undo.pop() {
+            if let Some((key, timers)) = u.new.and_then(|e| self.entry_at(u.group, e)) {
+                for (domain, at) in timers {
+                    self.timers.remove(at, domain, &key);
+                }
+            }
+            let g = &mut self.groups[u.group as usize];
+            match (u.saved, u.old) {
+                (Some(from), Some((at, len))) => {
+                    let (at, len) = (at as usize, len as usize);
+                    g.own()[at..at + len].copy_from_slice(&self.saved[from..from + len]);
+                }
+                _ => {
+                    if let Some((at, len)) = u.new {
+                        g.unlink(u.hash, at);
+                        g.dead += len as usize;
+                    }
+                    if let Some((at, len)) = u.old {
+                        g.link(Slot {
+                            hash: u.hash,
+                            at,
+                            len,
+                        });
+                        g.dead = g.dead.saturating_sub(len as usize);
+                    }
+                }
+            }
+            if let Some((key, timers)) = u.old.and_then(|e| self.entry_at(u.group, e)) {
+                for (domain, at) in timers {
+                    self.timers.insert(at, domain, &key);
+                }
+            }
+        }
+        self.saved.clear();
+        self.compact.clear();
+    }
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use crate::checkpoint::format::GroupState;
+use crate::state::Batched;
 use crate::state::key_groups::{key_group, table_hash};
 use crate::state::keyed::StateError;
 use crate::state::timers::{Due, Timers};
@@ -174,56 +175,6 @@ impl<V: Keyed> Store<V> {
         self.timers.due(watermark, now)
     }
 
-    /// Takes the batch's changes back, newest first.
-    pub fn undo(&mut self) {
-        let mut deadlines = Vec::new();
-        while let Some((hash, key, old)) = self.undo.pop() {
-            let key: Box<[u8]> = self.undo_keys[key].into();
-            let g = self.group_of(hash);
-            if let Some(group) = self.groups.get_mut(g) {
-                group.encoded = None;
-                let keys = Arc::make_mut(&mut group.keys);
-                if let Some(now) = remove(keys, &key, hash) {
-                    deadlines.clear();
-                    now.deadlines(&mut deadlines);
-                    for &(domain, at) in &deadlines {
-                        self.timers.remove(at, domain, &key);
-                    }
-                }
-                if let Some(old) = old {
-                    deadlines.clear();
-                    old.deadlines(&mut deadlines);
-                    for &(domain, at) in &deadlines {
-                        self.timers.insert(at, domain, &key);
-                    }
-                    insert(keys, key, hash, old);
-                }
-            }
-        }
-        self.undo_keys.clear();
-    }
-
-    /// Keeps the batch's changes when it succeeded, undoes them whole when
-    /// it failed; the result as it was.
-    pub fn settle<T, E>(&mut self, result: Result<T, E>) -> Result<T, E> {
-        match result {
-            Ok(v) => {
-                self.commit();
-                Ok(v)
-            }
-            Err(e) => {
-                self.undo();
-                Err(e)
-            }
-        }
-    }
-
-    /// Keeps the batch's changes.
-    pub fn commit(&mut self) {
-        self.undo.clear();
-        self.undo_keys.clear();
-    }
-
     /// Keys held.
     pub fn keys(&self) -> usize {
         self.groups.iter().map(|g| g.keys.len()).sum()
@@ -370,6 +321,41 @@ fn decode<V: Keyed>(bytes: &[u8], arity: usize, group: u32) -> Result<Map<V>, St
         insert(&mut keys, key, hash, v);
     }
     Ok(keys)
+}
+
+impl<V: Keyed> Batched for Store<V> {
+    fn commit(&mut self) {
+        self.undo.clear();
+        self.undo_keys.clear();
+    }
+
+    fn undo(&mut self) {
+        let mut deadlines = Vec::new();
+        while let Some((hash, key, old)) = self.undo.pop() {
+            let key: Box<[u8]> = self.undo_keys[key].into();
+            let g = self.group_of(hash);
+            if let Some(group) = self.groups.get_mut(g) {
+                group.encoded = None;
+                let keys = Arc::make_mut(&mut group.keys);
+                if let Some(now) = remove(keys, &key, hash) {
+                    deadlines.clear();
+                    now.deadlines(&mut deadlines);
+                    for &(domain, at) in &deadlines {
+                        self.timers.remove(at, domain, &key);
+                    }
+                }
+                if let Some(old) = old {
+                    deadlines.clear();
+                    old.deadlines(&mut deadlines);
+                    for &(domain, at) in &deadlines {
+                        self.timers.insert(at, domain, &key);
+                    }
+                    insert(keys, key, hash, old);
+                }
+            }
+        }
+        self.undo_keys.clear();
+    }
 }
 
 #[cfg(test)]

@@ -198,6 +198,18 @@ impl Broker {
         Ok(())
     }
 
+    /// The version of `R` both sides speak.
+    fn version<R: Call>(&self) -> Result<i16, KafkaError> {
+        let key = R::KEY;
+        self.versions.get(&(key as i16)).copied().ok_or_else(|| {
+            let (min, max) = supported(key);
+            KafkaError::Protocol(format!(
+                "broker `{}` does not speak {key:?} versions {min} to {max}, which Sluice needs",
+                self.addr
+            ))
+        })
+    }
+
     /// Sends `request` and reads its response, at the version both sides
     /// speak, within `timeout`.
     pub fn call<R: Call>(
@@ -205,14 +217,7 @@ impl Broker {
         request: &R,
         timeout: Duration,
     ) -> Result<(R::Response, i16), KafkaError> {
-        let key = R::KEY;
-        let version = *self.versions.get(&(key as i16)).ok_or_else(|| {
-            let (min, max) = supported(key);
-            KafkaError::Protocol(format!(
-                "broker `{}` does not speak {key:?} versions {min} to {max}, which Sluice needs",
-                self.addr
-            ))
-        })?;
+        let (key, version) = (R::KEY, self.version::<R>()?);
         let response = self.call_version(key, version, request, timeout)?;
         Ok((response, version))
     }
@@ -232,15 +237,7 @@ impl Broker {
     /// the answer, which [`Broker::receive`] reads. Nothing else may go on
     /// the connection in between.
     pub fn send<R: Call>(&mut self, request: &R, timeout: Duration) -> Result<Sent, KafkaError> {
-        let key = R::KEY;
-        let version = *self.versions.get(&(key as i16)).ok_or_else(|| {
-            let (min, max) = supported(key);
-            KafkaError::Protocol(format!(
-                "broker `{}` does not speak {key:?} versions {min} to {max}, which Sluice needs",
-                self.addr
-            ))
-        })?;
-        self.send_version(key, version, request, timeout)
+        self.send_version(R::KEY, self.version::<R>()?, request, timeout)
     }
 
     /// Reads the answer to a request [`Broker::send`] sent.

@@ -27,7 +27,7 @@ use kafka_protocol::records::Record as ProtocolRecord;
 
 pub use crate::connector::kafka::batch::Record;
 use crate::connector::kafka::batch::read_batch;
-use crate::connector::kafka::client::{Broker, KafkaError, Sent, whole_batches};
+use crate::connector::kafka::client::{Broker, Call, KafkaError, Sent, whole_batches};
 
 /// A topic's partitions and the node that leads each.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -222,8 +222,7 @@ impl Cluster {
             }
         };
         let timeout = self.timeout + max_wait;
-        let result = self.node(node)?.receive::<FetchRequest>(sent, timeout);
-        let (response, _) = result.inspect_err(|_| self.forget(node))?;
+        let response = self.receive_from::<FetchRequest>(node, sent, timeout)?;
         KafkaError::check(response.error_code, "fetch")?;
         Ok(fetched(response, topic, partitions))
     }
@@ -286,9 +285,31 @@ impl Cluster {
                             .collect(),
                     ),
             ]);
+        self.send_to(node, &request)
+    }
+
+    /// Sends `request` to node `node` without waiting for the answer; the
+    /// connection is forgotten if it fails.
+    fn send_to<R: Call>(&mut self, node: i32, request: &R) -> Result<Sent, KafkaError> {
         let timeout = self.timeout;
-        let result = self.node(node)?.send(&request, timeout);
+        let result = self.node(node)?.send(request, timeout);
         result.inspect_err(|_| self.forget(node))
+    }
+
+    /// The answer to what [`Cluster::send_to`] sent on node `node`; the
+    /// connection is forgotten if it fails.
+    fn receive_from<R: Call>(
+        &mut self,
+        node: i32,
+        sent: Sent,
+        timeout: Duration,
+    ) -> Result<R::Response, KafkaError> {
+        let broker = self
+            .connections
+            .get_mut(&node)
+            .ok_or_else(|| KafkaError::Unreachable(format!("broker node {node} went away")))?;
+        let result = broker.receive::<R>(sent, timeout);
+        result.map(|(r, _)| r).inspect_err(|_| self.forget(node))
     }
 
     /// Produces one encoded record batch per partition to node `node`;
@@ -330,8 +351,7 @@ impl Cluster {
                             .collect(),
                     ),
             ]);
-        let result = self.node(node)?.send(&request, timeout);
-        result.inspect_err(|_| self.forget(node))
+        self.send_to(node, &request)
     }
 
     /// The answer to a produce [`Cluster::send_produce`] sent.
@@ -341,13 +361,7 @@ impl Cluster {
         topic: &str,
         sent: Sent,
     ) -> Result<Vec<Produced>, KafkaError> {
-        let timeout = self.timeout;
-        let broker = self
-            .connections
-            .get_mut(&node)
-            .ok_or_else(|| KafkaError::Unreachable(format!("broker node {node} went away")))?;
-        let result = broker.receive::<ProduceRequest>(sent, timeout);
-        let (response, _) = result.inspect_err(|_| self.forget(node))?;
+        let response = self.receive_from::<ProduceRequest>(node, sent, self.timeout)?;
         let mut out = Vec::new();
         for t in response.responses {
             for p in t.partition_responses {
