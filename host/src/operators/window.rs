@@ -18,7 +18,6 @@
 //! window whose `window-fire` fails alone in a fresh instance is dropped
 //! and dead-lettered.
 
-use hashbrown::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -47,8 +46,53 @@ const LATE_LOG_EVERY: Duration = Duration::from_secs(10);
 /// so that a batch copies chunk handles, not rows.
 type Chunks = Vec<Arc<[(i64, Box<[u8]>)]>>;
 
-/// A window's aggregate, as the guest returned it.
-type Agg = Arc<[u8]>;
+/// A window's aggregate, as the guest returned it: up to [`INLINE`]
+/// bytes (a count, a sum) held inline, longer ones shared between the
+/// store and a batch working on them.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Agg {
+    /// Its length and bytes.
+    Inline(u8, [u8; INLINE]),
+    /// Its bytes.
+    Shared(Arc<[u8]>),
+}
+
+/// The longest aggregate held inline.
+const INLINE: usize = 22;
+
+impl Agg {
+    fn new(bytes: &[u8]) -> Agg {
+        if bytes.len() <= INLINE {
+            let mut inline = [0; INLINE];
+            inline[..bytes.len()].copy_from_slice(bytes);
+            Agg::Inline(bytes.len() as u8, inline)
+        } else {
+            Agg::Shared(bytes.into())
+        }
+    }
+}
+
+impl std::ops::Deref for Agg {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Agg::Inline(n, inline) => &inline[..usize::from(*n)],
+            Agg::Shared(bytes) => bytes,
+        }
+    }
+}
+
+impl std::fmt::Debug for Agg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+/// A key's windows, by start (mostly one).
+type Wins = smallvec::SmallVec<[Win; 1]>;
+
+/// The windows of a key a call changes.
+type Opens = smallvec::SmallVec<[Open; 1]>;
 
 /// A window's aggregates while a batch works on it.
 type Aggs = smallvec::SmallVec<[Agg; 1]>;
@@ -84,7 +128,7 @@ pub struct KeyWindows {
     /// The allowed lateness (0 in processing time).
     pub lateness: i64,
     /// The windows.
-    pub wins: Vec<Win>,
+    pub wins: Wins,
 }
 
 impl KeyWindows {
@@ -142,7 +186,7 @@ impl Keyed for KeyWindows {
         let mut kw = KeyWindows {
             domain: r.u8()?,
             lateness: r.i64()?,
-            wins: Vec::new(),
+            wins: Wins::new(),
         };
         for _ in 0..r.u32()? {
             let (start, end, fired) = (r.i64()?, r.i64()?, r.u8()? != 0);
@@ -158,7 +202,7 @@ impl Keyed for KeyWindows {
             let contents = if kind == 0 {
                 Contents::Aggregate(match r.u8()? {
                     0 => None,
-                    _ => Some(r.bytes()?.into()),
+                    _ => Some(Agg::new(r.bytes()?)),
                 })
             } else {
                 let mut rows = Vec::new();
@@ -206,12 +250,14 @@ struct Open {
     chunks: Chunks,
     /// Rows this call adds (process function).
     added: Vec<(i64, Box<[u8]>)>,
+    /// Its place among the windows of a `window-add` call, once it has one.
+    slot: Option<u32>,
 }
 
 /// The windows of the keys a call changes.
 #[derive(Default)]
 struct Work<'r> {
-    keys: Vec<(&'r [u8], u64, Vec<Open>)>,
+    keys: Vec<(&'r [u8], u64, Opens)>,
     /// Index into `keys`, by the key's hash.
     index: hashbrown::HashTable<usize>,
 }
@@ -337,7 +383,7 @@ impl<'r> Work<'r> {
         }
         let wins = store
             .get(key, hash)
-            .map_or_else(Vec::new, |kw| kw.wins.iter().map(open_of).collect());
+            .map_or_else(Opens::new, |kw| kw.wins.iter().map(open_of).collect());
         self.keys.push((key, hash, wins));
         let keys = &self.keys;
         self.index
@@ -359,11 +405,12 @@ fn open_of(w: &Win) -> Open {
         aggs,
         chunks,
         added: Vec::new(),
+        slot: None,
     }
 }
 
 /// The window `[start, end)` among `wins`, opened if there is none.
-fn open_at(wins: &mut Vec<Open>, start: i64, end: i64) -> usize {
+fn open_at(wins: &mut Opens, start: i64, end: i64) -> usize {
     if let Some(i) = wins.iter().position(|w| w.start == start) {
         wins[i].touched = true;
         return i;
@@ -379,6 +426,7 @@ fn open_at(wins: &mut Vec<Open>, start: i64, end: i64) -> usize {
             aggs: Aggs::new(),
             chunks: Vec::new(),
             added: Vec::new(),
+            slot: None,
         },
     );
     at
@@ -397,7 +445,7 @@ fn session_span(wins: &[Open], start: i64, end: i64) -> (i64, i64) {
 }
 
 /// Merges session `[start, end)` with the windows it meets.
-fn merge_session(wins: &mut Vec<Open>, start: i64, end: i64) {
+fn merge_session(wins: &mut Opens, start: i64, end: i64) {
     let (s, e) = session_span(wins, start, end);
     let mut merged = Open {
         start: s,
@@ -407,8 +455,9 @@ fn merge_session(wins: &mut Vec<Open>, start: i64, end: i64) {
         aggs: Aggs::new(),
         chunks: Vec::new(),
         added: Vec::new(),
+        slot: None,
     };
-    let mut kept = Vec::with_capacity(wins.len());
+    let mut kept = Opens::with_capacity(wins.len());
     for w in wins.drain(..) {
         if meets(&w, start, end) {
             merged.aggs.extend(w.aggs);
@@ -502,8 +551,8 @@ impl Window {
             for (k, (_, _, wins)) in work.keys.iter().enumerate() {
                 for (w, open) in wins.iter().enumerate() {
                     for pair in open.aggs.chunks_exact(2) {
-                        put_state(&mut input, Some(&pair[0]));
-                        put_state(&mut input, Some(&pair[1]));
+                        put_state(&mut input, Some(&pair[0][..]));
+                        put_state(&mut input, Some(&pair[1][..]));
                         pairs.push((k, w));
                     }
                 }
@@ -558,7 +607,7 @@ impl Window {
                 bytes.len()
             ));
         }
-        Ok(bytes.into())
+        Ok(Agg::new(bytes))
     }
 
     /// Folds the added rows into their windows' aggregates (`window-add`).
@@ -567,14 +616,14 @@ impl Window {
             return Ok(());
         }
         let session = matches!(self.spec.assigner, WindowAssigner::Session(_));
-        let mut slot_of: HashMap<(usize, usize), u32> = HashMap::new();
         let mut slots: Vec<(usize, usize)> = Vec::with_capacity(work.keys.len());
         let mut input = Vec::with_capacity(adds.len() * 32);
         for a in adds {
-            let Some(w) = find(&work.keys[a.key].2, a.at, session) else {
+            let wins = &mut work.keys[a.key].2;
+            let Some(w) = find(wins, a.at, session) else {
                 continue;
             };
-            let slot = *slot_of.entry((a.key, w)).or_insert_with(|| {
+            let slot = *wins[w].slot.get_or_insert_with(|| {
                 slots.push((a.key, w));
                 (slots.len() - 1) as u32
             });
@@ -937,7 +986,7 @@ impl Window {
                 continue;
             }
             let mut kept = KeyWindows {
-                wins: Vec::with_capacity(kw.wins.len()),
+                wins: Wins::with_capacity(kw.wins.len()),
                 ..*kw
             };
             for w in &kw.wins {

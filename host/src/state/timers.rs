@@ -1,105 +1,134 @@
 //! The deadlines of a stateful stage's keys (a process stage's timers, a
 //! window stage's firing and purging times), in firing order: timestamp,
-//! then domain, then key. Removing one looks it up by the borrowed key, so
-//! only a deadline that is new allocates.
+//! then domain, then key.
+//!
+//! Deadlines are kept by `(timestamp, domain)`, each with the set of keys
+//! due then: many keys share a deadline (every key's window of a tumbling
+//! window ends at the same time), and adding or removing one is a hash
+//! lookup, not a walk of an ordered tree comparing keys. The keys of a
+//! deadline are sorted only when it is due. Only a deadline that is new
+//! allocates.
 
-use std::borrow::Borrow;
-use std::cmp::Ordering;
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 
 /// A due deadline: `(timestamp, domain, key)`, the order they fire in;
 /// domain 0 is event time, 1 processing time.
 pub type Due = (i64, u8, Box<[u8]>);
 
-/// A deadline held: compared as its `(timestamp, domain, key)`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct Held(i64, u8, Box<[u8]>);
-
-/// A deadline as a `(timestamp, domain, key)`, held or borrowed.
-trait Deadline {
-    fn parts(&self) -> (i64, u8, &[u8]);
+/// The keys due at one `(timestamp, domain)`: most deadlines of a process
+/// stage have one key, those of a window stage many.
+#[derive(Debug)]
+enum Keys {
+    One(Box<[u8]>),
+    Many(hashbrown::HashSet<Box<[u8]>>),
 }
 
-impl Deadline for Held {
-    fn parts(&self) -> (i64, u8, &[u8]) {
-        (self.0, self.1, &self.2)
+impl Keys {
+    /// Adds `key`; whether it is new.
+    fn insert(&mut self, key: &[u8]) -> bool {
+        match self {
+            Keys::One(k) if **k == *key => false,
+            Keys::One(k) => {
+                let mut set = hashbrown::HashSet::with_capacity(2);
+                set.insert(std::mem::take(k));
+                set.insert(key.into());
+                *self = Keys::Many(set);
+                true
+            }
+            Keys::Many(set) if set.contains(key) => false,
+            Keys::Many(set) => set.insert(key.into()),
+        }
     }
-}
 
-impl Deadline for (i64, u8, &[u8]) {
-    fn parts(&self) -> (i64, u8, &[u8]) {
-        *self
+    /// Removes `key`; whether it was there, and whether none are left.
+    fn remove(&mut self, key: &[u8]) -> (bool, bool) {
+        match self {
+            Keys::One(k) => {
+                let hit = **k == *key;
+                (hit, hit)
+            }
+            Keys::Many(set) => {
+                let hit = set.remove(key);
+                (hit, set.is_empty())
+            }
+        }
     }
-}
 
-impl<'a> Borrow<dyn Deadline + 'a> for Held {
-    fn borrow(&self) -> &(dyn Deadline + 'a) {
-        self
-    }
-}
-
-impl PartialEq for dyn Deadline + '_ {
-    fn eq(&self, other: &Self) -> bool {
-        self.parts() == other.parts()
-    }
-}
-
-impl Eq for dyn Deadline + '_ {}
-
-impl PartialOrd for dyn Deadline + '_ {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for dyn Deadline + '_ {
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.parts().cmp(&other.parts())
+    /// The keys, sorted.
+    fn sorted(&self) -> Vec<&[u8]> {
+        match self {
+            Keys::One(k) => vec![&k[..]],
+            Keys::Many(set) => {
+                let mut keys: Vec<&[u8]> = set.iter().map(|k| &k[..]).collect();
+                keys.sort_unstable();
+                keys
+            }
+        }
     }
 }
 
 /// Every deadline of a stage's keys, in firing order.
 #[derive(Debug, Default)]
-pub struct Timers(BTreeSet<Held>);
+pub struct Timers {
+    at: BTreeMap<(i64, u8), Keys>,
+    len: usize,
+}
 
 impl Timers {
     /// Adds a deadline (kept once).
     pub fn insert(&mut self, at: i64, domain: u8, key: &[u8]) {
-        let probe: &dyn Deadline = &(at, domain, key);
-        if !self.0.contains(probe) {
-            self.0.insert(Held(at, domain, key.into()));
+        match self.at.entry((at, domain)) {
+            std::collections::btree_map::Entry::Vacant(e) => {
+                e.insert(Keys::One(key.into()));
+                self.len += 1;
+            }
+            std::collections::btree_map::Entry::Occupied(mut e) => {
+                if e.get_mut().insert(key) {
+                    self.len += 1;
+                }
+            }
         }
     }
 
     /// Removes a deadline, if it is there.
     pub fn remove(&mut self, at: i64, domain: u8, key: &[u8]) {
-        let probe: &dyn Deadline = &(at, domain, key);
-        self.0.remove(probe);
+        let Some(keys) = self.at.get_mut(&(at, domain)) else {
+            return;
+        };
+        let (hit, emptied) = keys.remove(key);
+        if hit {
+            self.len -= 1;
+        }
+        if emptied {
+            self.at.remove(&(at, domain));
+        }
     }
 
     /// The deadlines due: event-time ones at or before `watermark`,
     /// processing-time ones at or before `now`, in firing order.
     pub fn due(&self, watermark: i64, now: i64) -> Vec<Due> {
         let last = watermark.max(now);
-        self.0
-            .iter()
-            .take_while(|d| d.0 <= last)
-            .filter(|d| match d.1 {
-                0 => d.0 <= watermark,
-                _ => d.0 <= now,
-            })
-            .map(|d| (d.0, d.1, d.2.clone()))
-            .collect()
+        let mut due = Vec::new();
+        for (&(at, domain), keys) in self.at.range(..=(last, u8::MAX)) {
+            let reached = match domain {
+                0 => at <= watermark,
+                _ => at <= now,
+            };
+            if reached {
+                due.extend(keys.sorted().into_iter().map(|k| (at, domain, k.into())));
+            }
+        }
+        due
     }
 
     /// How many there are.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.len
     }
 
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.len == 0
     }
 }
 
@@ -108,7 +137,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn deadlines_fire_in_time_then_domain_then_key_order_and_remove_by_borrowed_key() {
+    fn deadlines_fire_in_time_then_domain_then_key_order_and_are_removed_by_key() {
         let mut t = Timers::default();
         t.insert(20, 0, b"b");
         t.insert(10, 1, b"a");
@@ -135,6 +164,12 @@ mod tests {
         );
         t.remove(10, 0, b"z");
         t.remove(10, 0, b"nope");
+        t.remove(11, 0, b"c");
         assert_eq!(t.len(), 3);
+        t.remove(10, 0, b"c");
+        t.remove(10, 1, b"a");
+        t.remove(20, 0, b"b");
+        assert!(t.is_empty());
+        assert!(t.due(i64::MAX, i64::MAX).is_empty());
     }
 }
