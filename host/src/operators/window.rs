@@ -272,12 +272,14 @@ struct Add<'r> {
     row: &'r [u8],
 }
 
-/// A window due to fire.
+/// A window due to fire: when, its key (an index into the keys due), the
+/// window, and where its `window-fire` entry is in the call's input.
 struct Fire {
     at: i64,
-    key: Box<[u8]>,
-    hash: u64,
+    key: usize,
     start: i64,
+    end: i64,
+    entry: std::ops::Range<usize>,
 }
 
 /// How one entry run alone after a fault ended.
@@ -875,9 +877,11 @@ impl Window {
             return Ok(());
         }
         let now = self.now(clock);
-        let mut keys: Vec<(&[u8], u64)> = Vec::new();
-        let mut seen = hashbrown::HashSet::new();
+        let mut keys: Vec<(&[u8], u64)> = Vec::with_capacity(due.len());
+        let mut seen = hashbrown::HashSet::with_capacity(due.len());
         let mut fires = Vec::new();
+        // Each window's entry of the call, encoded once.
+        let mut entries = Vec::new();
         for (_, _, key) in &due {
             if !seen.insert(&key[..]) {
                 continue;
@@ -885,32 +889,50 @@ impl Window {
             let hash = xxhash_rust::xxh3::xxh3_64(key);
             if let Some(kw) = self.store.get(key, hash) {
                 for w in kw.wins.iter().filter(|w| due_to_fire(w, now)) {
+                    let at = entries.len();
+                    fire_entry(&mut entries, key, w);
                     fires.push(Fire {
                         at: w.end.saturating_sub(1),
-                        key: key.clone(),
-                        hash,
+                        key: keys.len(),
                         start: w.start,
+                        end: w.end,
+                        entry: at..entries.len(),
                     });
                 }
             }
             keys.push((key, hash));
         }
-        fires.sort_by(|a, b| (a.at, &a.key, a.start).cmp(&(b.at, &b.key, b.start)));
-        let base = (batch.seqs.len() as u64) << 32;
-        let orders: Vec<u64> = (0..fires.len() as u64).map(|i| base | i).collect();
         if !fires.is_empty() {
+            let order = |f: &Fire| (f.at, keys[f.key].0, f.start);
+            let mut input = (fires.len() as u32).to_le_bytes().to_vec();
+            if fires.is_sorted_by(|a, b| order(a) <= order(b)) {
+                input.extend_from_slice(&entries);
+            } else {
+                fires.sort_by(|a, b| order(a).cmp(&order(b)));
+                for f in &fires {
+                    input.extend_from_slice(&entries[f.entry.clone()]);
+                }
+            }
+            let base = (batch.seqs.len() as u64) << 32;
+            let orders: Vec<u64> = (0..fires.len() as u64).map(|i| base | i).collect();
             self.started(batch)?;
-            if self.fire_windows(clock, &fires, &orders, out).is_err() {
+            if self
+                .fire_windows(clock, &input, fires.len(), &orders, out)
+                .is_err()
+            {
                 self.guest.reset();
                 for (i, f) in fires.iter().enumerate() {
-                    let one = std::slice::from_ref(f);
+                    let mut one = 1u32.to_le_bytes().to_vec();
+                    one.extend_from_slice(&entries[f.entry.clone()]);
                     let order = &orders[i..=i];
-                    match self.alone(batch, out, |w, out| w.fire_windows(clock, one, order, out))? {
+                    let alone = self.alone(batch, out, |w, out| {
+                        w.fire_windows(clock, &one, 1, order, out)
+                    })?;
+                    let failure = |cause| window_failure(&self.cx, batch, keys[f.key].0, f, cause);
+                    match alone {
                         Alone::Ok => {}
-                        Alone::Unreproduced(cause) => {
-                            out.unreproduced.push(self.window_failure(batch, f, cause))
-                        }
-                        Alone::Failed(cause) => out.dead.push(self.window_failure(batch, f, cause)),
+                        Alone::Unreproduced(cause) => out.unreproduced.push(failure(cause)),
+                        Alone::Failed(cause) => out.dead.push(failure(cause)),
                     }
                 }
             }
@@ -919,58 +941,24 @@ impl Window {
         Ok(())
     }
 
-    /// One `window-fire` call on `fires`: its rows sent on, the windows
-    /// marked fired.
+    /// One `window-fire` call on `input` (`n` windows): its rows sent on.
     fn fire_windows(
         &mut self,
         clock: Clock,
-        fires: &[Fire],
+        input: &[u8],
+        n: usize,
         orders: &[u64],
         out: &mut Output,
     ) -> Result<(), String> {
-        let mut input = (fires.len() as u32).to_le_bytes().to_vec();
-        for f in fires {
-            let Some(w) = self.window(f) else {
-                return Err(format!("the host lost window {} of a key", f.start));
-            };
-            input.extend_from_slice(&f.key);
-            input.extend_from_slice(&w.start.to_le_bytes());
-            input.extend_from_slice(&w.end.to_le_bytes());
-            match &w.contents {
-                Contents::Aggregate(agg) => {
-                    input.push(0);
-                    put_state(&mut input, agg.as_deref());
-                }
-                Contents::Rows(chunks) => {
-                    input.push(1);
-                    let mut rows: Vec<&(i64, Box<[u8]>)> =
-                        chunks.iter().flat_map(|c| c.iter()).collect();
-                    rows.sort_by_key(|(ts, _)| *ts);
-                    input.extend_from_slice(&(rows.len() as u32).to_le_bytes());
-                    for (ts, row) in rows {
-                        input.extend_from_slice(&ts.to_le_bytes());
-                        input.extend_from_slice(row);
-                    }
-                }
-            }
-        }
         let called = self.guest.call(
             self.down.stage,
             Self::header(clock),
-            Call::WindowFire(&input),
-            fires.len(),
+            Call::WindowFire(input),
+            n,
         )?;
-        let shape = self.shape(fires.len());
+        let shape = self.shape(n);
         enc::read_emitted(&called.output, shape, |_| {}).map_err(malformed)?;
         emit(&self.cx, self.down, shape, out, called.output, orders)
-    }
-
-    fn window(&self, f: &Fire) -> Option<&Win> {
-        self.store
-            .get(&f.key, f.hash)?
-            .wins
-            .iter()
-            .find(|w| w.start == f.start)
     }
 
     /// After the windows due fired (or failed alone and were dropped): one
@@ -1002,19 +990,50 @@ impl Window {
             self.store.put(key, hash, kept);
         }
     }
+}
 
-    fn window_failure(&self, batch: &SourceBatch, f: &Fire, cause: String) -> TaskFailure {
-        let mut shown = Vec::new();
-        encoding::format_value(&f.key, &mut shown);
-        let end = self.window(f).map_or(f.at.saturating_add(1), |w| w.end);
-        let mut failure = failure_at(self.cx.subtask, batch, None, cause, Fault::Guest);
-        failure.input = Some(format!(
-            "the window [{}, {end}) of key {}",
-            f.start,
-            String::from_utf8_lossy(&shown)
-        ));
-        failure
+/// A window's entry of a `window-fire` call: its key, bounds and contents
+/// (the rows in timestamp order).
+fn fire_entry(input: &mut Vec<u8>, key: &[u8], w: &Win) {
+    input.extend_from_slice(key);
+    input.extend_from_slice(&w.start.to_le_bytes());
+    input.extend_from_slice(&w.end.to_le_bytes());
+    match &w.contents {
+        Contents::Aggregate(agg) => {
+            input.push(0);
+            put_state(input, agg.as_deref());
+        }
+        Contents::Rows(chunks) => {
+            input.push(1);
+            let mut rows: Vec<&(i64, Box<[u8]>)> = chunks.iter().flat_map(|c| c.iter()).collect();
+            rows.sort_by_key(|(ts, _)| *ts);
+            input.extend_from_slice(&(rows.len() as u32).to_le_bytes());
+            for (ts, row) in rows {
+                input.extend_from_slice(&ts.to_le_bytes());
+                input.extend_from_slice(row);
+            }
+        }
     }
+}
+
+/// The failure of a window that failed to fire, naming it.
+fn window_failure(
+    cx: &StageContext,
+    batch: &SourceBatch,
+    key: &[u8],
+    f: &Fire,
+    cause: String,
+) -> TaskFailure {
+    let mut shown = Vec::new();
+    encoding::format_value(key, &mut shown);
+    let mut failure = failure_at(cx.subtask, batch, None, cause, Fault::Guest);
+    failure.input = Some(format!(
+        "the window [{}, {}) of key {}",
+        f.start,
+        f.end,
+        String::from_utf8_lossy(&shown)
+    ));
+    failure
 }
 
 impl Operator for Window {
