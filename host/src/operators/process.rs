@@ -133,9 +133,13 @@ impl Process {
         }
         let mut states = Vec::with_capacity(4 + keys.len() * 32);
         states.extend_from_slice(&(keys.len() as u32).to_le_bytes());
+        // Every key looked up first, then every key's states read: the
+        // lookups, mostly cache misses, do not wait on each other.
+        for ck in &mut keys {
+            ck.loc = self.store.find(ck.key, ck.hash);
+        }
         for ck in &mut keys {
             states.extend_from_slice(ck.key);
-            ck.loc = self.store.find(ck.key, ck.hash);
             ck.expired = self.store.ship(ck.loc, now, &mut states).map_err(|e| e.0)?;
         }
         Ok((input, states, keys))

@@ -59,12 +59,23 @@ impl Keys {
         match self {
             Keys::One(k) => vec![&k[..]],
             Keys::Many(set) => {
-                let mut keys: Vec<&[u8]> = set.iter().map(|k| &k[..]).collect();
-                keys.sort_unstable();
-                keys
+                // By the first 8 bytes as a number first: the same order,
+                // without a call to compare bytes for most pairs.
+                let mut keys: Vec<(u64, &[u8])> = set.iter().map(|k| (prefix(k), &k[..])).collect();
+                keys.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
+                keys.into_iter().map(|(_, k)| k).collect()
             }
         }
     }
+}
+
+/// The first 8 bytes of `key` (zeros past its end), big-endian: when two
+/// keys' prefixes differ, they are in the keys' order.
+fn prefix(key: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    let n = key.len().min(8);
+    b[..n].copy_from_slice(&key[..n]);
+    u64::from_be_bytes(b)
 }
 
 /// Every deadline of a stage's keys, in firing order.
@@ -162,6 +173,34 @@ mod tests {
             2,
             "processing time 5 holds back the one at 10"
         );
+        for k in [
+            &b"ab\0"[..],
+            b"ab",
+            b"a",
+            b"abcdefghij",
+            b"abcdefghi",
+            b"abcdefgh",
+        ] {
+            t.insert(30, 0, k);
+        }
+        let keys: Vec<Vec<u8>> = t
+            .due(30, 0)
+            .into_iter()
+            .filter(|d| d.0 == 30)
+            .map(|d| d.2.to_vec())
+            .collect();
+        let want: Vec<&[u8]> = vec![
+            b"a",
+            b"ab",
+            b"ab\0",
+            b"abcdefgh",
+            b"abcdefghi",
+            b"abcdefghij",
+        ];
+        assert_eq!(keys, want);
+        for k in want {
+            t.remove(30, 0, k);
+        }
         t.remove(10, 0, b"z");
         t.remove(10, 0, b"nope");
         t.remove(11, 0, b"c");
