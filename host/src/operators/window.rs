@@ -34,7 +34,7 @@ use crate::operators::flat_map::{StageContext, failure_at};
 use crate::operators::guest::Guest;
 use crate::operators::guest_map::{Downstream, emit, malformed};
 use crate::state::Batched;
-use crate::state::key_groups::key_group_range;
+use crate::state::key_groups::{key_group_range, same_key};
 use crate::state::keyed::StateError;
 use crate::state::store::{Keyed, Reader, Store, put_bytes};
 use crate::wasm::{Call, Header};
@@ -380,7 +380,7 @@ impl<'r> Work<'r> {
     /// The key's windows, loaded from the store the first time.
     fn key(&mut self, store: &Store<KeyWindows>, key: &'r [u8], hash: u64) -> usize {
         let keys = &self.keys;
-        if let Some(&k) = self.index.find(hash, |&k| keys[k].0 == key) {
+        if let Some(&k) = self.index.find(hash, |&k| same_key(keys[k].0, key)) {
             return k;
         }
         let wins = store

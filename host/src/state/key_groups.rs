@@ -19,6 +19,33 @@ pub fn table_hash(hash: u64) -> u64 {
     (hash >> 7).wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
+/// Whether two keys are the same bytes: keys are mostly short, and up to
+/// 16 bytes this is two loads and compares each instead of a call.
+#[inline]
+pub fn same_key(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    let word = |s: &[u8], at: usize| -> u64 {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&s[at..at + 8]);
+        u64::from_ne_bytes(w)
+    };
+    let half = |s: &[u8], at: usize| -> u32 {
+        let mut w = [0u8; 4];
+        w.copy_from_slice(&s[at..at + 4]);
+        u32::from_ne_bytes(w)
+    };
+    match n {
+        // The first and the last 8 (or 4) bytes, overlapping.
+        8..=16 => word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8),
+        4..=7 => half(a, 0) == half(b, 0) && half(a, n - 4) == half(b, n - 4),
+        0..=3 => a.iter().zip(b).all(|(x, y)| x == y),
+        _ => a == b,
+    }
+}
+
 /// The subtask that owns a key group (Flink's `computeOperatorIndexForKeyGroup`).
 #[inline]
 pub fn subtask_of(key_group: u32, parallelism: u32, max_parallelism: u32) -> u32 {
@@ -40,6 +67,22 @@ pub fn key_group_range(subtask: u32, parallelism: u32, max_parallelism: u32) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn same_key_is_byte_equality_at_every_length() {
+        for n in 0..40usize {
+            let a: Vec<u8> = (0..n as u8).collect();
+            assert!(same_key(&a, &a.clone()));
+            for i in 0..n {
+                let mut b = a.clone();
+                b[i] ^= 0x80;
+                assert!(!same_key(&a, &b), "length {n}, byte {i}");
+            }
+            let mut longer = a.clone();
+            longer.push(0);
+            assert!(!same_key(&a, &longer));
+        }
+    }
 
     #[test]
     fn key_group_ranges_cover_every_group_once() {

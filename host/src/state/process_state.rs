@@ -23,7 +23,7 @@ use hashbrown::HashTable;
 use crate::checkpoint::format::GroupState;
 use crate::encoding::pipeline::put_state;
 use crate::state::Batched;
-use crate::state::key_groups::{key_group, table_hash};
+use crate::state::key_groups::{key_group, same_key, table_hash};
 use crate::state::keyed::StateError;
 use crate::state::store::Reader;
 use crate::state::timers::{Due, Timers};
@@ -100,7 +100,7 @@ impl Group {
         let bytes = self.bytes();
         self.index
             .find(table_hash(hash), |s| {
-                s.hash == hash && entry_key(bytes, s.at as usize) == Some(key)
+                s.hash == hash && entry_key(bytes, s.at as usize).is_some_and(|k| same_key(k, key))
             })
             .copied()
     }
@@ -545,7 +545,8 @@ impl ProcessState {
             let duplicate = restored
                 .index
                 .find(table_hash(hash), |s| {
-                    s.hash == hash && entry_key(bytes, s.at as usize) == Some(key)
+                    s.hash == hash
+                        && entry_key(bytes, s.at as usize).is_some_and(|k| same_key(k, key))
                 })
                 .is_some();
             if duplicate {

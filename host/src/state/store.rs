@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use crate::checkpoint::format::GroupState;
 use crate::state::Batched;
-use crate::state::key_groups::{key_group, table_hash};
+use crate::state::key_groups::{key_group, same_key, table_hash};
 use crate::state::keyed::StateError;
 use crate::state::timers::{Due, Timers};
 
@@ -51,15 +51,19 @@ struct Slot<V> {
 type Map<V> = hashbrown::HashTable<Slot<V>>;
 
 fn find<'m, V>(keys: &'m Map<V>, key: &[u8], hash: u64) -> Option<&'m V> {
-    keys.find(table_hash(hash), |s| s.hash == hash && *s.key == *key)
-        .map(|s| &s.value)
+    keys.find(table_hash(hash), |s| {
+        s.hash == hash && same_key(&s.key, key)
+    })
+    .map(|s| &s.value)
 }
 
 /// Removes a key; what it held.
 fn remove<V>(keys: &mut Map<V>, key: &[u8], hash: u64) -> Option<V> {
-    keys.find_entry(table_hash(hash), |s| s.hash == hash && *s.key == *key)
-        .ok()
-        .map(|e| e.remove().0.value)
+    keys.find_entry(table_hash(hash), |s| {
+        s.hash == hash && same_key(&s.key, key)
+    })
+    .ok()
+    .map(|e| e.remove().0.value)
 }
 
 /// Sets a key (known to be absent).
@@ -142,9 +146,9 @@ impl<V: Keyed> Store<V> {
         new.deadlines(&mut self.after);
         let old = if new.is_empty() {
             remove(keys, key, hash)
-        } else if let Some(s) =
-            keys.find_mut(table_hash(hash), |s| s.hash == hash && *s.key == *key)
-        {
+        } else if let Some(s) = keys.find_mut(table_hash(hash), |s| {
+            s.hash == hash && same_key(&s.key, key)
+        }) {
             Some(std::mem::replace(&mut s.value, new))
         } else {
             insert(keys, key.into(), hash, new);

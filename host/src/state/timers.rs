@@ -11,6 +11,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::state::key_groups::same_key;
+
 /// A due deadline: `(timestamp, domain, key)`, the order they fire in;
 /// domain 0 is event time, 1 processing time.
 pub type Due = (i64, u8, Box<[u8]>);
@@ -27,7 +29,7 @@ impl Keys {
     /// Adds `key`; whether it is new.
     fn insert(&mut self, key: &[u8]) -> bool {
         match self {
-            Keys::One(k) if **k == *key => false,
+            Keys::One(k) if same_key(k, key) => false,
             Keys::One(k) => {
                 let mut set = hashbrown::HashSet::with_capacity(2);
                 set.insert(std::mem::take(k));
@@ -44,7 +46,7 @@ impl Keys {
     fn remove(&mut self, key: &[u8]) -> (bool, bool) {
         match self {
             Keys::One(k) => {
-                let hit = **k == *key;
+                let hit = same_key(k, key);
                 (hit, hit)
             }
             Keys::Many(set) => {
