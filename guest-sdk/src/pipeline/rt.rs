@@ -295,64 +295,100 @@ fn put_change(out: &mut Vec<u8>, slot: usize, bytes: &[u8]) {
     out.extend_from_slice(bytes);
 }
 
+/// The aggregates of a `window-add` call's slots, in one buffer: a new
+/// aggregate of the same length overwrites the old one, another is
+/// appended (the buffer lives for the call).
+struct Aggs {
+    held: Vec<u8>,
+    /// Where each slot's aggregate is in `held`, and whether it changed.
+    spans: Vec<(Option<std::ops::Range<usize>>, bool)>,
+}
+
+impl Aggs {
+    fn read(slots: &[u8]) -> Result<Aggs, String> {
+        let mut r = Reader::new(slots);
+        let n = r.u32()? as usize;
+        let mut aggs = Aggs {
+            held: Vec::with_capacity(slots.len()),
+            spans: Vec::with_capacity(n.min(slots.len())),
+        };
+        for _ in 0..n {
+            r.value_bytes()?;
+            r.i64()?;
+            r.i64()?;
+            let span = read_state(&mut r)?.map(|b| {
+                let at = aggs.held.len();
+                aggs.held.extend_from_slice(b);
+                at..aggs.held.len()
+            });
+            aggs.spans.push((span, false));
+        }
+        Ok(aggs)
+    }
+
+    fn get(&self, slot: usize) -> Option<&[u8]> {
+        self.spans[slot].0.clone().map(|s| &self.held[s])
+    }
+
+    fn set(&mut self, slot: usize, bytes: &[u8]) {
+        let (span, changed) = &mut self.spans[slot];
+        *changed = true;
+        match span {
+            Some(s) if s.len() == bytes.len() => self.held[s.clone()].copy_from_slice(bytes),
+            _ => {
+                let at = self.held.len();
+                self.held.extend_from_slice(bytes);
+                *span = Some(at..self.held.len());
+            }
+        }
+    }
+
+    /// The new aggregate of every slot that changed.
+    fn changes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (slot, (span, changed)) in self.spans.iter().enumerate() {
+            if let (true, Some(s)) = (changed, span) {
+                put_change(&mut out, slot, &self.held[s.clone()]);
+            }
+        }
+        out
+    }
+}
+
 /// `window-add`.
 pub fn window_add<U: UserJob>(stage: u32, input: Vec<u8>, slots: Vec<u8>) -> wit::BatchResult {
     let job = job::<U>();
     let Ok((Kind::Aggregate(_, add, _, _), _)) = stage_of(job, stage) else {
         return failed(0, format!("stage {stage} is not an aggregate window stage"));
     };
-    let read = (|| {
-        let mut r = Reader::new(&slots);
-        let n = r.u32()?;
-        let mut aggs = Vec::new();
-        for _ in 0..n {
-            r.value_bytes()?;
-            r.i64()?;
-            r.i64()?;
-            aggs.push(read_state(&mut r)?.map(<[u8]>::to_vec));
-        }
-        Ok::<_, String>(aggs)
-    })();
-    let mut aggs = match read {
+    let mut aggs = match Aggs::read(&slots) {
         Ok(a) => a,
         Err(m) => return malformed(0, &m),
     };
-    let mut changed = vec![false; aggs.len()];
     let mut r = Reader::new(&input);
     let mut index = 0;
+    let mut next = Vec::new();
     while !r.at_end() {
         let entry = r
             .u32()
             .and_then(|slot| Ok((slot as usize, read_row(&mut r)?)));
         let (slot, row) = match entry {
-            Ok(e) if e.0 < aggs.len() => e,
+            Ok(e) if e.0 < aggs.spans.len() => e,
             Ok(e) => {
-                let m = format!("slot {} of {}", e.0, aggs.len());
-                return malformed_after(Vec::new(), slot_changes(&aggs, &changed), index, &m);
+                let m = format!("slot {} of {}", e.0, aggs.spans.len());
+                return malformed_after(Vec::new(), aggs.changes(), index, &m);
             }
-            Err(m) => return malformed_after(Vec::new(), slot_changes(&aggs, &changed), index, &m),
+            Err(m) => return malformed_after(Vec::new(), aggs.changes(), index, &m),
         };
-        let mut next = Vec::new();
-        match agg_row(aggs[slot].as_deref()) {
+        next.clear();
+        match agg_row(aggs.get(slot)) {
             Ok(acc) => add(acc, row, &mut next),
-            Err(m) => return malformed_after(Vec::new(), slot_changes(&aggs, &changed), index, &m),
+            Err(m) => return malformed_after(Vec::new(), aggs.changes(), index, &m),
         }
-        aggs[slot] = Some(next);
-        changed[slot] = true;
+        aggs.set(slot, &next);
         index += 1;
     }
-    result(Vec::new(), slot_changes(&aggs, &changed))
-}
-
-/// The new aggregate of every slot that changed.
-fn slot_changes(aggs: &[Option<Vec<u8>>], changed: &[bool]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for (slot, agg) in aggs.iter().enumerate() {
-        if let (true, Some(a)) = (changed[slot], agg) {
-            put_change(&mut out, slot, a);
-        }
-    }
-    out
+    result(Vec::new(), aggs.changes())
 }
 
 /// `window-merge`.
