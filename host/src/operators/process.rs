@@ -133,12 +133,18 @@ impl Process {
         }
         let mut states = Vec::with_capacity(4 + keys.len() * 32);
         states.extend_from_slice(&(keys.len() as u32).to_le_bytes());
-        // Every key looked up first, then every key's states read: the
-        // lookups, mostly cache misses, do not wait on each other.
+        // Every key probed first (its entry asked for from memory), then
+        // every key's states read: the cache misses of the index and of the
+        // entries overlap instead of coming one after another.
         for ck in &mut keys {
-            ck.loc = self.store.find(ck.key, ck.hash);
+            ck.loc = self.store.probe(ck.hash);
         }
         for ck in &mut keys {
+            if let Some(loc) = ck.loc
+                && !self.store.holds(loc, ck.key)
+            {
+                ck.loc = self.store.find(ck.key, ck.hash);
+            }
             states.extend_from_slice(ck.key);
             ck.expired = self.store.ship(ck.loc, now, &mut states).map_err(|e| e.0)?;
         }

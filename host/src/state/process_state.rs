@@ -140,6 +140,21 @@ impl Group {
 }
 
 /// The key bytes of the entry at `at`.
+/// Asks the memory for the cache line holding `bytes[at]`, without
+/// waiting for it.
+#[inline]
+fn prefetch(bytes: &[u8], at: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(b) = bytes.get(at) {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        // SAFETY: a prefetch is a hint to the cache: it reads nothing the
+        // program sees and cannot fault, and the address is in `bytes`.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(std::ptr::from_ref(b).cast()) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (bytes, at);
+}
+
 fn entry_key(bytes: &[u8], at: usize) -> Option<&[u8]> {
     let n = u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?) as usize;
     bytes.get(at + 4..at + 4 + n)
@@ -247,6 +262,31 @@ impl ProcessState {
 
     fn group_of(&self, hash: u64) -> Option<u32> {
         key_group(hash, self.max_parallelism).checked_sub(self.range.start)
+    }
+
+    /// Where the entry of a key with this hash probably is (the first with
+    /// the same hash), asking the memory for its first bytes without
+    /// waiting: probing a call's keys first and [`ProcessState::holds`]
+    /// them after lets their cache misses overlap. `None`: no entry has the
+    /// hash, so the key has none.
+    pub fn probe(&self, hash: u64) -> Option<Loc> {
+        let g = self.group_of(hash)?;
+        let group = self.groups.get(g as usize)?;
+        let s = group.index.find(table_hash(hash), |s| s.hash == hash)?;
+        prefetch(group.bytes(), s.at as usize);
+        Some(Loc {
+            group: g,
+            at: s.at,
+            len: s.len,
+        })
+    }
+
+    /// Whether the entry at `loc` is `key`'s.
+    pub fn holds(&self, loc: Loc, key: &[u8]) -> bool {
+        self.groups
+            .get(loc.group as usize)
+            .and_then(|g| entry_key(g.bytes(), loc.at as usize))
+            .is_some_and(|k| same_key(k, key))
     }
 
     /// Where a key's entry is, if it has one.
@@ -648,6 +688,25 @@ mod tests {
         let mut edits = vec![Edit::Set(0, bytes)];
         edits.extend(timer.map(|t| Edit::TimerSet(0, t)));
         s.update(key, h(key), loc, 5, &edits).expect("updates");
+    }
+
+    #[test]
+    fn a_probe_is_only_a_guess_that_holds_confirms() {
+        // Two keys given the same hash, as crafted keys could have.
+        let mut s = ProcessState::new(128, 0..128, vec![None]);
+        for key in [&b"first"[..], b"second"] {
+            let loc = s.find(key, 42);
+            s.update(key, 42, loc, 5, &[Edit::Set(0, key)])
+                .expect("updates");
+        }
+        s.commit();
+        let guess = s.probe(42).expect("an entry has hash 42");
+        assert_ne!(s.holds(guess, b"first"), s.holds(guess, b"second"));
+        for key in [&b"first"[..], b"second"] {
+            let loc = s.find(key, 42).expect("found by key");
+            assert!(s.holds(loc, key));
+        }
+        assert!(s.probe(43).is_none());
     }
 
     #[test]
