@@ -551,12 +551,15 @@ pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool)
 /// environment, and a test that needs one fails, naming what to run, when
 /// it is not set.
 pub mod servers {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex, OnceLock};
     use std::time::Duration;
 
     use bytes::Bytes;
-    use sluice_host::connector::kafka::Cluster;
+    use sluice_host::connector::ConnectorEnv;
     pub use sluice_host::connector::kafka::cluster::NewRecord;
     use sluice_host::connector::kafka::cluster::encode_records;
+    use sluice_host::connector::kafka::{Cluster, Security};
 
     fn var(name: &str) -> String {
         match std::env::var(name) {
@@ -592,10 +595,36 @@ pub mod servers {
         )
     }
 
-    /// A client of `brokers`.
+    /// The security settings the helpers use per broker list (none:
+    /// plain TCP), set by [`secure`].
+    fn securities() -> &'static Mutex<HashMap<String, Arc<Security>>> {
+        static S: OnceLock<Mutex<HashMap<String, Arc<Security>>>> = OnceLock::new();
+        S.get_or_init(Mutex::default)
+    }
+
+    /// From now on the helpers connect to `brokers` with the security
+    /// options `query` (`security=ssl&ca=PATH`, as a `kafka://` URI
+    /// takes them).
+    pub fn secure(brokers: &str, query: &str) {
+        let security = Security::from_query(query, &ConnectorEnv::default())
+            .unwrap_or_else(|e| panic!("bad security options `{query}`: {e}"));
+        securities()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(brokers.to_string(), Arc::new(security));
+    }
+
+    /// A client of `brokers` (secured as [`secure`] said).
     pub fn cluster(brokers: &str) -> Cluster {
         let list: Vec<String> = brokers.split(',').map(str::to_string).collect();
-        Cluster::connect(&list, Duration::from_secs(10), Duration::from_secs(10))
+        let security = securities()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(brokers)
+            .cloned()
+            .unwrap_or_default();
+        let t = Duration::from_secs(10);
+        Cluster::connect_secured(&list, security, t, t)
             .unwrap_or_else(|e| panic!("cannot reach the test broker at {brokers}: {e}"))
     }
 
@@ -852,5 +881,167 @@ impl Drop for Proxy {
     fn drop(&mut self) {
         self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
         self.down();
+    }
+}
+
+/// TLS for the Kafka tests: certificates made at run time with the
+/// `openssl` command into the test's directory (no key is committed), and
+/// a TLS front — a listener that terminates TLS and forwards the bytes to
+/// a plain broker, as a load balancer in front of a managed Kafka does.
+/// Tansu 0.6.0 takes `--cert`/`--key` but refuses the two together and
+/// listens in plain TCP with either alone, so the front stands in for a
+/// broker's own TLS listener.
+pub mod tls {
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+    use std::sync::Arc;
+
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    /// A CA and a server certificate it signed, for `127.0.0.1` and
+    /// `localhost`, as PEM files.
+    pub struct Certs {
+        /// The CA's certificate.
+        pub ca: PathBuf,
+        /// The server's certificate.
+        pub cert: PathBuf,
+        /// The server's private key.
+        pub key: PathBuf,
+    }
+
+    fn openssl(dir: &Path, args: &[&str]) {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("the `openssl` command runs");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Makes a CA (common name `cn`) and a server certificate signed by
+    /// it in `dir`.
+    pub fn certs(dir: &Path, cn: &str) -> Certs {
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        let subject = format!("/CN={cn}");
+        let mut ca = vec![
+            "req", "-x509", "-days", "2", "-keyout", "ca.key", "-out", "ca.pem", "-subj",
+        ];
+        ca.push(&subject);
+        ca.extend_from_slice(&ec);
+        openssl(dir, &ca);
+        let mut csr = vec![
+            "req",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ];
+        csr.extend_from_slice(&ec);
+        openssl(dir, &csr);
+        std::fs::write(
+            dir.join("san.ext"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+        )
+        .expect("write san.ext");
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-days",
+                "2",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "server.pem",
+                "-extfile",
+                "san.ext",
+            ],
+        );
+        Certs {
+            ca: dir.join("ca.pem"),
+            cert: dir.join("server.pem"),
+            key: dir.join("server.key"),
+        }
+    }
+
+    /// A TLS listener on `127.0.0.1:PORT` that forwards each connection to
+    /// a plain broker; stopped when dropped.
+    pub struct Front {
+        runtime: Option<tokio::runtime::Runtime>,
+    }
+
+    impl Front {
+        /// Listens on `port` with `certs`' server certificate and forwards
+        /// to `127.0.0.1:backend`.
+        pub fn start(port: u16, backend: u16, certs: &Certs) -> Front {
+            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&certs.cert)
+                .expect("the server certificate")
+                .collect::<Result<_, _>>()
+                .expect("PEM certificates");
+            let key = PrivateKeyDer::from_pem_file(&certs.key).expect("the server key");
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let config = rustls::ServerConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .expect("TLS versions")
+                .with_no_client_auth()
+                .with_single_cert(chain, key)
+                .expect("a server certificate");
+            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_io()
+                .build()
+                .expect("a runtime");
+            let listener = runtime
+                .block_on(tokio::net::TcpListener::bind(("127.0.0.1", port)))
+                .unwrap_or_else(|e| panic!("cannot listen on 127.0.0.1:{port}: {e}"));
+            runtime.spawn(async move {
+                while let Ok((tcp, _)) = listener.accept().await {
+                    let acceptor = acceptor.clone();
+                    tokio::spawn(async move {
+                        let Ok(mut tls) = acceptor.accept(tcp).await else {
+                            return;
+                        };
+                        let Ok(mut plain) =
+                            tokio::net::TcpStream::connect(("127.0.0.1", backend)).await
+                        else {
+                            return;
+                        };
+                        let _ = plain.set_nodelay(true);
+                        let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+                    });
+                }
+            });
+            Front {
+                runtime: Some(runtime),
+            }
+        }
+    }
+
+    impl Drop for Front {
+        fn drop(&mut self) {
+            if let Some(r) = self.runtime.take() {
+                r.shutdown_background();
+            }
+        }
     }
 }

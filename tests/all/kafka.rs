@@ -43,7 +43,13 @@ fn expected(lines: &[&str]) -> BTreeMap<String, Vec<String>> {
 
 /// Waits until `topic` holds `n` records; panics with the job's log after
 /// `timeout`.
-fn wait_for_records(brokers: &str, topic: &str, n: usize, job: &mut Running, timeout: Duration) {
+pub(crate) fn wait_for_records(
+    brokers: &str,
+    topic: &str,
+    n: usize,
+    job: &mut Running,
+    timeout: Duration,
+) {
     let deadline = Instant::now() + timeout;
     loop {
         let got = servers::read_all(brokers, topic).len();
@@ -66,7 +72,7 @@ fn wait_for_records(brokers: &str, topic: &str, n: usize, job: &mut Running, tim
 
 /// Checks the output topic: exactly the expected updates, each key in its
 /// partition by Kafka's default partitioner, each write marked.
-fn check_output(brokers: &str, topic: &str, lines: &[&str], partitions: u32) {
+pub(crate) fn check_output(brokers: &str, topic: &str, lines: &[&str], partitions: u32) {
     let records = servers::read_all(brokers, topic);
     for r in &records {
         let key = r.key.as_deref().expect("a key");
@@ -163,7 +169,7 @@ fn wordcount_from_topic_to_topic_holds_exactly_the_updates() {
 }
 
 /// `n` lines of words from a small vocabulary, the same every run.
-fn many_lines(n: usize, seed: u64) -> Vec<String> {
+pub(crate) fn many_lines(n: usize, seed: u64) -> Vec<String> {
     let words = [
         "alpha", "beta", "gamma", "delta", "eps", "zeta", "eta", "theta",
     ];
@@ -183,7 +189,7 @@ fn many_lines(n: usize, seed: u64) -> Vec<String> {
 }
 
 /// Produces `lines` in chunks, round robin over the partitions.
-fn produce_many(brokers: &str, topic: &str, partitions: i32, lines: &[String]) {
+pub(crate) fn produce_many(brokers: &str, topic: &str, partitions: i32, lines: &[String]) {
     for chunk in lines.chunks(2000) {
         let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
         produce_lines(brokers, topic, partitions, &refs);
@@ -430,10 +436,32 @@ fn records_over_the_size_limits_are_refused_clearly() {
 /// A broker of the test's own (Tansu keeping its log in S3, so it keeps
 /// its topics across a restart), with a cluster id of its own (its topics
 /// in the bucket's `clusters/ID/meta.json`), stopped when the test ends.
-struct OwnBroker {
+pub(crate) struct OwnBroker {
     dir: TempDir,
     port: u16,
     cluster: String,
+    setup: Setup,
+}
+
+/// How an [`OwnBroker`] runs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Setup {
+    /// Its log in S3 (kept across a restart), or in memory.
+    pub s3: bool,
+    /// The port it names in metadata, when not its own (a TLS front's).
+    pub advertised: Option<u16>,
+    /// Whether it requires SASL (Tansu's `--authentication`).
+    pub authentication: bool,
+}
+
+impl Default for Setup {
+    fn default() -> Setup {
+        Setup {
+            s3: true,
+            advertised: None,
+            authentication: false,
+        }
+    }
 }
 
 impl OwnBroker {
@@ -448,10 +476,22 @@ impl OwnBroker {
             .0
             .to_str()
             .ok_or("the test directory is not UTF-8")?;
+        let setup = self.setup;
         let out = std::process::Command::new(script)
             .args([command, dir, "kafka"])
             .env("SLUICE_KAFKA_PORT", self.port.to_string())
-            .env("SLUICE_KAFKA_STORAGE", "s3")
+            .env(
+                "SLUICE_KAFKA_ADVERTISED_PORT",
+                setup.advertised.unwrap_or(self.port).to_string(),
+            )
+            .env(
+                "SLUICE_KAFKA_AUTHENTICATION",
+                if setup.authentication { "1" } else { "0" },
+            )
+            .env(
+                "SLUICE_KAFKA_STORAGE",
+                if setup.s3 { "s3" } else { "memory" },
+            )
             .env("SLUICE_KAFKA_CLUSTER", &self.cluster)
             .env("SLUICE_S3_PORT", s3_port)
             .output()
@@ -465,17 +505,19 @@ impl OwnBroker {
         Ok(())
     }
 
-    /// A broker on the port in the variable `port_var` (`scripts/test`
-    /// sets one per test that needs one).
+    /// A broker on S3 storage on the port in the variable `port_var`
+    /// (`scripts/test` sets one per test that needs one).
     fn start(port_var: &str) -> OwnBroker {
-        let port = std::env::var(port_var)
-            .unwrap_or_else(|_| panic!("{port_var} is not set: run the tests with scripts/test"))
-            .parse()
-            .unwrap_or_else(|_| panic!("{port_var} is not a port"));
+        OwnBroker::start_with(port_var, Setup::default())
+    }
+
+    /// A broker on the port in `port_var`, run as `setup` says.
+    pub(crate) fn start_with(port_var: &str, setup: Setup) -> OwnBroker {
         let broker = OwnBroker {
             dir: TempDir::new("kafka-own-broker"),
-            port,
+            port: port_of(port_var),
             cluster: servers::unique("cluster"),
+            setup,
         };
         if let Err(e) = broker.servers("start") {
             panic!("{e}");
@@ -497,9 +539,17 @@ impl OwnBroker {
         servers::filer_put(&path, meta.to_string().as_bytes());
     }
 
-    fn brokers(&self) -> String {
+    pub(crate) fn brokers(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
+}
+
+/// The port in the variable `port_var`, which `scripts/test` sets.
+pub(crate) fn port_of(port_var: &str) -> u16 {
+    std::env::var(port_var)
+        .unwrap_or_else(|_| panic!("{port_var} is not set: run the tests with scripts/test"))
+        .parse()
+        .unwrap_or_else(|_| panic!("{port_var} is not a port"))
 }
 
 impl Drop for OwnBroker {

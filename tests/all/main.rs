@@ -6,6 +6,7 @@ mod first_hour;
 mod inspect;
 mod kafka;
 mod kafka_pipeline;
+mod kafka_security;
 mod languages;
 mod new_guest;
 mod pipeline;

@@ -6,7 +6,8 @@
 //! consumer-group offset commit and fetch, create topics. Every call has a
 //! deadline; nothing here retries by itself, its callers decide.
 //!
-//! It speaks plain TCP (no TLS, no SASL yet).
+//! A connection is plain TCP or TLS, and logs in with SASL after the
+//! API versions when its [`Security`] says (`security.rs`, `sasl.rs`).
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -20,9 +21,13 @@ use kafka_protocol::messages::{
     FetchRequest, FetchResponse, FindCoordinatorRequest, FindCoordinatorResponse,
     ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse,
     OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse,
-    ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader,
+    ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader, SaslAuthenticateRequest,
+    SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
+
+use crate::connector::kafka::sasl::{self, Scram};
+use crate::connector::kafka::security::{Sasl, Security, Stream, TlsError};
 
 /// A request the client sends, with its API key and response.
 pub trait Call: Encodable + HeaderVersion {
@@ -50,6 +55,8 @@ calls! {
     OffsetFetchRequest => OffsetFetchResponse as OffsetFetch,
     FindCoordinatorRequest => FindCoordinatorResponse as FindCoordinator,
     CreateTopicsRequest => CreateTopicsResponse as CreateTopics,
+    SaslHandshakeRequest => SaslHandshakeResponse as SaslHandshake,
+    SaslAuthenticateRequest => SaslAuthenticateResponse as SaslAuthenticate,
 }
 
 /// What went wrong talking to Kafka.
@@ -72,6 +79,11 @@ pub enum KafkaError {
     /// A request or response that does not fit the protocol.
     #[error("{0}")]
     Protocol(String),
+    /// The broker refused the client's TLS or SASL settings (a wrong
+    /// password, an untrusted certificate, TLS against plain TCP): the
+    /// user's to fix, trying again will not help.
+    #[error("{0}")]
+    Security(String),
 }
 
 impl KafkaError {
@@ -92,7 +104,7 @@ impl KafkaError {
         match self {
             KafkaError::Unreachable(_) => true,
             KafkaError::Broker { retriable, .. } => *retriable,
-            KafkaError::Protocol(_) => false,
+            KafkaError::Protocol(_) | KafkaError::Security(_) => false,
         }
     }
 }
@@ -119,13 +131,16 @@ fn supported(key: ApiKey) -> (i16, i16) {
         ApiKey::FindCoordinator => (1, 3),
         ApiKey::CreateTopics => (2, 7),
         ApiKey::ApiVersions => (0, 3),
+        // v1: the SASL exchange in SaslAuthenticate frames.
+        ApiKey::SaslHandshake => (1, 1),
+        ApiKey::SaslAuthenticate => (0, 2),
         _ => (0, 0),
     }
 }
 
 /// One connection to one broker.
 pub struct Broker {
-    stream: TcpStream,
+    stream: Stream,
     addr: String,
     correlation: i32,
     versions: HashMap<i16, i16>,
@@ -133,9 +148,13 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// Connects to `addr` (`HOST:PORT`) within `timeout` and negotiates
-    /// the API versions.
-    pub fn connect(addr: &str, timeout: Duration) -> Result<Broker, KafkaError> {
+    /// Connects to `addr` (`HOST:PORT`) within `timeout`, secured as
+    /// `security` says, negotiates the API versions and logs in.
+    pub fn connect(
+        addr: &str,
+        timeout: Duration,
+        security: &Security,
+    ) -> Result<Broker, KafkaError> {
         let unreachable =
             |e: String| KafkaError::Unreachable(format!("cannot reach broker `{addr}`: {e}"));
         let addrs: Vec<_> = addr
@@ -153,10 +172,21 @@ impl Broker {
                 Err(e) => last = e.to_string(),
             }
         }
-        let stream = stream.ok_or_else(|| unreachable(last))?;
-        stream
-            .set_nodelay(true)
+        let tcp = stream.ok_or_else(|| unreachable(last))?;
+        let timeout = timeout.max(Duration::from_millis(1));
+        tcp.set_nodelay(true)
+            .and_then(|()| tcp.set_read_timeout(Some(timeout)))
+            .and_then(|()| tcp.set_write_timeout(Some(timeout)))
             .map_err(|e| unreachable(e.to_string()))?;
+        let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+        let stream = Stream::open(tcp, host, security.tls.as_ref()).map_err(|e| match e {
+            TlsError::Refused(why) => KafkaError::Security(format!(
+                "TLS with broker `{addr}` failed: {why}; check the broker's address and certificate, and give its CA with `ca=PATH` if the system does not trust it"
+            )),
+            TlsError::Io(e) => unreachable(format!(
+                "the TLS handshake failed: {e} (does the broker listen with TLS? if not, drop `security=ssl`)"
+            )),
+        })?;
         let mut broker = Broker {
             stream,
             addr: addr.to_string(),
@@ -165,6 +195,9 @@ impl Broker {
             timeout,
         };
         broker.negotiate()?;
+        if let Some(login) = &security.sasl {
+            broker.authenticate(login)?;
+        }
         Ok(broker)
     }
 
@@ -303,23 +336,16 @@ impl Broker {
         Resp::decode(&mut body, version).map_err(bad)
     }
 
-    fn broken(&self, key: ApiKey) -> impl Fn(std::io::Error) -> KafkaError + '_ {
-        move |e| {
-            KafkaError::Unreachable(format!(
-                "the connection to broker `{}` failed during {key:?}: {e}",
-                self.addr
-            ))
-        }
-    }
-
     /// Writes one framed request.
     fn write(&mut self, request: &[u8], timeout: Duration, key: ApiKey) -> Result<(), KafkaError> {
         let timeout = timeout.max(Duration::from_millis(1));
-        let result = self
-            .stream
+        let stream = &mut self.stream;
+        let result = stream
+            .tcp()
             .set_write_timeout(Some(timeout))
-            .and_then(|()| (&self.stream).write_all(request));
-        result.map_err(self.broken(key))
+            .and_then(|()| stream.write_all(request))
+            .and_then(|()| stream.flush());
+        result.map_err(broken(&self.addr, key))
     }
 
     /// Reads one framed response.
@@ -330,37 +356,156 @@ impl Broker {
                 .saturating_duration_since(Instant::now())
                 .max(Duration::from_millis(1))
         };
-        let mut stream = &self.stream;
+        let (addr, stream) = (&self.addr, &mut self.stream);
         stream
+            .tcp()
             .set_read_timeout(Some(left()))
-            .map_err(self.broken(key))?;
-        quick_ack(stream);
+            .map_err(broken(addr, key))?;
+        quick_ack(stream.tcp());
         let mut len = [0u8; 4];
-        stream.read_exact(&mut len).map_err(self.broken(key))?;
+        if let Err(e) = stream.read_exact(&mut len) {
+            return Err(match (&*stream, e.kind()) {
+                (Stream::Plain(_), std::io::ErrorKind::UnexpectedEof)
+                    if key == ApiKey::ApiVersions =>
+                {
+                    KafkaError::Unreachable(format!(
+                        "broker `{addr}` closed the connection at its first request (if it listens with TLS, add `security=ssl` or `security=sasl_ssl`)"
+                    ))
+                }
+                _ => broken(addr, key)(e),
+            });
+        }
+        if matches!(stream, Stream::Plain(_)) && matches!(len, [0x15 | 0x16, 3, 0..=4, _]) {
+            return Err(KafkaError::Security(format!(
+                "broker `{addr}` answered with TLS: it listens with TLS; add `security=ssl` (or `security=sasl_ssl`)"
+            )));
+        }
         let len = i32::from_be_bytes(len);
         let len = usize::try_from(len)
             .ok()
             .filter(|l| *l <= MAX_RESPONSE)
             .ok_or_else(|| {
                 KafkaError::Protocol(format!(
-                    "broker `{}` sent a response of {len} bytes to {key:?}, over the client's limit of {MAX_RESPONSE}",
-                    self.addr
+                    "broker `{addr}` sent a response of {len} bytes to {key:?}, over the client's limit of {MAX_RESPONSE}"
                 ))
             })?;
         let mut body = vec![0u8; len];
         let mut at = 0;
         while at < len {
             stream
+                .tcp()
                 .set_read_timeout(Some(left()))
-                .map_err(self.broken(key))?;
+                .map_err(broken(addr, key))?;
             match stream.read(&mut body[at..]) {
-                Ok(0) => return Err(self.broken(key)(std::io::ErrorKind::UnexpectedEof.into())),
+                Ok(0) => return Err(broken(addr, key)(std::io::ErrorKind::UnexpectedEof.into())),
                 Ok(n) => at += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(self.broken(key)(e)),
+                Err(e) => return Err(broken(addr, key)(e)),
             }
         }
         Ok(Bytes::from(body))
+    }
+
+    /// Logs in with SASL: a SaslHandshake naming the mechanism, then its
+    /// messages in SaslAuthenticate frames.
+    fn authenticate(&mut self, login: &Sasl) -> Result<(), KafkaError> {
+        let timeout = self.timeout;
+        let mechanism = login.mechanism.name();
+        let request =
+            SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str(mechanism));
+        let (response, _) = match self.call(&request, timeout) {
+            // Tansu closes the connection on a mechanism it lacks.
+            Err(KafkaError::Unreachable(_)) => {
+                return Err(KafkaError::Security(format!(
+                    "broker `{}` closed the connection at the SASL handshake for {mechanism}: it does not offer {mechanism}, or takes no SASL on this listener; check `sasl=` and `security=`",
+                    self.addr
+                )));
+            }
+            other => other?,
+        };
+        if response.error_code != 0 {
+            let offered: Vec<&str> = response.mechanisms.iter().map(|m| m.as_str()).collect();
+            return Err(KafkaError::Security(format!(
+                "broker `{}` refused SASL {mechanism} (error {}; it offers {}); set `sasl=` to one it offers, or drop SASL if the listener takes none",
+                self.addr,
+                response.error_code,
+                if offered.is_empty() {
+                    "none".to_string()
+                } else {
+                    offered.join(", ")
+                }
+            )));
+        }
+        match Scram::new(login.mechanism, &login.user, &login.password) {
+            None => self
+                .sasl_step(login, sasl::plain(&login.user, &login.password))
+                .map(drop),
+            Some(mut scram) => {
+                let server_first = self.sasl_step(login, scram.client_first())?;
+                let client_final = scram
+                    .client_final(&server_first)
+                    .map_err(|why| self.sasl_protocol(login, &why))?;
+                let server_final = self.sasl_step(login, client_final)?;
+                scram.verify(&server_final).map_err(|why| match why {
+                    None => self.refused(login),
+                    Some(why) => self.sasl_protocol(login, &why),
+                })
+            }
+        }
+    }
+
+    /// One SASL message and the broker's answer.
+    fn sasl_step(&mut self, login: &Sasl, message: Vec<u8>) -> Result<Bytes, KafkaError> {
+        let request = SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(message));
+        let timeout = self.timeout;
+        let (response, _) = match self.call(&request, timeout) {
+            // A broker that closes the connection on a wrong login.
+            Err(KafkaError::Unreachable(_)) => return Err(self.refused(login)),
+            other => other?,
+        };
+        match response.error_code {
+            0 => Ok(response.auth_bytes),
+            // SASL_AUTHENTICATION_FAILED
+            58 => Err(self.refused(login)),
+            code => Err(KafkaError::Security(format!(
+                "broker `{}` refused user `{}` (SASL {}): {} (error {code}){}",
+                self.addr,
+                login.user,
+                login.mechanism.name(),
+                ResponseError::try_from_code(code)
+                    .map_or_else(|| "an unknown error".to_string(), |e| e.to_string()),
+                response
+                    .error_message
+                    .map(|m| format!(": {}", m.as_str()))
+                    .unwrap_or_default()
+            ))),
+        }
+    }
+
+    fn refused(&self, login: &Sasl) -> KafkaError {
+        KafkaError::Security(format!(
+            "broker `{}` refused user `{}` (SASL {}): authentication failed; check the user and password",
+            self.addr,
+            login.user,
+            login.mechanism.name()
+        ))
+    }
+
+    fn sasl_protocol(&self, login: &Sasl, why: &str) -> KafkaError {
+        KafkaError::Security(format!(
+            "broker `{}` answered user `{}`'s SASL {} login wrongly: {why}",
+            self.addr,
+            login.user,
+            login.mechanism.name()
+        ))
+    }
+}
+
+fn broken(addr: &str, key: ApiKey) -> impl Fn(std::io::Error) -> KafkaError + '_ {
+    move |e| {
+        KafkaError::Unreachable(format!(
+            "the connection to broker `{addr}` failed during {key:?}: {e}"
+        ))
     }
 }
 

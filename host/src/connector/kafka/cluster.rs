@@ -6,6 +6,7 @@
 //! create a topic that a metadata request names.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -28,6 +29,7 @@ use kafka_protocol::records::Record as ProtocolRecord;
 pub use crate::connector::kafka::batch::Record;
 use crate::connector::kafka::batch::read_batch;
 use crate::connector::kafka::client::{Broker, Call, KafkaError, Sent, whole_batches};
+use crate::connector::kafka::security::Security;
 
 /// A topic's partitions and the node that leads each.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -58,6 +60,9 @@ pub type Produced = (i32, Result<i64, KafkaError>);
 /// The brokers of one cluster.
 pub struct Cluster {
     bootstrap: Vec<String>,
+    /// How every connection is secured: bootstrap, each broker, each
+    /// reconnection.
+    security: Arc<Security>,
     /// Each request's deadline.
     pub timeout: Duration,
     nodes: HashMap<i32, String>,
@@ -81,15 +86,28 @@ fn name(s: &str) -> TopicName {
 }
 
 impl Cluster {
-    /// Connects to one of `bootstrap`, trying them in turn with backoff
-    /// until `deadline` passes.
+    /// Connects to one of `bootstrap` over plain TCP, trying them in turn
+    /// with backoff until `deadline` passes.
     pub fn connect(
         bootstrap: &[String],
         timeout: Duration,
         deadline: Duration,
     ) -> Result<Cluster, KafkaError> {
+        Cluster::connect_secured(bootstrap, Arc::new(Security::none()), timeout, deadline)
+    }
+
+    /// As [`Cluster::connect`], every connection secured as `security`
+    /// says. A refusal of the security settings (a wrong password, an
+    /// untrusted certificate) is not retried.
+    pub fn connect_secured(
+        bootstrap: &[String],
+        security: Arc<Security>,
+        timeout: Duration,
+        deadline: Duration,
+    ) -> Result<Cluster, KafkaError> {
         let mut cluster = Cluster {
             bootstrap: bootstrap.to_vec(),
+            security,
             timeout,
             nodes: HashMap::new(),
             connections: HashMap::new(),
@@ -111,11 +129,16 @@ impl Cluster {
         loop {
             let mut last = None;
             for addr in &self.bootstrap {
-                match Broker::connect(addr, self.timeout.min(Duration::from_secs(5))) {
+                match Broker::connect(
+                    addr,
+                    self.timeout.min(Duration::from_secs(5)),
+                    &self.security,
+                ) {
                     Ok(b) => {
                         self.any = Some(b);
                         return Ok(());
                     }
+                    Err(e @ KafkaError::Security(_)) => return Err(e),
                     Err(e) => last = Some(e),
                 }
             }
@@ -152,7 +175,8 @@ impl Cluster {
             let addr = self.nodes.get(&node).cloned().ok_or_else(|| {
                 KafkaError::Unreachable(format!("broker node {node} is not in the metadata"))
             })?;
-            let broker = Broker::connect(&addr, self.timeout.min(Duration::from_secs(5)))?;
+            let connect_timeout = self.timeout.min(Duration::from_secs(5));
+            let broker = Broker::connect(&addr, connect_timeout, &self.security)?;
             self.connections.insert(node, broker);
         }
         self.connections

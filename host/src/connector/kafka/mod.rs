@@ -2,21 +2,26 @@
 //! (`kafka://HOST:PORT[,HOST:PORT...]/TOPIC[?OPTION=VALUE&...]`), the
 //! client (`client.rs`: one connection per broker over the protocol codecs
 //! of `kafka-protocol`; `cluster.rs`: metadata, fetch, produce, group
-//! offsets; `batch.rs`: record batches written and read in place), and
+//! offsets; `batch.rs`: record batches written and read in place;
+//! `security.rs` and `sasl.rs`: TLS and SASL logins), and
 //! how their errors are worded. The source is `connector/source/kafka.rs`,
 //! the sink `connector/sink/kafka.rs`.
 
 pub mod batch;
 pub mod client;
 pub mod cluster;
+pub mod sasl;
+pub mod security;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::connector::{ConnectorEnv, ConnectorError};
 use crate::units::parse_duration;
 pub use client::KafkaError;
 pub use cluster::Cluster;
+pub use security::Security;
 
 /// Each request's deadline, unless `timeout=` says.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -30,11 +35,14 @@ pub struct KafkaUri {
     pub topic: String,
     /// `OPTION=VALUE` pairs of the query.
     pub options: BTreeMap<String, String>,
+    /// TLS and SASL, from the security options ([`security::OPTIONS`]).
+    pub security: Arc<Security>,
 }
 
 impl KafkaUri {
     /// Parses `uri` for a `what` ("source" or "sink") that takes the
-    /// options `known`.
+    /// options `known` and the security options, which it reads (files,
+    /// the password) as `env` allows.
     pub fn parse(
         uri: &str,
         what: &str,
@@ -76,18 +84,21 @@ impl KafkaUri {
         let mut options = BTreeMap::new();
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            if !known.contains(&k) {
+            if !known.contains(&k) && !security::OPTIONS.contains(&k) {
                 return Err(bad(format!(
-                    "has an unknown option `{k}`; a Kafka {what} takes {}",
-                    known.join(", ")
+                    "has an unknown option `{k}`; a Kafka {what} takes {}, {}",
+                    known.join(", "),
+                    security::OPTIONS.join(", ")
                 )));
             }
             options.insert(k.to_string(), v.to_string());
         }
+        let security = Security::from_options(&options, env)?;
         Ok(KafkaUri {
             brokers,
             topic: topic.to_string(),
             options,
+            security: Arc::new(security),
         })
     }
 
@@ -127,12 +138,14 @@ impl KafkaUri {
     /// Connects to the cluster, retrying for `deadline`; a clear error
     /// naming the brokers when it cannot.
     pub fn connect(&self, deadline: Duration) -> Result<Cluster, ConnectorError> {
-        Cluster::connect(&self.brokers, self.timeout()?, deadline).map_err(|e| {
-            ConnectorError::Environment(format!(
+        let security = self.security.clone();
+        Cluster::connect_secured(&self.brokers, security, self.timeout()?, deadline).map_err(|e| match e {
+            KafkaError::Security(m) => ConnectorError::Input(format!("Kafka: {m}")),
+            e => ConnectorError::Environment(format!(
                 "cannot reach Kafka at `{}` (tried for {} ms): {e}; start the broker or fix the URI",
                 self.brokers.join(","),
                 deadline.as_millis()
-            ))
+            )),
         })
     }
 
@@ -154,7 +167,11 @@ impl KafkaUri {
 /// A Kafka error as a connector error: a broker that cannot be reached is
 /// the environment's fault.
 pub fn environment(e: &KafkaError) -> ConnectorError {
-    ConnectorError::Environment(format!("Kafka: {e}"))
+    match e {
+        // A login the broker refuses is the user's to fix.
+        KafkaError::Security(m) => ConnectorError::Input(format!("Kafka: {m}")),
+        e => ConnectorError::Environment(format!("Kafka: {e}")),
+    }
 }
 
 fn valid_topic(topic: &str) -> bool {
