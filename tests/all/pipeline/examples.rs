@@ -4,7 +4,7 @@
 
 use sluice_tests::{TempDir, guests};
 
-use super::{file_uri, fraud_file_job, kill_and_restore, over_socket, sorted, windowed};
+use super::{file_uri, fraud_file_job, kill_and_restore, over_socket_gap, sorted, windowed};
 
 /// `timestamp words...` lines over three windows of 10 s, with a tie in the
 /// second and a line without a timestamp.
@@ -139,7 +139,10 @@ fn sessions_per_user_python() {
 #[test]
 fn a_late_click_merges_sessions() {
     for module in [guests::SESSIONS, guests::SESSIONS_PYTHON] {
-        let out = over_socket(
+        // Each line must be a batch of its own (the watermark moves between
+        // batches): a whole second apart, so that a host slowed by a busy
+        // machine still reads them one by one.
+        let out = over_socket_gap(
             module,
             &[
                 "u,1000,view\n",
@@ -151,6 +154,7 @@ fn a_late_click_merges_sessions() {
             ],
             &["gap=1000", "lateness=18500"],
             5,
+            std::time::Duration::from_secs(1),
         );
         assert_eq!(
             out.stdout,
