@@ -44,7 +44,46 @@ const LATE_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// A window's rows (process function), a chunk per batch that added any,
 /// so that a batch copies chunk handles, not rows.
-type Chunks = Vec<Arc<[(i64, Box<[u8]>)]>>;
+type Chunks = Vec<Chunk>;
+
+/// Rows a batch added to a window: their number, and each as `s64 ts,
+/// u32 len, row` in one buffer (the checkpoint's encoding), shared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chunk {
+    rows: u32,
+    bytes: Arc<[u8]>,
+}
+
+/// Rows being added to a window, as a [`Chunk`] keeps them.
+#[derive(Default)]
+struct Added {
+    rows: u32,
+    bytes: Vec<u8>,
+}
+
+impl Added {
+    fn push(&mut self, ts: i64, row: &[u8]) {
+        self.rows += 1;
+        self.bytes.extend_from_slice(&ts.to_le_bytes());
+        put_bytes(&mut self.bytes, row);
+    }
+
+    fn extend(&mut self, other: Added) {
+        self.rows += other.rows;
+        self.bytes.extend_from_slice(&other.bytes);
+    }
+}
+
+/// Appends a chunk's rows, `(ts, row)`, to `out`.
+fn chunk_rows<'c>(c: &'c Chunk, out: &mut Vec<(i64, &'c [u8])>) {
+    let mut r = Reader::new(&c.bytes, 0);
+    while !r.done() {
+        // The host wrote the chunk: it reads whole.
+        let Ok(ts) = r.i64() else { return };
+        let Ok(row) = r.bytes() else { return };
+        out.push((ts, row));
+    }
+}
 
 /// A window's aggregate, as the guest returned it: up to [`INLINE`]
 /// bytes (a count, a sum) held inline, longer ones shared between the
@@ -170,11 +209,10 @@ impl Keyed for KeyWindows {
                 }
                 Contents::Rows(chunks) => {
                     out.push(1);
-                    let m: usize = chunks.iter().map(|c| c.len()).sum();
-                    out.extend_from_slice(&(m as u32).to_le_bytes());
-                    for (ts, row) in chunks.iter().flat_map(|c| c.iter()) {
-                        out.extend_from_slice(&ts.to_le_bytes());
-                        put_bytes(out, row);
+                    let m: u32 = chunks.iter().map(|c| c.rows).sum();
+                    out.extend_from_slice(&m.to_le_bytes());
+                    for c in chunks {
+                        out.extend_from_slice(&c.bytes);
                     }
                 }
             }
@@ -205,12 +243,15 @@ impl Keyed for KeyWindows {
                     _ => Some(Agg::new(r.bytes()?)),
                 })
             } else {
-                let mut rows = Vec::new();
+                let mut rows = Added::default();
                 for _ in 0..r.u32()? {
                     let ts = r.i64()?;
-                    rows.push((ts, r.bytes()?.into()));
+                    rows.push(ts, r.bytes()?);
                 }
-                Contents::Rows(vec![rows.into()])
+                Contents::Rows(vec![Chunk {
+                    rows: rows.rows,
+                    bytes: rows.bytes.into(),
+                }])
             };
             kw.wins.push(Win {
                 start,
@@ -249,7 +290,7 @@ struct Open {
     /// Its rows (process function).
     chunks: Chunks,
     /// Rows this call adds (process function).
-    added: Vec<(i64, Box<[u8]>)>,
+    added: Added,
     /// Its place among the windows of a `window-add` call, once it has one.
     slot: Option<u32>,
 }
@@ -406,7 +447,7 @@ fn open_of(w: &Win) -> Open {
         touched: false,
         aggs,
         chunks,
-        added: Vec::new(),
+        added: Added::default(),
         slot: None,
     }
 }
@@ -427,7 +468,7 @@ fn open_at(wins: &mut Opens, start: i64, end: i64) -> usize {
             touched: true,
             aggs: Aggs::new(),
             chunks: Vec::new(),
-            added: Vec::new(),
+            added: Added::default(),
             slot: None,
         },
     );
@@ -456,7 +497,7 @@ fn merge_session(wins: &mut Opens, start: i64, end: i64) {
         touched: true,
         aggs: Aggs::new(),
         chunks: Vec::new(),
-        added: Vec::new(),
+        added: Added::default(),
         slot: None,
     };
     let mut kept = Opens::with_capacity(wins.len());
@@ -534,7 +575,7 @@ impl Window {
                 for a in &adds {
                     let wins = &mut work.keys[a.key].2;
                     if let Some(w) = find(wins, a.at, session) {
-                        wins[w].added.push((a.ts, a.row.into()));
+                        wins[w].added.push(a.ts, a.row);
                     }
                 }
             }
@@ -670,8 +711,11 @@ impl Window {
                     let contents = match self.spec.function {
                         WindowFunction::Aggregate => Contents::Aggregate(o.aggs.pop()),
                         WindowFunction::Process => {
-                            if !o.added.is_empty() {
-                                o.chunks.push(o.added.into());
+                            if o.added.rows > 0 {
+                                o.chunks.push(Chunk {
+                                    rows: o.added.rows,
+                                    bytes: o.added.bytes.into(),
+                                });
                             }
                             Contents::Rows(o.chunks)
                         }
@@ -1005,7 +1049,10 @@ fn fire_entry(input: &mut Vec<u8>, key: &[u8], w: &Win) {
         }
         Contents::Rows(chunks) => {
             input.push(1);
-            let mut rows: Vec<&(i64, Box<[u8]>)> = chunks.iter().flat_map(|c| c.iter()).collect();
+            let mut rows = Vec::new();
+            for c in chunks {
+                chunk_rows(c, &mut rows);
+            }
             rows.sort_by_key(|(ts, _)| *ts);
             input.extend_from_slice(&(rows.len() as u32).to_le_bytes());
             for (ts, row) in rows {
