@@ -273,7 +273,9 @@ impl ProcessState {
         let g = self.group_of(hash)?;
         let group = self.groups.get(g as usize)?;
         let s = group.index.find(table_hash(hash), |s| s.hash == hash)?;
+        // Its first and last bytes: an entry may straddle two cache lines.
         prefetch(group.bytes(), s.at as usize);
+        prefetch(group.bytes(), (s.at + s.len).saturating_sub(1) as usize);
         Some(Loc {
             group: g,
             at: s.at,
