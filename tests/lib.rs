@@ -1011,9 +1011,21 @@ pub mod tls {
                 .enable_io()
                 .build()
                 .expect("a runtime");
-            let listener = runtime
-                .block_on(tokio::net::TcpListener::bind(("127.0.0.1", port)))
-                .unwrap_or_else(|e| panic!("cannot listen on 127.0.0.1:{port}: {e}"));
+            // A front just stopped on the same port lets it go in the
+            // background: wait for it (up to 10 s).
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            let listener = loop {
+                match runtime.block_on(tokio::net::TcpListener::bind(("127.0.0.1", port))) {
+                    Ok(listener) => break listener,
+                    Err(e)
+                        if e.kind() == std::io::ErrorKind::AddrInUse
+                            && std::time::Instant::now() < deadline =>
+                    {
+                        std::thread::sleep(std::time::Duration::from_millis(50));
+                    }
+                    Err(e) => panic!("cannot listen on 127.0.0.1:{port}: {e}"),
+                }
+            };
             runtime.spawn(async move {
                 while let Ok((tcp, _)) = listener.accept().await {
                     let acceptor = acceptor.clone();

@@ -28,7 +28,7 @@ use crate::kafka::{
 struct TlsBroker {
     brokers: String,
     ca: String,
-    _front: tls::Front,
+    front: Option<tls::Front>,
     _broker: OwnBroker,
     _dir: TempDir,
 }
@@ -52,7 +52,7 @@ impl TlsBroker {
         TlsBroker {
             brokers,
             ca,
-            _front: front,
+            front: Some(front),
             _broker: broker,
             _dir: dir,
         }
@@ -65,7 +65,7 @@ impl TlsBroker {
 /// no TLS at all. Each fails at start with one clear line, quickly.
 #[test]
 fn wordcount_over_tls_holds_exactly_the_updates_and_bad_tls_is_refused() {
-    let b = TlsBroker::start();
+    let mut b = TlsBroker::start();
     let brokers = &b.brokers;
     let (input, output) = (servers::unique("tls-in"), servers::unique("tls-out"));
     servers::create_topic(brokers, &input, 2);
@@ -127,6 +127,29 @@ fn wordcount_over_tls_holds_exactly_the_updates_and_bad_tls_is_refused() {
         "the error says to add `security=ssl`: {err}"
     );
     assert!(started.elapsed() < Duration::from_secs(15), "not hung");
+
+    // The broker's certificate replaced, mid-job, by one of a CA the job
+    // does not trust: once the broker is back the job fails with the
+    // reason, instead of waiting for it forever.
+    let job = HostCommand::job(guests::wordcount("rust"), &source, &[])
+        .current_dir(&dir.0)
+        .timeout(Duration::from_secs(60))
+        .spawn();
+    job.wait_for_lines(1, Duration::from_secs(30));
+    let other = TempDir::new("kafka-tls-other");
+    let certs = tls::certs(&other.0, "another-ca");
+    drop(b.front.take());
+    let secure = port_of("SLUICE_KAFKA_SECURE_PORT");
+    let _front = tls::Front::start(secure, port_of("SLUICE_KAFKA_TLS_BACKEND_PORT"), &certs);
+    let started = Instant::now();
+    let out = job.wait();
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "not waited out"
+    );
+    out.assert_code(1)
+        .assert_stderr_has(&format!("Kafka source `kafka://{brokers}/{input}"));
+    out.assert_stderr_has("invalid peer certificate: UnknownIssuer");
 }
 
 /// A wrong password: Tansu refuses the SCRAM-SHA-512 login, and the job

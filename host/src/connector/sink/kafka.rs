@@ -618,8 +618,17 @@ impl Writer {
     /// whose write got there holds the block through line `through`).
     /// `Ok(false)` when the broker cannot be asked yet.
     fn recover(&mut self, pending: &mut Pending, through: u64) -> Result<bool, ConnectorError> {
-        if self.cluster.reconnect(Duration::ZERO).is_err() {
-            return Ok(false);
+        match self.cluster.reconnect(Duration::ZERO) {
+            Ok(()) => {}
+            // The broker is back but refuses the connection's security (a
+            // rotated password, a new certificate): waiting will not help.
+            Err(e @ KafkaError::Security(_)) => {
+                return Err(ConnectorError::Input(format!(
+                    "Kafka sink `{}`: {e}",
+                    self.uri.canonical()
+                )));
+            }
+            Err(_) => return Ok(false),
         }
         if let Ok(Some(t)) = self.cluster.topic(&self.uri.topic) {
             for (p, leader) in t.leaders {

@@ -567,7 +567,7 @@ impl Reader {
             let fetched = match self.fetch_all() {
                 Ok(f) => f,
                 Err(e) if e.retriable() => {
-                    self.wait_out(tx, &e, cancel);
+                    self.wait_out(tx, &e, cancel)?;
                     continue;
                 }
                 Err(e) => return Err(format!("Kafka source `{}`: {e}", self.uri.canonical())),
@@ -750,7 +750,15 @@ impl Reader {
 
     /// The broker cannot be reached: says so once, then waits and
     /// reconnects until it can, or the job is cancelled.
-    fn wait_out(&mut self, tx: &Sender<SourceEvent>, e: &KafkaError, cancel: &AtomicBool) {
+    /// `Err` when the broker is back but refuses the connection's
+    /// security (a rotated password, a new certificate): waiting longer
+    /// will not help.
+    fn wait_out(
+        &mut self,
+        tx: &Sender<SourceEvent>,
+        e: &KafkaError,
+        cancel: &AtomicBool,
+    ) -> Result<(), String> {
         if self.outage.is_none() {
             self.outage = Some(Instant::now());
             notice(
@@ -765,9 +773,14 @@ impl Reader {
         while Instant::now() < until && !cancel.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(50));
         }
-        if self.cluster.reconnect(Duration::ZERO).is_ok() {
-            self.last_discovery = Instant::now() - self.settings.discovery;
+        match self.cluster.reconnect(Duration::ZERO) {
+            Ok(()) => self.last_discovery = Instant::now() - self.settings.discovery,
+            Err(e @ KafkaError::Security(_)) => {
+                return Err(format!("Kafka source `{}`: {e}", self.uri.canonical()));
+            }
+            Err(_) => {}
         }
+        Ok(())
     }
 
     /// Commits a completed checkpoint's offsets to the group.
