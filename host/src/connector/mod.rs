@@ -21,7 +21,7 @@ pub mod position;
 pub mod sink;
 pub mod source;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
@@ -88,6 +88,25 @@ pub struct ConnectorEnv {
     /// The `print` sink writes to the job directory's `output.log` instead
     /// of stdout (a server's jobs, whose output each tenant reads apart).
     pub print_to_job_dir: bool,
+}
+
+impl ConnectorEnv {
+    /// Where a path a job names is: as it is, or, for a job with a root (a
+    /// server's tenant), inside the root; `None` when it would leave the
+    /// root (absolute, or with `..`).
+    pub fn inside(&self, path: &Path) -> Option<PathBuf> {
+        let Some(root) = &self.root else {
+            return Some(path.to_path_buf());
+        };
+        let inside = path.is_relative()
+            && path.components().all(|c| {
+                matches!(
+                    c,
+                    std::path::Component::Normal(_) | std::path::Component::CurDir
+                )
+            });
+        inside.then(|| root.join(path))
+    }
 }
 
 /// Where a restored job's input goes on: the live source from `live`, after

@@ -223,23 +223,11 @@ fn path(
             "option `{key}` names no file; use `{key}=PATH`"
         )));
     }
-    let path = Path::new(value);
-    let Some(root) = &env.root else {
-        return Ok(path.to_path_buf());
-    };
-    let inside = path.is_relative()
-        && path.components().all(|c| {
-            matches!(
-                c,
-                std::path::Component::Normal(_) | std::path::Component::CurDir
-            )
-        });
-    if !inside {
-        return Err(input(format!(
+    env.inside(Path::new(value)).ok_or_else(|| {
+        input(format!(
             "option `{key}={value}` must be a relative path inside the job's files, without `..`"
-        )));
-    }
-    Ok(root.join(path))
+        ))
+    })
 }
 
 fn read_file(

@@ -54,23 +54,11 @@ pub(crate) fn resolve(
             "{what} `{uri}` has no path; use `file://PATH`"
         )));
     }
-    let path = Path::new(path);
-    let Some(root) = &env.root else {
-        return Ok(path.to_path_buf());
-    };
-    let inside = path.is_relative()
-        && path.components().all(|c| {
-            matches!(
-                c,
-                std::path::Component::Normal(_) | std::path::Component::CurDir
-            )
-        });
-    if !inside {
-        return Err(ConnectorError::Input(format!(
+    env.inside(Path::new(path)).ok_or_else(|| {
+        ConnectorError::Input(format!(
             "{what} `{uri}` must be a relative path inside the job's files, without `..`"
-        )));
-    }
-    Ok(root.join(path))
+        ))
+    })
 }
 
 /// A file source.
