@@ -19,7 +19,7 @@ use crate::operators::flat_map::{StageContext, failure_at};
 use crate::operators::guest::Guest;
 use crate::operators::guest_map::{Downstream, emit, malformed};
 use crate::state::Batched;
-use crate::state::key_groups::key_group_range;
+use crate::state::key_groups::{key_group_range, same_key, table_hash};
 use crate::state::keyed::StateError;
 use crate::state::process_state::{Edit, Loc, ProcessState};
 use crate::wasm::{Call, Header};
@@ -101,7 +101,9 @@ impl Process {
         let mut keys: Vec<CallKey<'e>> = Vec::new();
         let mut input = Vec::with_capacity(entries.len() * 32);
         for e in entries {
-            let found = index.find(e.hash, |&k| keys[k as usize].key == e.key);
+            let found = index.find(table_hash(e.hash), |&k| {
+                same_key(keys[k as usize].key, e.key)
+            });
             let k = match found {
                 Some(&k) => k,
                 None => {
@@ -112,7 +114,9 @@ impl Process {
                         loc: None,
                         expired: false,
                     });
-                    index.insert_unique(e.hash, k, |&k| keys[k as usize].hash);
+                    index.insert_unique(table_hash(e.hash), k, |&k| {
+                        table_hash(keys[k as usize].hash)
+                    });
                     k
                 }
             };

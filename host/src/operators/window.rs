@@ -34,7 +34,7 @@ use crate::operators::flat_map::{StageContext, failure_at};
 use crate::operators::guest::Guest;
 use crate::operators::guest_map::{Downstream, emit, malformed};
 use crate::state::Batched;
-use crate::state::key_groups::{key_group_range, same_key};
+use crate::state::key_groups::{key_group_range, same_key, table_hash};
 use crate::state::keyed::StateError;
 use crate::state::store::{Keyed, Reader, Store, put_bytes};
 use crate::wasm::{Call, Header};
@@ -71,6 +71,15 @@ impl Added {
     fn extend(&mut self, other: Added) {
         self.rows += other.rows;
         self.bytes.extend_from_slice(&other.bytes);
+    }
+}
+
+impl From<Added> for Chunk {
+    fn from(added: Added) -> Chunk {
+        Chunk {
+            rows: added.rows,
+            bytes: added.bytes.into(),
+        }
     }
 }
 
@@ -248,10 +257,7 @@ impl Keyed for KeyWindows {
                     let ts = r.i64()?;
                     rows.push(ts, r.bytes()?);
                 }
-                Contents::Rows(vec![Chunk {
-                    rows: rows.rows,
-                    bytes: rows.bytes.into(),
-                }])
+                Contents::Rows(vec![rows.into()])
             };
             kw.wins.push(Win {
                 start,
@@ -313,10 +319,9 @@ struct Add<'r> {
     row: &'r [u8],
 }
 
-/// A window due to fire: when, its key (an index into the keys due), the
+/// A window due to fire: its key (an index into the keys due), the
 /// window, and where its `window-fire` entry is in the call's input.
 struct Fire {
-    at: i64,
     key: usize,
     start: i64,
     end: i64,
@@ -421,7 +426,10 @@ impl<'r> Work<'r> {
     /// The key's windows, loaded from the store the first time.
     fn key(&mut self, store: &Store<KeyWindows>, key: &'r [u8], hash: u64) -> usize {
         let keys = &self.keys;
-        if let Some(&k) = self.index.find(hash, |&k| same_key(keys[k].0, key)) {
+        if let Some(&k) = self
+            .index
+            .find(table_hash(hash), |&k| same_key(keys[k].0, key))
+        {
             return k;
         }
         let wins = store
@@ -430,8 +438,24 @@ impl<'r> Work<'r> {
         self.keys.push((key, hash, wins));
         let keys = &self.keys;
         self.index
-            .insert_unique(hash, keys.len() - 1, |&k| keys[k].1);
+            .insert_unique(table_hash(hash), keys.len() - 1, |&k| table_hash(keys[k].1));
         self.keys.len() - 1
+    }
+}
+
+impl Open {
+    /// A window a call opens (or makes by merging): it fires.
+    fn new(start: i64, end: i64) -> Open {
+        Open {
+            start,
+            end,
+            fired: false,
+            touched: true,
+            aggs: Aggs::new(),
+            chunks: Vec::new(),
+            added: Added::default(),
+            slot: None,
+        }
     }
 }
 
@@ -441,14 +465,11 @@ fn open_of(w: &Win) -> Open {
         Contents::Rows(c) => (Aggs::new(), c.clone()),
     };
     Open {
-        start: w.start,
-        end: w.end,
         fired: w.fired,
         touched: false,
         aggs,
         chunks,
-        added: Added::default(),
-        slot: None,
+        ..Open::new(w.start, w.end)
     }
 }
 
@@ -459,19 +480,7 @@ fn open_at(wins: &mut Opens, start: i64, end: i64) -> usize {
         return i;
     }
     let at = wins.partition_point(|w| w.start < start);
-    wins.insert(
-        at,
-        Open {
-            start,
-            end,
-            fired: false,
-            touched: true,
-            aggs: Aggs::new(),
-            chunks: Vec::new(),
-            added: Added::default(),
-            slot: None,
-        },
-    );
+    wins.insert(at, Open::new(start, end));
     at
 }
 
@@ -490,16 +499,7 @@ fn session_span(wins: &[Open], start: i64, end: i64) -> (i64, i64) {
 /// Merges session `[start, end)` with the windows it meets.
 fn merge_session(wins: &mut Opens, start: i64, end: i64) {
     let (s, e) = session_span(wins, start, end);
-    let mut merged = Open {
-        start: s,
-        end: e,
-        fired: false,
-        touched: true,
-        aggs: Aggs::new(),
-        chunks: Vec::new(),
-        added: Added::default(),
-        slot: None,
-    };
+    let mut merged = Open::new(s, e);
     let mut kept = Opens::with_capacity(wins.len());
     for w in wins.drain(..) {
         if meets(&w, start, end) {
@@ -712,10 +712,7 @@ impl Window {
                         WindowFunction::Aggregate => Contents::Aggregate(o.aggs.pop()),
                         WindowFunction::Process => {
                             if o.added.rows > 0 {
-                                o.chunks.push(Chunk {
-                                    rows: o.added.rows,
-                                    bytes: o.added.bytes.into(),
-                                });
+                                o.chunks.push(o.added.into());
                             }
                             Contents::Rows(o.chunks)
                         }
@@ -936,7 +933,6 @@ impl Window {
                     let at = entries.len();
                     fire_entry(&mut entries, key, w);
                     fires.push(Fire {
-                        at: w.end.saturating_sub(1),
                         key: keys.len(),
                         start: w.start,
                         end: w.end,
@@ -947,7 +943,8 @@ impl Window {
             keys.push((key, hash));
         }
         if !fires.is_empty() {
-            let order = |f: &Fire| (f.at, keys[f.key].0, f.start);
+            // When it fires (its last millisecond), then key, then start.
+            let order = |f: &Fire| (f.end.saturating_sub(1), keys[f.key].0, f.start);
             let mut input = (fires.len() as u32).to_le_bytes().to_vec();
             if fires.is_sorted_by(|a, b| order(a) <= order(b)) {
                 input.extend_from_slice(&entries);

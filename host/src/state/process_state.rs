@@ -139,7 +139,6 @@ impl Group {
     }
 }
 
-/// The key bytes of the entry at `at`.
 /// Asks the memory for the cache line holding `bytes[at]`, without
 /// waiting for it.
 #[inline]
@@ -155,6 +154,7 @@ fn prefetch(bytes: &[u8], at: usize) {
     let _ = (bytes, at);
 }
 
+/// The key bytes of the entry at `at`.
 fn entry_key(bytes: &[u8], at: usize) -> Option<&[u8]> {
     let n = u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?) as usize;
     bytes.get(at + 4..at + 4 + n)
