@@ -17,11 +17,33 @@
 use std::time::{Duration, Instant};
 
 use sluice_tests::servers;
-use sluice_tests::{HostCommand, TempDir, guests, tls};
+use sluice_tests::{HostCommand, Output, TempDir, guests, tls};
 
 use crate::kafka::{
     OwnBroker, Setup, check_output, many_lines, port_of, produce_many, wait_for_records,
 };
+
+/// A wordcount job from `source` that is expected to stop at start (its
+/// output, and how long it took): `connect` is its `--connect-timeout`,
+/// `password` its `SLUICE_KAFKA_PASSWORD`.
+fn refused(
+    dir: &TempDir,
+    source: &str,
+    connect: &str,
+    password: Option<&str>,
+) -> (Output, Duration) {
+    let started = Instant::now();
+    let mut job = HostCommand::job(
+        guests::wordcount("rust"),
+        source,
+        &["--connect-timeout", connect],
+    );
+    if let Some(password) = password {
+        job = job.env("SLUICE_KAFKA_PASSWORD", password);
+    }
+    let out = job.current_dir(&dir.0).run();
+    (out, started.elapsed())
+}
 
 /// A Tansu behind the test's TLS front: the front's address, the CA that
 /// signed its certificate, and what must live as long as the test.
@@ -92,29 +114,20 @@ fn wordcount_over_tls_holds_exactly_the_updates_and_bad_tls_is_refused() {
     check_output(brokers, &output, &refs, 2);
 
     // Not trusted: the system's roots do not hold the test's CA.
-    let started = Instant::now();
-    let out = HostCommand::job(
-        guests::wordcount("rust"),
+    let (out, took) = refused(
+        &dir,
         &format!("kafka://{brokers}/{input}?security=ssl"),
-        &["--connect-timeout", "20s"],
-    )
-    .current_dir(&dir.0)
-    .run();
+        "20s",
+        None,
+    );
     out.assert_code(2).assert_stderr_has(&format!(
         "error: Kafka: TLS with broker `{brokers}` failed: invalid peer certificate: UnknownIssuer; \
          check the broker's address and certificate, and give its CA with `ca=PATH` if the system does not trust it"
     ));
-    assert!(started.elapsed() < Duration::from_secs(10), "not retried");
+    assert!(took < Duration::from_secs(10), "not retried");
 
     // A plain client at the TLS listener.
-    let started = Instant::now();
-    let out = HostCommand::job(
-        guests::wordcount("rust"),
-        &format!("kafka://{brokers}/{input}"),
-        &["--connect-timeout", "3s"],
-    )
-    .current_dir(&dir.0)
-    .run();
+    let (out, took) = refused(&dir, &format!("kafka://{brokers}/{input}"), "3s", None);
     out.assert_code(2);
     let err = out
         .stderr_lines()
@@ -126,7 +139,7 @@ fn wordcount_over_tls_holds_exactly_the_updates_and_bad_tls_is_refused() {
         err.contains("security=ssl"),
         "the error says to add `security=ssl`: {err}"
     );
-    assert!(started.elapsed() < Duration::from_secs(15), "not hung");
+    assert!(took < Duration::from_secs(15), "not hung");
 
     // The broker's certificate replaced, mid-job, by one of a CA the job
     // does not trust: once the broker is back the job fails with the
@@ -169,30 +182,18 @@ fn a_wrong_password_is_a_clear_error_at_start() {
         ("scram-sha-512", "SCRAM-SHA-512"),
         ("scram-sha-256", "SCRAM-SHA-256"),
     ] {
-        let started = Instant::now();
-        let out = HostCommand::job(
-            guests::wordcount("rust"),
-            &format!("kafka://{brokers}/t?security=sasl_plaintext&sasl={mechanism}&user=alice"),
-            &["--connect-timeout", "30s"],
-        )
-        .env("SLUICE_KAFKA_PASSWORD", "not-the-password")
-        .current_dir(&dir.0)
-        .run();
+        let source =
+            format!("kafka://{brokers}/t?security=sasl_plaintext&sasl={mechanism}&user=alice");
+        let (out, took) = refused(&dir, &source, "30s", Some("not-the-password"));
         out.assert_code(2).assert_stderr_has(&format!(
             "error: Kafka: broker `{brokers}` refused user `alice` (SASL {name}): authentication failed; \
              check the user and password"
         ));
-        assert!(started.elapsed() < Duration::from_secs(10), "not retried");
+        assert!(took < Duration::from_secs(10), "not retried");
     }
     // Tansu offers no PLAIN: it closes the connection at the handshake.
-    let out = HostCommand::job(
-        guests::wordcount("rust"),
-        &format!("kafka://{brokers}/t?security=sasl_plaintext&sasl=plain&user=alice"),
-        &["--connect-timeout", "30s"],
-    )
-    .env("SLUICE_KAFKA_PASSWORD", "pw")
-    .current_dir(&dir.0)
-    .run();
+    let source = format!("kafka://{brokers}/t?security=sasl_plaintext&sasl=plain&user=alice");
+    let (out, _) = refused(&dir, &source, "30s", Some("pw"));
     out.assert_code(2).assert_stderr_has(&format!(
         "error: Kafka: broker `{brokers}` closed the connection at the SASL handshake for PLAIN"
     ));
