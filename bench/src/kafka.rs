@@ -87,12 +87,13 @@ fn total(c: &mut Cluster, topic: &str) -> Result<i64> {
 /// The native baseline: fetch every record of `input` and produce it to
 /// `output` (same key, same value), one produce per fetched partition
 /// batch; the time until the last produce is acknowledged.
-fn native(brokers: &str, input: &str, output: &str, records: i64) -> Result<Duration> {
+fn native(brokers: &str, input: &str, output: &str, records: i64) -> Result<(Duration, Duration)> {
     let mut c = cluster(brokers)?;
     let ins = leaders(&mut c, input)?;
     let outs = leaders(&mut c, output)?;
     let mut offsets: BTreeMap<i32, i64> = ins.keys().map(|p| (*p, 0)).collect();
     let started = Instant::now();
+    let cpu = thread_cpu();
     let mut moved = 0;
     while moved < records {
         let asked: Vec<(i32, i64)> = offsets.iter().map(|(p, o)| (*p, *o)).collect();
@@ -118,14 +119,65 @@ fn native(brokers: &str, input: &str, output: &str, records: i64) -> Result<Dura
             }
         }
     }
-    Ok(started.elapsed())
+    Ok((started.elapsed(), thread_cpu().saturating_sub(cpu)))
+}
+
+/// The time of day, in seconds, of a log line that starts with an
+/// RFC 3339 UTC timestamp (`2026-12-01T21:08:32.687858Z ...`).
+fn day_seconds(line: &str) -> Option<f64> {
+    let time = line.split_once('T')?.1.split_once('Z')?.0;
+    let mut parts = time.split(':');
+    let h: f64 = parts.next()?.parse().ok()?;
+    let m: f64 = parts.next()?.parse().ok()?;
+    let s: f64 = parts.next()?.parse().ok()?;
+    Some(h * 3600.0 + m * 60.0 + s)
+}
+
+/// The CPU time this thread has used.
+fn thread_cpu() -> Duration {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `t` is a valid timespec for the call to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &raw mut t) };
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
+/// The CPU time (user and system) process `pid` has used, from
+/// `/proc/PID/stat` (in clock ticks).
+fn process_cpu(pid: u32) -> Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The fields after the command's closing parenthesis; utime and
+    // stime are the 14th and 15th fields of the line.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .ok_or_else(|| anyhow::anyhow!("unreadable /proc/{pid}/stat"))?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields
+        .get(11..13)
+        .ok_or_else(|| anyhow::anyhow!("short /proc/{pid}/stat"))?
+        .iter()
+        .map(|f| f.parse::<u64>().unwrap_or(0))
+        .sum();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Ok(Duration::from_millis(ticks * 1000 / hz))
 }
 
 /// Sluice: the wordcount from `input` to `output` until the output holds
 /// `updates` records; the time from the host's start.
-fn sluice(env: &Env, brokers: &str, input: &str, output: &str, updates: i64) -> Result<Duration> {
+fn sluice(
+    env: &Env,
+    brokers: &str,
+    input: &str,
+    output: &str,
+    updates: i64,
+) -> Result<(Duration, Duration, Option<f64>)> {
     let log = env.work.join("host-kafka.log");
     let started = Instant::now();
+    let spawned = std::time::SystemTime::now();
     let mut child = Command::new(&env.host)
         .args(["run", "--module"])
         .arg(&env.module)
@@ -157,9 +209,19 @@ fn sluice(env: &Env, brokers: &str, input: &str, output: &str, updates: i64) -> 
         }
         std::thread::sleep(Duration::from_millis(20));
     };
+    let cpu = process_cpu(child.id())?;
     let _ = Command::new("kill").arg(child.id().to_string()).status();
     let _ = child.wait();
-    Ok(took)
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let since_midnight = spawned
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64() % 86_400.0);
+    let start_up = text
+        .lines()
+        .find(|l| l.contains("switched from CREATED to RUNNING"))
+        .and_then(day_seconds)
+        .map(|running| (running - since_midnight) * 1000.0);
+    Ok((took, cpu, start_up))
 }
 
 /// Kafka → wordcount → Kafka against the native pass-through.
@@ -177,23 +239,29 @@ fn pipeline(env: &Env, lines: usize) -> Result<()> {
     c.create_topic(&sluice_out, 4)?;
     fill(&mut c, &input, 4, lines)?;
     let records = lines as i64;
-    let native = native(&brokers, &input, &native_out, records)?;
-    let sluice = sluice(env, &brokers, &input, &sluice_out, records * 5)?;
+    let (native, native_cpu) = native(&brokers, &input, &native_out, records)?;
+    let (sluice, sluice_cpu, start_up) = sluice(env, &brokers, &input, &sluice_out, records * 5)?;
     let rate = |d: Duration| records as f64 / d.as_secs_f64();
     println!(
         "Kafka → wordcount → Kafka, {lines} records of 5 words, 4 partitions, Tansu (memory storage):"
     );
     println!(
-        "  native consume-and-produce:  {:>7.0} ms  {:>9.0} records/s  ({records} records out)",
+        "  native consume-and-produce:  {:>7.0} ms  {:>9.0} records/s  CPU {:>5.0} ms  ({records} records out)",
         native.as_secs_f64() * 1000.0,
-        rate(native)
+        rate(native),
+        native_cpu.as_secs_f64() * 1000.0,
     );
     println!(
-        "  Sluice wordcount (p=1):       {:>7.0} ms  {:>9.0} records/s  ({} updates out, checkpoints every 1 s)  ratio {:.2}",
+        "  Sluice wordcount (p=1):       {:>7.0} ms  {:>9.0} records/s  CPU {:>5.0} ms  ({} updates out, checkpoints every 1 s)  ratio {:.2}",
         sluice.as_secs_f64() * 1000.0,
         rate(sluice),
+        sluice_cpu.as_secs_f64() * 1000.0,
         records * 5,
         rate(sluice) / rate(native)
+    );
+    println!(
+        "  (CPU: the native loop's thread; the host process, whose start to RUNNING took {})",
+        start_up.map_or("?".into(), |ms| format!("{ms:.0} ms"))
     );
     Ok(())
 }

@@ -14,6 +14,9 @@ use crate::operators::flat_map::{StageContext, failure_at};
 use crate::state::key_groups::key_group_range;
 use crate::state::keyed::{CopyOnWrite, Fold, KeyedState, StateError};
 
+/// Rows whose entries are located before the first of them is applied.
+const LOCATE_AHEAD: usize = 16;
+
 /// One subtask's aggregator: the state of its key groups.
 pub struct Aggregate {
     cx: StageContext,
@@ -73,19 +76,28 @@ impl Operator for Aggregate {
             let Some(routes) = part.routes.get(me) else {
                 continue;
             };
-            for r in routes {
-                let key = &part.rows[r.key.0 as usize..r.key.1 as usize];
-                let row = &part.rows[r.row.0 as usize..r.row.1 as usize];
-                let out = (!self.cx.discard).then_some(&mut lines.bytes);
-                if let Err(e) = self.state.apply(r.hash, key, row, out) {
-                    failed = Some((r.record as usize, e.0));
-                    break 'all;
+            // A few rows' entries are located (and asked of the memory)
+            // before the first of them is applied, so that their cache
+            // misses overlap instead of coming one after the other.
+            for rows in routes.chunks(LOCATE_AHEAD) {
+                let mut hints = [None; LOCATE_AHEAD];
+                for (hint, r) in hints.iter_mut().zip(rows) {
+                    *hint = self.state.locate(r.hash);
                 }
-                lines.push_mark(r.record, r.ordinal);
-                if self.cx.keys {
-                    lines.push_key(key);
+                for (r, hint) in rows.iter().zip(hints) {
+                    let key = &part.rows[r.key.0 as usize..r.key.1 as usize];
+                    let row = &part.rows[r.row.0 as usize..r.row.1 as usize];
+                    let out = (!self.cx.discard).then_some(&mut lines.bytes);
+                    if let Err(e) = self.state.apply(r.hash, key, row, out, hint) {
+                        failed = Some((r.record as usize, e.0));
+                        break 'all;
+                    }
+                    lines.push_mark(r.record, r.ordinal);
+                    if self.cx.keys {
+                        lines.push_key(key);
+                    }
+                    taken += 1;
                 }
-                taken += 1;
             }
         }
         self.take_copied();
@@ -290,7 +302,9 @@ mod tests {
         for (w, n) in input {
             let (key, r) = encoded(w, *n);
             let hash = xxhash_rust::xxh3::xxh3_64(&key);
-            state.apply(hash, &key, &r, Some(&mut out)).expect("folds");
+            state
+                .apply(hash, &key, &r, Some(&mut out), None)
+                .expect("folds");
         }
         String::from_utf8(out).expect("utf8")
     }
@@ -343,7 +357,9 @@ mod tests {
             let (key, r) = text_row(text);
             let hash = xxhash_rust::xxh3::xxh3_64(&key);
             let mut out = Vec::new();
-            state.apply(hash, &key, &r, Some(&mut out)).expect("folds");
+            state
+                .apply(hash, &key, &r, Some(&mut out), None)
+                .expect("folds");
             String::from_utf8(out).expect("utf8")
         };
         let mut state = KeyedState::new(agg, 128, 0..128);
@@ -399,7 +415,9 @@ mod tests {
         for w in words {
             let (key, r) = encoded(w, 0);
             let hash = xxhash_rust::xxh3::xxh3_64(&key);
-            state.apply(hash, &key, &r, Some(&mut out)).expect("folds");
+            state
+                .apply(hash, &key, &r, Some(&mut out), None)
+                .expect("folds");
         }
         String::from_utf8(out).expect("utf8")
     }
@@ -416,7 +434,7 @@ mod tests {
             for w in words {
                 let (key, r) = encoded(w, 0);
                 let hash = xxhash_rust::xxh3::xxh3_64(&key);
-                state.apply(hash, &key, &r, None).expect("folds");
+                state.apply(hash, &key, &r, None, None).expect("folds");
             }
         };
         feed(&mut state, &words);
@@ -457,7 +475,7 @@ mod tests {
         let mut state = KeyedState::new(agg, 128, 0..128);
         let (key, r) = encoded("a", 0);
         let hash = xxhash_rust::xxh3::xxh3_64(&key);
-        state.apply(hash, &key, &r, None).expect("folds");
+        state.apply(hash, &key, &r, None, None).expect("folds");
         let mut groups = state.snapshot();
         let g = groups.iter_mut().find(|g| g.keys == 1).expect("one key");
         let mut longer = g.bytes.to_vec();
@@ -473,6 +491,60 @@ mod tests {
         assert!(err.0.ends_with("is truncated"), "{err}");
     }
 
+    /// A row `(word, text)` and its key.
+    fn texts(word: &str, text: &str) -> (Vec<u8>, Vec<u8>) {
+        let (key, _) = encoded(word, 0);
+        let mut r = 2u32.to_le_bytes().to_vec();
+        r.extend_from_slice(&key);
+        r.push(encoding::TEXT);
+        r.extend_from_slice(&(text.len() as u32).to_le_bytes());
+        r.extend_from_slice(text.as_bytes());
+        (key, r)
+    }
+
+    #[test]
+    fn a_hint_from_before_a_move_or_for_another_key_is_not_trusted() {
+        let agg = Aggregation {
+            kind: AggregateKind::Max,
+            field: 1,
+        };
+        let mut state = KeyedState::new(agg, 128, 0..128);
+        let mut out = Vec::new();
+        // Two keys forced onto one hash: a hint by hash names the first.
+        let (a, b) = (texts("a", "m"), texts("b", "m"));
+        state
+            .apply(7, &a.0, &a.1, Some(&mut out), None)
+            .expect("folds");
+        state
+            .apply(7, &b.0, &b.1, Some(&mut out), None)
+            .expect("folds");
+        let hint = state.locate(7);
+        assert!(hint.is_some());
+        let b2 = texts("b", "n");
+        state
+            .apply(7, &b2.0, &b2.1, Some(&mut out), hint)
+            .expect("folds");
+        // A longer maximum moves `a`'s entry to the end of its arena: the
+        // hint taken before names the superseded entry.
+        let hint = state.locate(7);
+        let a2 = texts("a", "zzzz");
+        state
+            .apply(7, &a2.0, &a2.1, Some(&mut out), hint)
+            .expect("folds");
+        let a3 = texts("a", "zzzzz");
+        state
+            .apply(7, &a3.0, &a3.1, Some(&mut out), hint)
+            .expect("folds");
+        let a4 = texts("a", "b");
+        state
+            .apply(7, &a4.0, &a4.1, Some(&mut out), hint)
+            .expect("folds");
+        assert_eq!(
+            String::from_utf8(out).expect("utf8"),
+            "(a,m)\n(b,m)\n(b,n)\n(a,zzzz)\n(a,zzzzz)\n(a,zzzzz)\n"
+        );
+    }
+
     #[test]
     fn sum_of_text_is_an_error() {
         let agg = Aggregation {
@@ -482,7 +554,7 @@ mod tests {
         let mut state = KeyedState::new(agg, 128, 0..128);
         let (key, r) = encoded("a", 1);
         let err = state
-            .apply(1, &key, &r, Some(&mut Vec::new()))
+            .apply(1, &key, &r, Some(&mut Vec::new()), None)
             .expect_err("text is not a number");
         assert_eq!(err.0, "sum:0 needs a number in field 0, but got text \"a\"");
     }

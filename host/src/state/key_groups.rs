@@ -46,6 +46,21 @@ pub fn same_key(a: &[u8], b: &[u8]) -> bool {
     }
 }
 
+/// Asks the memory for the cache line holding `bytes[at]`, without
+/// waiting for it.
+#[inline]
+pub fn prefetch(bytes: &[u8], at: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(b) = bytes.get(at) {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        // SAFETY: a prefetch is a hint to the cache: it reads nothing the
+        // program sees and cannot fault, and the address is in `bytes`.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(std::ptr::from_ref(b).cast()) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (bytes, at);
+}
+
 /// The subtask that owns a key group (Flink's `computeOperatorIndexForKeyGroup`).
 #[inline]
 pub fn subtask_of(key_group: u32, parallelism: u32, max_parallelism: u32) -> u32 {

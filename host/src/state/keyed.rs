@@ -16,7 +16,7 @@ use hashbrown::HashTable;
 
 use crate::checkpoint::format::GroupState;
 use crate::encoding;
-use crate::state::key_groups::{key_group, table_hash};
+use crate::state::key_groups::{key_group, prefetch, same_key, table_hash};
 
 /// What a row does to its key's entry. The backend finds the entry and
 /// keeps it; the fold says which field of the row it folds and how.
@@ -177,6 +177,26 @@ impl Group {
             .clone()
     }
 
+    /// The slot of `key`'s entry: where `hint` (taken since the last move)
+    /// says, if the entry there is the key's, else from the index.
+    #[inline]
+    fn find(&self, hash: u64, key: &[u8], hint: Option<Hint>) -> Option<Slot> {
+        if let Some(h) = hint
+            && same_key(key_at(self.bytes(), h.at as usize), key)
+        {
+            return Some(Slot {
+                hash,
+                at: h.at,
+                field: h.field,
+            });
+        }
+        self.index
+            .find(table_hash(hash), |s| {
+                s.hash == hash && same_key(key_at(self.bytes(), s.at as usize), key)
+            })
+            .copied()
+    }
+
     /// Drops the superseded entries.
     fn compact(&mut self) {
         let shared = self.frozen.take();
@@ -226,6 +246,18 @@ pub struct KeyedState<F> {
     ahead: Vec<usize>,
     /// Arenas of snapshots no longer needed, to copy groups into.
     spares: Vec<Vec<u8>>,
+    /// Times an entry moved (to the end, or by a compaction): a [`Hint`]
+    /// taken before a move may name a superseded entry.
+    moves: u32,
+}
+
+/// Where a key's entry was when [`KeyedState::locate`] looked for its
+/// hash; [`KeyedState::apply`] checks it before it trusts it.
+#[derive(Debug, Clone, Copy)]
+pub struct Hint {
+    at: u32,
+    field: u32,
+    moves: u32,
 }
 
 impl<F: Fold> KeyedState<F> {
@@ -240,6 +272,7 @@ impl<F: Fold> KeyedState<F> {
             copied: CopyOnWrite::default(),
             ahead: Vec::new(),
             spares: Vec::new(),
+            moves: 0,
         }
     }
 
@@ -264,6 +297,7 @@ impl<F: Fold> KeyedState<F> {
             .map(|(i, (group, g))| {
                 if g.dead > 0 {
                     g.compact();
+                    self.moves = self.moves.wrapping_add(1);
                 }
                 if std::mem::take(&mut g.hot) {
                     self.ahead.push(i);
@@ -360,11 +394,34 @@ impl<F: Fold> KeyedState<F> {
             dead: 0,
             hot: false,
         };
+        self.moves = self.moves.wrapping_add(1);
         Ok(())
+    }
+
+    /// Where the entry of a key with this hash probably is (the first with
+    /// the same hash), asking the memory for it without waiting: locating
+    /// a few rows' keys first and applying them after lets their cache
+    /// misses overlap. `None`: no entry has the hash.
+    #[inline]
+    pub fn locate(&self, hash: u64) -> Option<Hint> {
+        let group = key_group(hash, self.max_parallelism);
+        let g = self
+            .groups
+            .get(group.checked_sub(self.range.start)? as usize)?;
+        let s = g.index.find(table_hash(hash), |s| s.hash == hash)?;
+        prefetch(g.bytes(), s.at as usize);
+        prefetch(g.bytes(), (s.at + s.field) as usize);
+        Some(Hint {
+            at: s.at,
+            field: s.field,
+            moves: self.moves,
+        })
     }
 
     /// Folds one row into its key's state and writes the updated row, in
     /// tuple form, to `out` (when there is one: a discard sink needs none).
+    /// `hint`, from [`KeyedState::locate`], is used only if no entry moved
+    /// since and the entry there is the key's.
     #[inline]
     pub fn apply(
         &mut self,
@@ -372,6 +429,7 @@ impl<F: Fold> KeyedState<F> {
         key: &[u8],
         row: &[u8],
         out: Option<&mut Vec<u8>>,
+        hint: Option<Hint>,
     ) -> Result<(), StateError> {
         let fold = self.fold;
         let group = key_group(hash, self.max_parallelism);
@@ -379,15 +437,12 @@ impl<F: Fold> KeyedState<F> {
         let g = &mut self.groups[(group - self.range.start) as usize];
         if g.dead > COMPACT_AT && g.dead * 2 > g.bytes().len() {
             g.compact();
+            self.moves = self.moves.wrapping_add(1);
         }
         let (vs, ve) = fold.field(row)?;
         let incoming = &row[vs..ve];
-        let found = g
-            .index
-            .find(table_hash(hash), |s| {
-                s.hash == hash && key_at(g.bytes(), s.at as usize) == key
-            })
-            .copied();
+        let hint = hint.filter(|h| h.moves == self.moves);
+        let found = g.find(hash, key, hint);
         let at = match found {
             Some(found) => {
                 let arena = g.writable(&mut self.copied, &mut self.spares);
@@ -411,6 +466,7 @@ impl<F: Fold> KeyedState<F> {
                     arena[row_len_at..row_len_at + 4]
                         .copy_from_slice(&(row_len as u32).to_le_bytes());
                     g.dead += len;
+                    self.moves = self.moves.wrapping_add(1);
                     if let Some(s) = g
                         .index
                         .find_mut(table_hash(hash), |e| e.hash == hash && e.at == found.at)

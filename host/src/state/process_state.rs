@@ -23,7 +23,7 @@ use hashbrown::HashTable;
 use crate::checkpoint::format::GroupState;
 use crate::encoding::pipeline::put_state;
 use crate::state::Batched;
-use crate::state::key_groups::{key_group, same_key, table_hash};
+use crate::state::key_groups::{key_group, prefetch, same_key, table_hash};
 use crate::state::keyed::StateError;
 use crate::state::store::Reader;
 use crate::state::timers::{Due, Timers};
@@ -137,21 +137,6 @@ impl Group {
         self.arena = arena;
         self.dead = 0;
     }
-}
-
-/// Asks the memory for the cache line holding `bytes[at]`, without
-/// waiting for it.
-#[inline]
-fn prefetch(bytes: &[u8], at: usize) {
-    #[cfg(target_arch = "x86_64")]
-    if let Some(b) = bytes.get(at) {
-        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-        // SAFETY: a prefetch is a hint to the cache: it reads nothing the
-        // program sees and cannot fault, and the address is in `bytes`.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(std::ptr::from_ref(b).cast()) };
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (bytes, at);
 }
 
 /// The key bytes of the entry at `at`.
