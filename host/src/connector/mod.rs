@@ -178,6 +178,13 @@ pub trait Sink: Send {
     /// out the lines it already has (a replay after a failure).
     fn write(&mut self, at: u64, block: &Block) -> Result<(), ConnectorError>;
 
+    /// [`Sink::write`] with a block the caller no longer needs: a sink that
+    /// keeps the block (to write it on a thread of its own) takes it
+    /// instead of a copy.
+    fn write_owned(&mut self, at: u64, block: Block) -> Result<(), ConnectorError> {
+        self.write(at, &block)
+    }
+
     /// Makes what was written visible (the end of a batch).
     fn flush(&mut self) -> Result<(), ConnectorError>;
 

@@ -154,8 +154,29 @@ fn u32_at(buf: &[u8], pos: usize) -> Result<u32, Malformed> {
 }
 
 /// Returns the end of the value that starts at `pos`.
-#[inline]
+#[inline(always)]
 pub(crate) fn skip_value(buf: &[u8], pos: usize) -> Result<usize, Malformed> {
+    // The usual values, checked here in a few steps: a number, or a text
+    // of ASCII. Anything else (and every error) takes the full check.
+    match buf.get(pos) {
+        Some(&(INT | FLOAT)) if pos + 9 <= buf.len() => return Ok(pos + 9),
+        Some(&TEXT) => {
+            if let Some(len) = buf.get(pos + 1..pos + 5) {
+                let end = pos + 5 + u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
+                if buf.get(pos + 5..end).is_some_and(<[u8]>::is_ascii) {
+                    return Ok(end);
+                }
+            }
+        }
+        _ => {}
+    }
+    check_value(buf, pos)
+}
+
+/// The end of the value that starts at `pos`, every case checked.
+#[cold]
+#[inline(never)]
+fn check_value(buf: &[u8], pos: usize) -> Result<usize, Malformed> {
     let tag = *buf.get(pos).ok_or_else(|| {
         Malformed(
             format!("output ends where a value should start at byte {pos}"),
@@ -201,7 +222,7 @@ pub(crate) fn skip_value(buf: &[u8], pos: usize) -> Result<usize, Malformed> {
 }
 
 /// Returns the end of the row that starts at `pos`.
-#[inline]
+#[inline(always)]
 pub(crate) fn skip_row(buf: &[u8], pos: usize) -> Result<usize, Malformed> {
     let count = u32_at(buf, pos)?;
     let mut at = pos + 4;

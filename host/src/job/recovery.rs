@@ -95,7 +95,7 @@ impl Runner<'_> {
             return None;
         }
         match run_through(&mut self.workers, Arc::new(batch.prefix(index))) {
-            Ok(block) => self.emit(&block).err().map(JobOutcome::Failed),
+            Ok(block) => self.emit(block).err().map(JobOutcome::Failed),
             Err(again) => {
                 warn!(
                     "{}: the records before the failing one failed too: {again}",

@@ -792,7 +792,7 @@ impl<'a> Runner<'a> {
         let ended = if next == self.workers.stages() {
             let mut block = exchange::merge(outputs.into_iter().map(|o| o.lines).collect());
             block.runs = b.batch.runs.clone();
-            match self.emit_side(&b.side).and_then(|()| self.emit(&block)) {
+            match self.emit_side(&b.side).and_then(|()| self.emit(block)) {
                 Ok(()) => {
                     self.processed = b.end;
                     None
@@ -875,12 +875,13 @@ impl<'a> Runner<'a> {
     }
 
     /// Writes a block of output; the sink leaves out lines it already has.
-    pub(super) fn emit(&mut self, block: &exchange::Block) -> Result<(), String> {
+    pub(super) fn emit(&mut self, block: exchange::Block) -> Result<(), String> {
+        let lines = block.lines;
         self.sink
-            .write(self.out.lines, block)
+            .write_owned(self.out.lines, block)
             .map_err(|e| e.to_string())?;
-        self.out.lines += block.lines;
-        self.status.add_output(block.lines);
+        self.out.lines += lines;
+        self.status.add_output(lines);
         Ok(())
     }
 }

@@ -822,11 +822,6 @@ impl KafkaSink {
 
 impl Sink for KafkaSink {
     fn write(&mut self, at: u64, block: &Block) -> Result<(), ConnectorError> {
-        self.failed()?;
-        if block.lines == 0 {
-            return Ok(());
-        }
-        self.check(at, block)?;
         let copy = Block {
             bytes: block.bytes.clone(),
             lines: block.lines,
@@ -834,8 +829,17 @@ impl Sink for KafkaSink {
             key_ends: block.key_ends.clone(),
             runs: block.runs.clone(),
         };
+        self.write_owned(at, copy)
+    }
+
+    fn write_owned(&mut self, at: u64, block: Block) -> Result<(), ConnectorError> {
+        self.failed()?;
+        if block.lines == 0 {
+            return Ok(());
+        }
+        self.check(at, &block)?;
         let work = self.work.as_ref().ok_or_else(Self::stopped)?;
-        work.send(Work::Write(at, copy))
+        work.send(Work::Write(at, block))
             .map_err(|_| Self::stopped())
     }
 
