@@ -237,6 +237,7 @@ impl JobSpec {
         connector::SourceOptions {
             max_line_bytes: self.max_line_bytes,
             connect_timeout: self.connect_timeout,
+            record_meta: self.pipeline.is_some(),
         }
     }
 }

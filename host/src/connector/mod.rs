@@ -74,6 +74,10 @@ pub struct SourceOptions {
     pub max_line_bytes: usize,
     /// How long to keep trying to reach a network source at start.
     pub connect_timeout: Duration,
+    /// Whether the job's first stage takes what a source knows of each
+    /// record besides its text (a 0.2.0 pipeline takes a Kafka record's
+    /// key, timestamp and headers; a 0.1.0 guest only the value).
+    pub record_meta: bool,
 }
 
 /// What a job gives its connectors: the resources they may use. A job run

@@ -251,6 +251,7 @@ impl Source for KafkaSource {
             leaders: topic.leaders,
             offsets,
             max_line: options.max_line_bytes,
+            meta: options.record_meta,
             last_discovery: Instant::now(),
             outage: None,
         };
@@ -284,7 +285,7 @@ impl Source for KafkaSource {
             .after(&from, until);
         let mut cluster = self.uri.connect(options.connect_timeout)?;
         let topic = self.uri.topic(&mut cluster)?;
-        let max_line = options.max_line_bytes;
+        let (max_line, meta) = (options.max_line_bytes, options.record_meta);
         let (tx, rx) = bounded(AHEAD);
         let uri = self.uri.clone();
         std::thread::Builder::new()
@@ -295,6 +296,7 @@ impl Source for KafkaSource {
                     cluster,
                     leaders: topic.leaders,
                     max_line,
+                    meta,
                 };
                 let last = match replay.run(&batches, &tx) {
                     Ok(()) => SourceEvent::End,
@@ -454,10 +456,10 @@ struct Cutter {
 }
 
 impl Cutter {
-    fn new(max_line: usize) -> Self {
+    fn new(max_line: usize, meta: bool) -> Self {
         Cutter {
             batch: SourceBatch {
-                meta: Some(Box::default()),
+                meta: meta.then(Box::default),
                 ..Default::default()
             },
             runs: Vec::new(),
@@ -543,7 +545,8 @@ impl Cutter {
         if self.len() == 0 {
             return None;
         }
-        let mut batch = std::mem::replace(&mut self.batch, Cutter::new(self.max_line).batch);
+        let meta = self.batch.meta.is_some();
+        let mut batch = std::mem::replace(&mut self.batch, Cutter::new(self.max_line, meta).batch);
         let end = SourcePosition::partitioned(offsets.clone());
         batch.end_seq = end.seq;
         batch.end_partitions = end.partitions.clone();
@@ -571,6 +574,8 @@ struct Reader {
     leaders: BTreeMap<i32, i32>,
     offsets: Offsets,
     max_line: usize,
+    /// Whether batches carry each record's key, timestamp and headers.
+    meta: bool,
     last_discovery: Instant,
     /// Since when the broker cannot be reached.
     outage: Option<Instant>,
@@ -662,7 +667,7 @@ impl Reader {
     /// Cuts fetched records into batches and sends them; `false` when the
     /// job is gone.
     fn deliver(&mut self, fetched: Vec<Fetched>, tx: &Sender<SourceEvent>) -> Result<bool, String> {
-        let mut cutter = Cutter::new(self.max_line);
+        let mut cutter = Cutter::new(self.max_line, self.meta);
         for f in fetched {
             if let Some(e) = f.error {
                 self.partition_error(f.partition, &e, tx)?;
@@ -833,12 +838,13 @@ struct Replay {
     cluster: Cluster,
     leaders: BTreeMap<i32, i32>,
     max_line: usize,
+    meta: bool,
 }
 
 impl Replay {
     fn run(&mut self, batches: &[Logged], tx: &Sender<SourceEvent>) -> Result<(), String> {
         for logged in batches {
-            let mut cutter = Cutter::new(self.max_line);
+            let mut cutter = Cutter::new(self.max_line, self.meta);
             for &(start, end) in logged.runs.iter() {
                 self.read_run(start, end, &mut cutter)?;
             }
