@@ -28,6 +28,9 @@ use crate::wasm::{Call, Header};
 /// fires in the next round; past this many, in the next batch).
 const TIMER_ROUNDS: usize = 8;
 
+/// Keys ahead whose entries a call's update asks of the memory.
+const UPDATE_AHEAD: usize = 8;
+
 /// A call's `input` and `keys` buffers, and each key (with its states as
 /// shipped) by key index.
 type Buffers<'e> = (Vec<u8>, Vec<u8>, Vec<CallKey<'e>>);
@@ -180,6 +183,11 @@ impl Process {
         let mut mine = Vec::new();
         // read_changes checked every index against the call's keys.
         for (k, ck) in keys.iter().enumerate() {
+            // The call ran over other memory since the keys' entries were
+            // read: ask for a later key's entry while this one is updated.
+            if let Some(loc) = keys.get(k + UPDATE_AHEAD).and_then(|c| c.loc) {
+                self.store.prefetch(loc);
+            }
             let n = edits.iter().take_while(|e| e.0 as usize == k).count();
             let (these, rest) = edits.split_at(n);
             edits = rest;

@@ -259,13 +259,23 @@ impl ProcessState {
         let group = self.groups.get(g as usize)?;
         let s = group.index.find(table_hash(hash), |s| s.hash == hash)?;
         // Its first and last bytes: an entry may straddle two cache lines.
-        prefetch(group.bytes(), s.at as usize);
-        prefetch(group.bytes(), (s.at + s.len).saturating_sub(1) as usize);
-        Some(Loc {
+        let loc = Loc {
             group: g,
             at: s.at,
             len: s.len,
-        })
+        };
+        self.prefetch(loc);
+        Some(loc)
+    }
+
+    /// Asks the memory for the entry at `loc` without waiting: its first
+    /// and last bytes, since an entry may straddle two cache lines.
+    #[inline]
+    pub fn prefetch(&self, loc: Loc) {
+        if let Some(g) = self.groups.get(loc.group as usize) {
+            prefetch(g.bytes(), loc.at as usize);
+            prefetch(g.bytes(), (loc.at + loc.len).saturating_sub(1) as usize);
+        }
     }
 
     /// Whether the entry at `loc` is `key`'s.
