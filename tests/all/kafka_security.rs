@@ -14,10 +14,11 @@
 //! restart is kept in memory only), so the SASL test is the refusal; a
 //! successful SCRAM login is the RFC 7677 vectors in `sasl.rs`.
 
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use sluice_tests::servers;
-use sluice_tests::{HostCommand, Output, TempDir, guests, tls};
+use sluice_tests::{HostCommand, LineServer, Output, Step, TempDir, guests, line, tls};
 
 use crate::kafka::{
     OwnBroker, Setup, check_output, many_lines, port_of, produce_many, wait_for_records,
@@ -45,18 +46,25 @@ fn refused(
     (out, started.elapsed())
 }
 
+/// Held by the test that has the TLS front's ports (one at a time).
+static TLS_PORTS: Mutex<()> = Mutex::new(());
+
 /// A Tansu behind the test's TLS front: the front's address, the CA that
-/// signed its certificate, and what must live as long as the test.
+/// signed its certificate, and what must live as long as the test (the
+/// ports' lock last: fields drop in order).
 struct TlsBroker {
     brokers: String,
     ca: String,
     front: Option<tls::Front>,
     _broker: OwnBroker,
     _dir: TempDir,
+    _ports: MutexGuard<'static, ()>,
 }
 
 impl TlsBroker {
     fn start() -> TlsBroker {
+        // A test that failed while it held the ports still let them go.
+        let ports = TLS_PORTS.lock().unwrap_or_else(PoisonError::into_inner);
         let secure = port_of("SLUICE_KAFKA_SECURE_PORT");
         let setup = Setup {
             s3: false,
@@ -77,6 +85,7 @@ impl TlsBroker {
             front: Some(front),
             _broker: broker,
             _dir: dir,
+            _ports: ports,
         }
     }
 }
@@ -163,6 +172,48 @@ fn wordcount_over_tls_holds_exactly_the_updates_and_bad_tls_is_refused() {
     out.assert_code(1)
         .assert_stderr_has(&format!("Kafka source `kafka://{brokers}/{input}"));
     out.assert_stderr_has("invalid peer certificate: UnknownIssuer");
+}
+
+/// The sink's broker certificate replaced, mid-job, by one of a CA the
+/// job does not trust: the next write reconnects, is refused, and the job
+/// fails with the reason within seconds instead of waiting for the broker.
+#[test]
+fn a_sink_whose_broker_certificate_changes_mid_job_fails_with_the_reason() {
+    let mut b = TlsBroker::start();
+    let brokers = b.brokers.clone();
+    let output = servers::unique("tls-sink-out");
+    servers::create_topic(&brokers, &output, 1);
+    // Two words, then (after the certificate changed) two more.
+    let server = LineServer::start(
+        vec![vec![
+            line("a b"),
+            Step::Sleep(Duration::from_secs(6)),
+            line("c d"),
+        ]],
+        Duration::from_secs(30),
+    );
+    let sink = format!("kafka://{brokers}/{output}?security=ssl&ca={}", b.ca);
+    let dir = TempDir::new("kafka-tls-sink");
+    let mut job = HostCommand::job(guests::wordcount("rust"), &server.uri(), &["--sink", &sink])
+        .current_dir(&dir.0)
+        .timeout(Duration::from_secs(60))
+        .spawn();
+    wait_for_records(&brokers, &output, 2, &mut job, Duration::from_secs(30));
+    let other = TempDir::new("kafka-tls-sink-other");
+    let certs = tls::certs(&other.0, "another-ca");
+    drop(b.front.take());
+    let secure = port_of("SLUICE_KAFKA_SECURE_PORT");
+    let _front = tls::Front::start(secure, port_of("SLUICE_KAFKA_TLS_BACKEND_PORT"), &certs);
+    let started = Instant::now();
+    let out = job.wait();
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "not waited out"
+    );
+    out.assert_code(1)
+        .assert_stderr_has(&format!("Kafka sink `kafka://{brokers}/{output}"));
+    out.assert_stderr_has("invalid peer certificate: UnknownIssuer");
+    server.join();
 }
 
 /// A wrong password: Tansu refuses the SCRAM-SHA-512 login, and the job

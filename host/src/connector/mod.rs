@@ -192,6 +192,13 @@ pub trait Sink: Send {
     /// Makes what was written visible (the end of a batch).
     fn flush(&mut self) -> Result<(), ConnectorError>;
 
+    /// A failure the sink met on its own since it was last called (a
+    /// write on a thread of its own that the broker refused), so that an
+    /// idle job fails at once instead of at its next output.
+    fn poll(&mut self) -> Result<(), ConnectorError> {
+        Ok(())
+    }
+
     /// Makes what was written durable (a checkpoint): the position to
     /// store, lines and bytes the sink holds.
     fn sync(&mut self) -> Result<SinkPosition, ConnectorError>;

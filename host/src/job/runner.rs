@@ -481,6 +481,9 @@ impl<'a> Runner<'a> {
             let event = match self.next_event(from_replay) {
                 Ok(Some(event)) => event,
                 Ok(None) => {
+                    if let Some(outcome) = self.poll_sinks() {
+                        return outcome;
+                    }
                     if let Some(outcome) = self.idle_tick(from_replay) {
                         return outcome;
                     }
@@ -492,6 +495,18 @@ impl<'a> Runner<'a> {
                 return outcome;
             }
         }
+    }
+
+    /// Fails the job if a sink failed on its own while the job was idle.
+    fn poll_sinks(&mut self) -> Option<JobOutcome> {
+        let sinks =
+            std::iter::once(&mut self.sink).chain(self.side_sinks.iter_mut().map(|s| &mut s.0));
+        for sink in sinks {
+            if let Err(e) = sink.poll() {
+                return Some(JobOutcome::Failed(e.to_string()));
+            }
+        }
+        None
     }
 
     /// The source (or the replay) ended: finishes once the output is

@@ -29,8 +29,8 @@
 //! broker would refuse it).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -695,8 +695,15 @@ impl Writer {
     /// Works through the job's requests until the job lets go of the
     /// sink: writes, and syncs and flushes, which are answered on
     /// `replies`. A failed write is answered at once (the job meets it at
-    /// its next call), and every request after it with the same error.
-    fn run(mut self, work: &Receiver<Work>, replies: &Sender<Reply>, stop: &AtomicBool) {
+    /// its next call, or sees `dead` while idle), and every request after
+    /// it with the same error.
+    fn run(
+        mut self,
+        work: &Receiver<Work>,
+        replies: &Sender<Reply>,
+        stop: &AtomicBool,
+        dead: &OnceLock<ConnectorError>,
+    ) {
         let mut failed: Option<ConnectorError> = None;
         for item in work.iter() {
             if stop.load(Ordering::Relaxed) {
@@ -707,14 +714,20 @@ impl Writer {
                 (Some(e), _) => Err(again(e)),
                 (None, Work::Write(at, block)) => match self.write(at, &block) {
                     Ok(()) => continue,
-                    Err(e) => {
-                        failed = Some(again(&e));
-                        Err(e)
-                    }
+                    Err(e) => Err(e),
                 },
                 (None, Work::Sync) => self.sync(),
                 (None, Work::Flush) => self.complete().map(|()| SinkPosition::default()),
             };
+            // Every error here is a write that could not be made (a sync
+            // or a flush fails only on a write still in flight): the
+            // output would have a gap, so the sink fails for good.
+            if let Err(e) = &reply
+                && failed.is_none()
+            {
+                failed = Some(again(e));
+                let _ = dead.set(again(e));
+            }
             if replies.send(reply).is_err() {
                 break;
             }
@@ -752,6 +765,9 @@ pub struct KafkaSink {
     work: Option<Sender<Work>>,
     replies: Receiver<Reply>,
     stop: Arc<AtomicBool>,
+    /// The writer's failure, once a write failed for good: every later
+    /// write fails the same way, so the job fails at once, even idle.
+    dead: Arc<OnceLock<ConnectorError>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -762,9 +778,11 @@ impl KafkaSink {
         let stop = Arc::new(AtomicBool::new(false));
         let max_record = writer.settings.max_record;
         let flag = stop.clone();
+        let dead = Arc::new(OnceLock::new());
+        let failure = dead.clone();
         let thread = std::thread::Builder::new()
             .name("sluice-kafka-out".into())
-            .spawn(move || writer.run(&work_rx, &reply_tx, &flag))
+            .spawn(move || writer.run(&work_rx, &reply_tx, &flag, &failure))
             .map_err(|e| {
                 ConnectorError::Environment(format!("cannot start the sink's thread: {e}"))
             })?;
@@ -773,6 +791,7 @@ impl KafkaSink {
             work: Some(work_tx),
             replies: reply_rx,
             stop,
+            dead,
             thread: Some(thread),
         })
     }
@@ -791,6 +810,9 @@ impl KafkaSink {
 
     /// Fails like the writer's first failed write, if one failed.
     fn failed(&self) -> Result<(), ConnectorError> {
+        if let Some(e) = self.dead.get() {
+            return Err(again(e));
+        }
         match self.replies.try_recv() {
             Ok(Err(e)) => Err(e),
             _ => Ok(()),
@@ -845,6 +867,10 @@ impl Sink for KafkaSink {
 
     fn flush(&mut self) -> Result<(), ConnectorError> {
         self.ask(Work::Flush).map(drop)
+    }
+
+    fn poll(&mut self) -> Result<(), ConnectorError> {
+        self.failed()
     }
 
     fn sync(&mut self) -> Result<SinkPosition, ConnectorError> {

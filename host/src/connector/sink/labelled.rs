@@ -39,11 +39,15 @@ impl Sink for Labelled {
             key_ends: block.key_ends.clone(),
             runs: block.runs.clone(),
         };
-        self.inner.write(at, &labelled)
+        self.inner.write_owned(at, labelled)
     }
 
     fn flush(&mut self) -> Result<(), ConnectorError> {
         self.inner.flush()
+    }
+
+    fn poll(&mut self) -> Result<(), ConnectorError> {
+        self.inner.poll()
     }
 
     fn sync(&mut self) -> Result<SinkPosition, ConnectorError> {
