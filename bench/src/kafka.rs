@@ -224,26 +224,52 @@ fn sluice(
     Ok((took, cpu, start_up))
 }
 
-/// Kafka → wordcount → Kafka against the native pass-through.
-fn pipeline(env: &Env, lines: usize) -> Result<()> {
+/// Kafka → wordcount → Kafka against the native pass-through, `runs`
+/// rounds of both one after the other on the same input topic (each
+/// round writes to fresh output topics); medians, and each round's ratio.
+fn pipeline(env: &Env, lines: usize, runs: usize) -> Result<()> {
     let brokers = var("SLUICE_KAFKA_BROKERS")?;
     let tag = std::process::id();
-    let (input, native_out, sluice_out) = (
-        format!("bench-in-{tag}"),
-        format!("bench-native-{tag}"),
-        format!("bench-sluice-{tag}"),
-    );
+    let input = format!("bench-in-{tag}");
     let mut c = cluster(&brokers)?;
     c.create_topic(&input, 4)?;
-    c.create_topic(&native_out, 4)?;
-    c.create_topic(&sluice_out, 4)?;
     fill(&mut c, &input, 4, lines)?;
     let records = lines as i64;
-    let (native, native_cpu) = native(&brokers, &input, &native_out, records)?;
-    let (sluice, sluice_cpu, start_up) = sluice(env, &brokers, &input, &sluice_out, records * 5)?;
     let rate = |d: Duration| records as f64 / d.as_secs_f64();
+    let mut rounds = Vec::new();
+    for round in 0..runs.max(1) {
+        let (native_out, sluice_out) = (
+            format!("bench-native-{tag}-{round}"),
+            format!("bench-sluice-{tag}-{round}"),
+        );
+        c.create_topic(&native_out, 4)?;
+        c.create_topic(&sluice_out, 4)?;
+        let native = native(&brokers, &input, &native_out, records)?;
+        let sluice = sluice(env, &brokers, &input, &sluice_out, records * 5)?;
+        rounds.push((native, sluice));
+    }
+    let median = |mut v: Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let (native, native_cpu) = (
+        median(rounds.iter().map(|r| r.0.0).collect()),
+        median(rounds.iter().map(|r| r.0.1).collect()),
+    );
+    let (sluice, sluice_cpu) = (
+        median(rounds.iter().map(|r| r.1.0).collect()),
+        median(rounds.iter().map(|r| r.1.1).collect()),
+    );
+    let mut ratios: Vec<f64> = rounds
+        .iter()
+        .map(|(n, s)| n.0.as_secs_f64() / s.0.as_secs_f64())
+        .collect();
+    let shown: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+    ratios.sort_by(f64::total_cmp);
+    let start_up: Vec<f64> = rounds.iter().filter_map(|r| r.1.2).collect();
     println!(
-        "Kafka → wordcount → Kafka, {lines} records of 5 words, 4 partitions, Tansu (memory storage):"
+        "Kafka → wordcount → Kafka, {lines} records of 5 words, 4 partitions, Tansu (memory storage), medians of {} rounds:",
+        rounds.len()
     );
     println!(
         "  native consume-and-produce:  {:>7.0} ms  {:>9.0} records/s  CPU {:>5.0} ms  ({records} records out)",
@@ -257,11 +283,16 @@ fn pipeline(env: &Env, lines: usize) -> Result<()> {
         rate(sluice),
         sluice_cpu.as_secs_f64() * 1000.0,
         records * 5,
-        rate(sluice) / rate(native)
+        ratios[ratios.len() / 2]
     );
     println!(
-        "  (CPU: the native loop's thread; the host process, whose start to RUNNING took {})",
-        start_up.map_or("?".into(), |ms| format!("{ms:.0} ms"))
+        "  (ratio: the median of the rounds' ratios, which were {}; CPU: the native loop's thread, the host process's; the host took {} from its start to RUNNING)",
+        shown.join(", "),
+        start_up
+            .iter()
+            .map(|ms| format!("{ms:.0} ms"))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     Ok(())
 }
@@ -368,7 +399,7 @@ fn checkpoints(env: &Env, keys: usize) -> Result<()> {
 }
 
 /// `sluice-bench kafka`.
-pub fn run(env: &Env, lines: usize, keys: usize) -> Result<()> {
-    pipeline(env, lines)?;
+pub fn run(env: &Env, lines: usize, keys: usize, runs: usize) -> Result<()> {
+    pipeline(env, lines, runs)?;
     checkpoints(env, keys)
 }

@@ -94,6 +94,10 @@ enum Cmd {
         /// Keys in the checkpoint timed.
         #[arg(long, default_value_t = 100_000)]
         keys: usize,
+        /// Rounds of the native pass-through and the Sluice job, one after
+        /// the other (medians reported).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
     },
     /// `host serve` with many tenants' jobs, and a noisy neighbour.
     Serve {
@@ -172,7 +176,7 @@ fn real_main() -> Result<()> {
         Cmd::Soak { cycles } => soak(&env, cycles),
         Cmd::Languages { lines, runs } => languages(&env, lines, runs),
         Cmd::Pipeline { lines, runs } => pipeline::pipeline(&env, lines, runs),
-        Cmd::Kafka { lines, keys } => kafka::run(&env, lines, keys),
+        Cmd::Kafka { lines, keys, runs } => kafka::run(&env, lines, keys, runs),
         Cmd::Serve {
             tenants,
             jobs,
@@ -186,7 +190,7 @@ fn real_main() -> Result<()> {
             .and_then(|()| soak(&env, 10_000))
             .and_then(|()| languages(&env, 200_000, 3))
             .and_then(|()| pipeline::pipeline(&env, 2_000_000, 3))
-            .and_then(|()| kafka::run(&env, 1_000_000, 100_000)),
+            .and_then(|()| kafka::run(&env, 1_000_000, 100_000, 3)),
     };
     let _ = std::fs::remove_dir_all(&env.work);
     result
