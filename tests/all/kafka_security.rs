@@ -18,7 +18,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use sluice_tests::servers;
-use sluice_tests::{HostCommand, LineServer, Output, Step, TempDir, guests, line, tls};
+use sluice_tests::{HostCommand, LineServer, Output, Running, Step, TempDir, guests, line, tls};
 
 use crate::kafka::{
     OwnBroker, Setup, check_output, many_lines, port_of, produce_many, wait_for_records,
@@ -87,6 +87,26 @@ impl TlsBroker {
             _dir: dir,
             _ports: ports,
         }
+    }
+
+    /// Replaces the listener's certificate, under the running `job`, by
+    /// one of a CA the job does not trust: the job (its connector `named`)
+    /// fails with the reason within seconds instead of waiting for the
+    /// broker.
+    fn untrusted_under(&mut self, job: Running, named: &str) {
+        let other = TempDir::new("kafka-tls-other");
+        let certs = tls::certs(&other.0, "another-ca");
+        drop(self.front.take());
+        let secure = port_of("SLUICE_KAFKA_SECURE_PORT");
+        let _front = tls::Front::start(secure, port_of("SLUICE_KAFKA_TLS_BACKEND_PORT"), &certs);
+        let started = Instant::now();
+        let out = job.wait();
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "not waited out"
+        );
+        out.assert_code(1).assert_stderr_has(named);
+        out.assert_stderr_has("invalid peer certificate: UnknownIssuer");
     }
 }
 
@@ -158,20 +178,8 @@ fn wordcount_over_tls_holds_exactly_the_updates_and_bad_tls_is_refused() {
         .timeout(Duration::from_secs(60))
         .spawn();
     job.wait_for_lines(1, Duration::from_secs(30));
-    let other = TempDir::new("kafka-tls-other");
-    let certs = tls::certs(&other.0, "another-ca");
-    drop(b.front.take());
-    let secure = port_of("SLUICE_KAFKA_SECURE_PORT");
-    let _front = tls::Front::start(secure, port_of("SLUICE_KAFKA_TLS_BACKEND_PORT"), &certs);
-    let started = Instant::now();
-    let out = job.wait();
-    assert!(
-        started.elapsed() < Duration::from_secs(30),
-        "not waited out"
-    );
-    out.assert_code(1)
-        .assert_stderr_has(&format!("Kafka source `kafka://{brokers}/{input}"));
-    out.assert_stderr_has("invalid peer certificate: UnknownIssuer");
+    let named = format!("Kafka source `kafka://{brokers}/{input}");
+    b.untrusted_under(job, &named);
 }
 
 /// The sink's broker certificate replaced, mid-job, by one of a CA the
@@ -199,20 +207,8 @@ fn a_sink_whose_broker_certificate_changes_mid_job_fails_with_the_reason() {
         .timeout(Duration::from_secs(60))
         .spawn();
     wait_for_records(&brokers, &output, 2, &mut job, Duration::from_secs(30));
-    let other = TempDir::new("kafka-tls-sink-other");
-    let certs = tls::certs(&other.0, "another-ca");
-    drop(b.front.take());
-    let secure = port_of("SLUICE_KAFKA_SECURE_PORT");
-    let _front = tls::Front::start(secure, port_of("SLUICE_KAFKA_TLS_BACKEND_PORT"), &certs);
-    let started = Instant::now();
-    let out = job.wait();
-    assert!(
-        started.elapsed() < Duration::from_secs(30),
-        "not waited out"
-    );
-    out.assert_code(1)
-        .assert_stderr_has(&format!("Kafka sink `kafka://{brokers}/{output}"));
-    out.assert_stderr_has("invalid peer certificate: UnknownIssuer");
+    let named = format!("Kafka sink `kafka://{brokers}/{output}");
+    b.untrusted_under(job, &named);
     server.join();
 }
 

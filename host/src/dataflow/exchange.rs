@@ -8,9 +8,6 @@ use crate::state::key_groups::{key_group, subtask_of};
 /// The subtask of `parallelism` that owns the key whose hash is `hash`.
 #[inline]
 pub fn owner(hash: u64, parallelism: u32, max_parallelism: u32) -> u32 {
-    if parallelism == 1 {
-        return 0;
-    }
     subtask_of(
         key_group(hash, max_parallelism),
         parallelism,

@@ -284,15 +284,21 @@ mod tests {
     use crate::state::keyed::KeyedState;
     use std::sync::Arc;
 
-    fn encoded(word: &str, n: i64) -> (Vec<u8>, Vec<u8>) {
+    /// The key `word` and the row `(word, value)`, `value` encoded.
+    fn keyed_row(word: &str, value: &[u8]) -> (Vec<u8>, Vec<u8>) {
         let mut key = vec![encoding::TEXT];
         key.extend_from_slice(&(word.len() as u32).to_le_bytes());
         key.extend_from_slice(word.as_bytes());
         let mut r = 2u32.to_le_bytes().to_vec();
         r.extend_from_slice(&key);
-        r.push(encoding::INT);
-        r.extend_from_slice(&n.to_le_bytes());
+        r.extend_from_slice(value);
         (key, r)
+    }
+
+    fn encoded(word: &str, n: i64) -> (Vec<u8>, Vec<u8>) {
+        let mut value = vec![encoding::INT];
+        value.extend_from_slice(&n.to_le_bytes());
+        keyed_row(word, &value)
     }
 
     fn run(kind: AggregateKind, input: &[(&str, i64)]) -> String {
@@ -491,17 +497,6 @@ mod tests {
         assert!(err.0.ends_with("is truncated"), "{err}");
     }
 
-    /// A row `(word, text)` and its key.
-    fn texts(word: &str, text: &str) -> (Vec<u8>, Vec<u8>) {
-        let (key, _) = encoded(word, 0);
-        let mut r = 2u32.to_le_bytes().to_vec();
-        r.extend_from_slice(&key);
-        r.push(encoding::TEXT);
-        r.extend_from_slice(&(text.len() as u32).to_le_bytes());
-        r.extend_from_slice(text.as_bytes());
-        (key, r)
-    }
-
     #[test]
     fn a_hint_from_before_a_move_or_for_another_key_is_not_trusted() {
         let agg = Aggregation {
@@ -510,35 +505,27 @@ mod tests {
         };
         let mut state = KeyedState::new(agg, 128, 0..128);
         let mut out = Vec::new();
-        // Two keys forced onto one hash: a hint by hash names the first.
-        let (a, b) = (texts("a", "m"), texts("b", "m"));
-        state
-            .apply(7, &a.0, &a.1, Some(&mut out), None)
-            .expect("folds");
-        state
-            .apply(7, &b.0, &b.1, Some(&mut out), None)
-            .expect("folds");
+        // Every key forced onto one hash: a hint by hash names `a`.
+        let mut apply = |state: &mut KeyedState<Aggregation>, word: &str, text: &str, hint| {
+            let mut value = vec![encoding::TEXT];
+            value.extend_from_slice(&(text.len() as u32).to_le_bytes());
+            value.extend_from_slice(text.as_bytes());
+            let (key, row) = keyed_row(word, &value);
+            state
+                .apply(7, &key, &row, Some(&mut out), hint)
+                .expect("folds");
+        };
+        apply(&mut state, "a", "m", None);
+        apply(&mut state, "b", "m", None);
         let hint = state.locate(7);
         assert!(hint.is_some());
-        let b2 = texts("b", "n");
-        state
-            .apply(7, &b2.0, &b2.1, Some(&mut out), hint)
-            .expect("folds");
+        apply(&mut state, "b", "n", hint);
         // A longer maximum moves `a`'s entry to the end of its arena: the
         // hint taken before names the superseded entry.
         let hint = state.locate(7);
-        let a2 = texts("a", "zzzz");
-        state
-            .apply(7, &a2.0, &a2.1, Some(&mut out), hint)
-            .expect("folds");
-        let a3 = texts("a", "zzzzz");
-        state
-            .apply(7, &a3.0, &a3.1, Some(&mut out), hint)
-            .expect("folds");
-        let a4 = texts("a", "b");
-        state
-            .apply(7, &a4.0, &a4.1, Some(&mut out), hint)
-            .expect("folds");
+        apply(&mut state, "a", "zzzz", hint);
+        apply(&mut state, "a", "zzzzz", hint);
+        apply(&mut state, "a", "b", hint);
         assert_eq!(
             String::from_utf8(out).expect("utf8"),
             "(a,m)\n(b,m)\n(b,n)\n(a,zzzz)\n(a,zzzzz)\n(a,zzzzz)\n"

@@ -20,10 +20,6 @@ use crate::fault::{Fault, TaskFailure};
 use crate::operators::guest::{Guest, Isolation};
 use crate::wasm::Module;
 
-/// Output bytes a keyed row takes, about: a row of a short text and a
-/// number, and its key (a word count's `("word", 1)` takes 33).
-const ROUTED_ROW_BYTES: usize = 32;
-
 /// What a stage's operators know of the job they run in.
 #[derive(Debug, Clone)]
 pub struct StageContext {
@@ -170,12 +166,6 @@ impl FlatMap {
         let (p, m) = (self.cx.downstream, self.cx.max_parallelism);
         let out = &mapped.rows;
         let routes = &mut mapped.routes;
-        if keyed {
-            // Room up front for about the rows the output holds, so the
-            // lists do not grow (and copy) a dozen times a batch.
-            let each = out.len() / ROUTED_ROW_BYTES / routes.len().max(1);
-            routes.iter_mut().for_each(|r| r.reserve(each));
-        }
         let lines = &mut mapped.lines;
         let discard = self.cx.discard;
         encoding::read_output(out, range.len(), keyed, self.output_limits(), |mut r| {

@@ -694,9 +694,10 @@ impl Writer {
 
     /// Works through the job's requests until the job lets go of the
     /// sink: writes, and syncs and flushes, which are answered on
-    /// `replies`. A failed write is answered at once (the job meets it at
-    /// its next call, or sees `dead` while idle), and every request after
-    /// it with the same error.
+    /// `replies`. A write that could not be made (met by the write itself,
+    /// or by a sync or a flush while it was in flight) fails the sink for
+    /// good: it goes into `dead`, which the job checks at every call and
+    /// while idle, and answers every request after it.
     fn run(
         mut self,
         work: &Receiver<Work>,
@@ -704,28 +705,23 @@ impl Writer {
         stop: &AtomicBool,
         dead: &OnceLock<ConnectorError>,
     ) {
-        let mut failed: Option<ConnectorError> = None;
         for item in work.iter() {
             if stop.load(Ordering::Relaxed) {
                 break;
             }
-            let reply = match (&failed, item) {
+            let reply = match (dead.get(), item) {
                 (Some(_), Work::Write(..)) => continue,
                 (Some(e), _) => Err(again(e)),
-                (None, Work::Write(at, block)) => match self.write(at, &block) {
-                    Ok(()) => continue,
-                    Err(e) => Err(e),
-                },
+                (None, Work::Write(at, block)) => {
+                    if let Err(e) = self.write(at, &block) {
+                        let _ = dead.set(e);
+                    }
+                    continue;
+                }
                 (None, Work::Sync) => self.sync(),
                 (None, Work::Flush) => self.complete().map(|()| SinkPosition::default()),
             };
-            // Every error here is a write that could not be made (a sync
-            // or a flush fails only on a write still in flight): the
-            // output would have a gap, so the sink fails for good.
-            if let Err(e) = &reply
-                && failed.is_none()
-            {
-                failed = Some(again(e));
+            if let Err(e) = &reply {
                 let _ = dead.set(again(e));
             }
             if replies.send(reply).is_err() {
@@ -751,10 +747,10 @@ enum Work {
     Flush,
 }
 
-/// The writer's answer to a sync or a flush, or a write's failure.
+/// The writer's answer to a sync or a flush.
 type Reply = Result<SinkPosition, ConnectorError>;
 
-/// A Kafka topic as a sink. The job's thread hands each block (a copy)
+/// A Kafka topic as a sink. The job's thread hands each block
 /// to a writer thread of the sink's own, which cuts it into record
 /// batches and produces them while the job works on the next block; a
 /// sync (a checkpoint) or a flush waits until everything before it is
@@ -766,7 +762,7 @@ pub struct KafkaSink {
     replies: Receiver<Reply>,
     stop: Arc<AtomicBool>,
     /// The writer's failure, once a write failed for good: every later
-    /// write fails the same way, so the job fails at once, even idle.
+    /// call fails the same way, and the job fails at once, even idle.
     dead: Arc<OnceLock<ConnectorError>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -800,9 +796,10 @@ impl KafkaSink {
         ConnectorError::Environment("the Kafka sink's writer stopped".into())
     }
 
-    /// Sends `item` and waits for its answer (an earlier write's failure
-    /// comes first).
+    /// Sends `item` and waits for its answer (an earlier write's failure,
+    /// if one failed).
     fn ask(&mut self, item: Work) -> Reply {
+        self.failed()?;
         let work = self.work.as_ref().ok_or_else(Self::stopped)?;
         work.send(item).map_err(|_| Self::stopped())?;
         self.replies.recv().map_err(|_| Self::stopped())?
@@ -810,13 +807,7 @@ impl KafkaSink {
 
     /// Fails like the writer's first failed write, if one failed.
     fn failed(&self) -> Result<(), ConnectorError> {
-        if let Some(e) = self.dead.get() {
-            return Err(again(e));
-        }
-        match self.replies.try_recv() {
-            Ok(Err(e)) => Err(e),
-            _ => Ok(()),
-        }
+        self.dead.get().map_or(Ok(()), |e| Err(again(e)))
     }
 
     /// Refuses a block with a line over `max-record-bytes`.

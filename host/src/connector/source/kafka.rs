@@ -476,7 +476,6 @@ impl Cutter {
         let Some(first) = records.first() else {
             return;
         };
-        self.reserve(records);
         let start = partitioned_seq(partition, first.offset);
         for r in records {
             self.push(partition, r);
@@ -485,25 +484,6 @@ impl Cutter {
         match self.runs.last_mut() {
             Some(last) if last.1 == start => last.1 = end,
             _ => self.runs.push((start, end)),
-        }
-    }
-
-    /// Room for `records` in the batch up front, so that its lists do not
-    /// grow (and copy) a dozen times a batch.
-    fn reserve(&mut self, records: &[Record]) {
-        let n = records.len();
-        let bytes: usize = records
-            .iter()
-            .map(|r| r.value.as_ref().map_or(0, |v| v.len()) + 9)
-            .sum();
-        let b = &mut self.batch;
-        b.records.buf.reserve(bytes);
-        b.records.starts.reserve(n);
-        b.seqs.reserve(n);
-        if let Some(meta) = &mut b.meta {
-            meta.keys.reserve(n);
-            meta.timestamps.reserve(n);
-            meta.headers.reserve(n);
         }
     }
 
