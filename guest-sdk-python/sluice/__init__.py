@@ -48,7 +48,7 @@ accepts the same input as a Rust one.
 
 from ._describe import JobDescription, Restart
 from ._parse import parse_float, parse_int
-from ._rt import Collector, RecordError, export
+from ._rt import Collector, RecordError, export, export_each
 from ._words import split_whitespace, trim
 
 __all__ = [
@@ -57,6 +57,7 @@ __all__ = [
     "RecordError",
     "Restart",
     "export",
+    "export_each",
     "parse_float",
     "parse_int",
     "split_whitespace",

@@ -5,13 +5,16 @@ user's per-record functions. Used by `sluice.export`; not an API.
 it builds the component, so they are imported only when `export` is called.
 """
 
+import gc
 import io
 import struct
 import sys
+from itertools import chain, repeat
 
 from . import _codec
 from ._codec import COUNTS, SMALL_INTS, TEXT, put_value, text_head, u32, u32_into
 from ._describe import to_wit
+from ._each import RowCache, key_selector
 
 _record_head = struct.Struct("<IBI").unpack_from  # value-count, first tag, text length
 _ZERO = bytes(4)
@@ -35,13 +38,15 @@ def error_message(e):
 
 
 class Collector:
-    """Where a flat-map sends its output rows: `out.emit(word, 1)`."""
+    """Where a flat-map sends its output rows: `out.emit(word, 1)`, or
+    `out.emit_each(words, 1)` for one row per word."""
 
-    __slots__ = ("_buf", "_rows")
+    __slots__ = ("_buf", "_rows", "_cache")
 
-    def __init__(self):
+    def __init__(self, cache=None):
         self._buf = bytearray()
         self._rows = 0
+        self._cache = RowCache() if cache is None else cache
 
     def emit(self, *values):
         """Emits one row of values: None, bool, int, float, str or bytes."""
@@ -60,15 +65,33 @@ class Collector:
                 put_value(buf, v)
         self._rows += 1
 
+    def emit_each(self, items, *rest):
+        """Emits one row per item of `items` (a list, a tuple or any
+        iterable): the item, then the values `rest`. `out.emit_each(words,
+        1)` emits what `for w in words: out.emit(w, 1)` does, in one call:
+        the rows of text items are encoded once and kept, so that no Python
+        runs per row. All the rows are emitted, or none when one fails."""
+        if type(items) is not list and type(items) is not tuple:
+            items = list(items)
+        cache = self._cache
+        shape = cache.shape(rest)
+        try:
+            rows = b"".join(map(shape[0].__getitem__, items))
+        except (KeyError, TypeError):
+            rows = b"".join(cache.encode(shape, items))
+        self._buf += rows
+        self._rows += len(items)
+
 
 class KeyedCollector(Collector):
     """A collector that appends each row's key after the row (flat-map-keyed)."""
 
-    __slots__ = ("_key",)
+    __slots__ = ("_key", "_field")
 
-    def __init__(self, key):
-        super().__init__()
+    def __init__(self, key, field=None, cache=None):
+        super().__init__(RowCache(True, field) if cache is None and field is not None else cache)
         self._key = key
+        self._field = field
 
     def emit(self, *values):
         buf = self._buf
@@ -96,11 +119,42 @@ class KeyedCollector(Collector):
             put_value(buf, k)
         self._rows += 1
 
+    def emit_each(self, items, *rest):
+        # A key function runs once per row.
+        if type(items) is not list and type(items) is not tuple:
+            items = list(items)
+        buf = self._buf
+        at, rows = len(buf), self._rows
+        try:
+            for item in items:
+                self.emit(item, *rest)
+        except BaseException:
+            del buf[at:]
+            self._rows = rows
+            raise
 
-def run_flat_map(flat_map, key, records, types):
-    """Runs `flat_map` on every record of the batch `records`; with `key`,
-    appends each row's key. Returns a `BatchResult` of module `types`."""
-    out = Collector() if key is None else KeyedCollector(key)
+    emit_each.__doc__ = Collector.emit_each.__doc__
+
+
+class FieldKeyedCollector(KeyedCollector):
+    """A keyed collector whose key is a field of the row (`key=0`): its
+    rows' keys are kept with their encoding (`emit_each`)."""
+
+    __slots__ = ()
+
+    emit_each = Collector.emit_each
+
+
+def run_flat_map(flat_map, key, records, types, field=None, cache=None):
+    """Runs `flat_map` on every record of the batch `records`; with `key`
+    (a function; `field` when it is a field index), appends each row's key.
+    Returns a `BatchResult` of module `types`."""
+    if key is None:
+        out = Collector(cache)
+    elif field is None:
+        out = KeyedCollector(key, None, cache)
+    else:
+        out = FieldKeyedCollector(key, field, cache)
     buf = out._buf
     end = len(records)
     pos = 0
@@ -136,6 +190,75 @@ def run_flat_map(flat_map, key, records, types):
     return types.BatchResult(bytes(buf), None)
 
 
+# The encoded row count of a record, for counts up to 4095.
+_ROW_COUNTS = tuple(u32(i) for i in range(4096))
+
+
+def batch_lines(records):
+    """The lines of the batch `records` when every record is one valid
+    UTF-8 text value, else None (`run_flat_map` then says what is wrong)."""
+    raw = []
+    end = len(records)
+    pos = 0
+    try:
+        while pos < end:
+            count, tag, n = _record_head(records, pos)
+            start = pos + 9
+            pos = start + n
+            if count != 1 or tag != TEXT or pos > end:
+                return None
+            raw.append(records[start:pos])
+        return list(map(bytes.decode, raw))
+    except (struct.error, UnicodeDecodeError):
+        return None
+
+
+def run_each(items, rest, key, field, records, types, cache):
+    """The flat-map `out.emit_each(items(line), *rest)` over the batch
+    `records` (with each row's key, `key`, when the call is keyed; `field`
+    is its index and `cache` is keyed the same way), run for the whole
+    batch at once: `items` is called by `map`, and the rows are joined from
+    `cache` by `map` and `bytes.join`, so that Python runs once per line
+    (in `items`) and not per row. A batch that is not all text lines, an
+    `items` that raises or returns other than a list or a tuple, or a line
+    with 4,096 items or more, take `run_flat_map`, which pins a failure to
+    its record."""
+    lines = batch_lines(records)
+    if lines is not None:
+        gc.disable()
+        try:
+            per = list(map(items, lines))
+            if set(map(type, per)) <= _SEQUENCES:
+                return types.BatchResult(_join_each(per, rest, cache), None)
+        except Exception:
+            pass
+        finally:
+            gc.enable()
+
+    def flat_map(line, out):
+        out.emit_each(items(line), *rest)
+
+    return run_flat_map(flat_map, key, records, types, field, cache)
+
+
+_SEQUENCES = frozenset((list, tuple))
+
+
+def _join_each(per, rest, cache):
+    """The encoded output of records whose items are the lists `per`."""
+    shape = cache.shape(rest)
+    heads = map(_ROW_COUNTS.__getitem__, map(len, per))
+    try:
+        bodies = map(b"".join, map(map, repeat(shape[0].__getitem__), per))
+        return b"".join(chain.from_iterable(zip(heads, bodies)))
+    except KeyError:
+        pass
+    # Items not seen before: encode them (keeping those of text items).
+    heads = map(_ROW_COUNTS.__getitem__, map(len, per))
+    bodies = (b"".join(cache.encode(shape, items)) for items in per)
+    return b"".join(chain.from_iterable(zip(heads, bodies)))
+
+
 def run_key_selector(key, rows, types, err):
     """Runs `key` on every row of the batch `rows`; returns the encoded keys,
     or raises `err(RecordError)` for the first row that fails."""
@@ -168,7 +291,43 @@ class _NoOutput(io.TextIOBase):
 
 
 def export(flat_map, key, describe=None, open=None):
-    """Builds the `Operator` and `Job` classes componentize-py exports."""
+    """Builds the `Operator` and `Job` classes componentize-py exports.
+    `key` is a function of the row, or the index of the key's field."""
+    key, field = key_selector(key)
+    plain_rows, keyed_rows = RowCache(), RowCache(field is not None, field)
+
+    def plain(records, types):
+        return run_flat_map(flat_map, None, records, types, cache=plain_rows)
+
+    def keyed(records, types):
+        return run_flat_map(flat_map, key, records, types, field, keyed_rows)
+
+    return _export(plain, keyed, key, describe, open)
+
+
+def export_each(items, *rest, key, describe=None, open=None):
+    """Builds the `Operator` and `Job` classes of the flat-map that emits,
+    for each line, one row `(item, *rest)` per item of `items(line)` (a
+    list or a tuple), keyed by the field `key` (an index; or a function of
+    the row, which runs per row): `out.emit_each(items(line), *rest)`, run
+    over each whole batch at once."""
+    key, field = key_selector(key)
+    plain_rows, keyed_rows = RowCache(), RowCache(field is not None, field)
+
+    def plain(records, types):
+        return run_each(items, rest, None, None, records, types, plain_rows)
+
+    def keyed(records, types):
+        if field is None:
+            return run_flat_map(
+                lambda line, out: out.emit_each(items(line), *rest), key, records, types
+            )
+        return run_each(items, rest, key, field, records, types, keyed_rows)
+
+    return _export(plain, keyed, key, describe, open)
+
+
+def _export(plain, keyed, key, describe, open):
     from componentize_py_types import Err
     from wit_world import exports
     from wit_world.imports import types
@@ -195,13 +354,13 @@ def export(flat_map, key, describe=None, open=None):
                     raise Err(error_message(e)) from None
 
         def flat_map(self, records):
-            return run_flat_map(flat_map, None, records, types)
+            return plain(records, types)
 
         def key_selector(self, rows):
             return run_key_selector(key, rows, types, Err)
 
         def flat_map_keyed(self, records):
-            return run_flat_map(flat_map, key, records, types)
+            return keyed(records, types)
 
     class Job(exports.Job):
         def describe(self, params):

@@ -19,8 +19,11 @@ def split_whitespace(text):
 
     Python's `str.split()` also splits on U+001C..U+001F, which are not
     White_Space; otherwise the two sets are the same, so `str.split()` is used
-    whenever those four characters are absent.
+    whenever those four characters are absent (always, in a printable
+    text: they are control characters).
     """
+    if text.isprintable():
+        return text.split()
     if "\x1c" in text or "\x1d" in text or "\x1e" in text or "\x1f" in text:
         return _WORD.findall(text)
     return text.split()

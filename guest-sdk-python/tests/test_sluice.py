@@ -172,6 +172,154 @@ class FlatMap(unittest.TestCase):
         self.assertTrue(r.failed.message.startswith("malformed batch from the host"), r.failed.message)
 
 
+def words(line):
+    if line == "ERROR":
+        raise sluice.RecordError("received the line `ERROR`")
+    return sluice.split_whitespace(line)
+
+
+def each_wordcount(line, out):
+    if line == "ERROR":
+        raise sluice.RecordError("received the line `ERROR`")
+    out.emit_each(sluice.split_whitespace(line), 1)
+
+
+class EmitEach(unittest.TestCase):
+    """`out.emit_each`, `export_each` and keys given as a field index emit
+    exactly what `out.emit` per row with a key function does."""
+
+    LINES = ("to be or not to be", "", "\u00e9t\u00e9 to", "a\x1cb  c", "be be be")
+
+    def reference(self, lines):
+        op = sluice.export(wordcount, first)[0]()
+        return op.flat_map(batch(*lines)), op.flat_map_keyed(batch(*lines))
+
+    def test_the_same_bytes_as_emit_per_row(self):
+        plain, keyed = self.reference(self.LINES)
+        for export in (
+            lambda: sluice.export(each_wordcount, first),
+            lambda: sluice.export(each_wordcount, 0),
+            lambda: sluice.export(wordcount, 0),
+            lambda: sluice.export_each(words, 1, key=0),
+            lambda: sluice.export_each(words, 1, key=first),
+        ):
+            op = export()[0]()
+            # Twice: the second batch finds every row kept.
+            for _ in range(2):
+                r = op.flat_map(batch(*self.LINES))
+                self.assertIsNone(r.failed)
+                self.assertEqual(r.output, plain.output)
+                r = op.flat_map_keyed(batch(*self.LINES))
+                self.assertIsNone(r.failed)
+                self.assertEqual(r.output, keyed.output)
+
+    def test_equal_values_of_other_types_are_not_confused(self):
+        def fm(line, out):
+            for v in (1, True, 1.0, -0.0, 0.0, 0, False, "1", b"1"):
+                out.emit_each(["w", 2], v)
+
+        def ref(line, out):
+            for v in (1, True, 1.0, -0.0, 0.0, 0, False, "1", b"1"):
+                out.emit("w", v)
+                out.emit(2, v)
+
+        for key in (0, 1):
+            got = sluice.export(fm, key)[0]()
+            want = sluice.export(ref, key)[0]()
+            for _ in range(2):
+                self.assertEqual(got.flat_map_keyed(batch("x")).output,
+                                 want.flat_map_keyed(batch("x")).output)
+                self.assertEqual(got.flat_map(batch("x")).output, want.flat_map(batch("x")).output)
+
+    def test_the_key_field_may_be_any_field(self):
+        op = sluice.export(lambda line, out: out.emit_each(line.split(), "k", 7), 2)[0]()
+        r = op.flat_map_keyed(batch("a b"))
+        self.assertEqual(rows_of(r.output, keyed=True), [[(("a", "k", 7), 7), (("b", "k", 7), 7)]])
+
+    def test_a_key_field_out_of_range_fails_the_record(self):
+        for fm in (lambda line, out: out.emit_each(["a"], 1), lambda line, out: out.emit("a", 1)):
+            op = sluice.export(fm, 2)[0]()
+            r = op.flat_map_keyed(batch("x"))
+            self.assertEqual(r.failed.index, 0)
+            self.assertEqual(r.failed.message, "IndexError: the key is field 2, but the row has 2 values")
+        op = sluice.export_each(lambda line: [line], key=1)[0]()
+        r = op.flat_map_keyed(batch("x"))
+        self.assertEqual(r.failed.message, "IndexError: the key is field 1, but the row has 1 values")
+
+    def test_a_key_must_be_a_function_or_an_index(self):
+        with self.assertRaisesRegex(TypeError, "a key selector must be a function or a field index"):
+            sluice.export(wordcount, "word")
+        with self.assertRaisesRegex(ValueError, "field index must be 0 or more"):
+            sluice.export_each(words, 1, key=-1)
+
+    def test_a_failing_record_is_pinned_and_the_records_before_it_kept(self):
+        op = sluice.export_each(words, 1, key=0)[0]()
+        for call, keyed in ((op.flat_map, False), (op.flat_map_keyed, True)):
+            r = call(batch("a b", "c", "ERROR", "d"))
+            self.assertEqual((r.failed.index, r.failed.message), (2, "received the line `ERROR`"))
+            want = self.reference(("a b", "c"))[keyed].output
+            self.assertEqual(r.output, want)
+
+    def test_a_bad_item_fails_its_record_and_emits_none_of_its_rows(self):
+        def items(line):
+            return ["ok", [1]] if line == "bad" else [line]
+
+        op = sluice.export_each(items, 1, key=0)[0]()
+        r = op.flat_map_keyed(batch("a", "bad", "c"))
+        self.assertEqual(r.failed.index, 1)
+        self.assertEqual(r.failed.message,
+                         "TypeError: a row value must be None, bool, int, float, str or bytes, not list")
+        self.assertEqual(rows_of(r.output, keyed=True), [[(("a", 1), "a")]])
+
+    def test_other_iterables_long_lists_and_bad_records_take_the_slow_path(self):
+        cases = {
+            "a generator": (lambda line: (w for w in line.split()), batch("a b", "c")),
+            "5,000 items": (lambda line: ["w"] * 5000 if line == "many" else [line], batch("x", "many")),
+            "numbers": (lambda line: [1, 2.5, None, b"b"], batch("x")),
+        }
+        for what, (items, records) in cases.items():
+            def fm(line, out, items=items):
+                for item in items(line):
+                    out.emit(item, 1)
+
+            want = sluice.export(fm, 0)[0]().flat_map_keyed(records)
+            got = sluice.export_each(items, 1, key=0)[0]().flat_map_keyed(records)
+            self.assertIsNone(got.failed, what)
+            self.assertEqual(got.output, want.output, what)
+        op = sluice.export_each(words, 1, key=0)[0]()
+        r = op.flat_map_keyed(batch("ok", b"\xff\xfe"))
+        self.assertEqual((r.failed.index, r.failed.message), (1, "the record's text is not valid UTF-8"))
+        self.assertEqual(rows_of(r.output, keyed=True), [[(("ok", 1), "ok")]])
+
+    def test_the_kept_rows_stay_bounded(self):
+        from sluice import _each
+
+        cache = _each.RowCache(True, 0)
+        shape = cache.shape((1,))
+        n = 0
+        for i in range(20):
+            items = [f"word-{i}-{j}-" + "x" * 40 for j in range(10_000)]
+            rows = cache.encode(shape, items)
+            self.assertEqual(rows[-1], _codec_row((items[-1], 1)) + _codec_value(items[-1]))
+            n += len(items)
+            self.assertLessEqual(cache._bytes, _each.MAX_BYTES)
+            self.assertLessEqual(len(shape[0]), _each.MAX_BYTES // 100)
+        self.assertGreater(n * 100, _each.MAX_BYTES)  # it did start over
+        for v in range(2 * _each.MAX_SHAPES):
+            cache.shape((f"rest-{v}",))
+        self.assertLessEqual(len(cache._shapes), _each.MAX_SHAPES)
+        # A long word is encoded every time, not kept.
+        long = "x" * 10_000
+        cache.encode(shape, [long])
+        self.assertNotIn(long, shape[0])
+
+
+def _codec_row(values):
+    b = bytearray()
+    _codec.put_row(b, values)
+    return bytes(b)
+
+
 class Values(unittest.TestCase):
     def roundtrip(self, *values):
         got = []
