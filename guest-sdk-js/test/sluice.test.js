@@ -184,6 +184,114 @@ for (const [name, sdk] of [
     );
   });
 
+  test(`${name}: emitEach and a key field emit the same bytes as emit with a key function`, () => {
+    const lines = ["to be or not to be", "", "  not\u00a0to\u3000be\u001cx  ", "café 😀 é", "be be be"];
+    const input = batch(...lines);
+    const each = (key) =>
+      exportJob({
+        flatMap(line, out) {
+          if (line === "ERROR") throw new Error("received the line `ERROR`");
+          out.emitEach(splitWhitespace(line), 1);
+        },
+        key,
+      });
+    const emitWithField = exportJob({
+      flatMap(line, out) {
+        for (const word of splitWhitespace(line)) out.emit(word, 1);
+      },
+      key: 0,
+    });
+    const want = wordcount.operator.flatMap(input);
+    const wantKeyed = wordcount.operator.flatMapKeyed(input);
+    for (const guest of [each(0), each((row) => row[0]), emitWithField]) {
+      // Twice: the second batch finds every row kept.
+      for (let i = 0; i < 2; i++) {
+        assert.deepEqual(bytes(guest.operator.flatMap(input).output), bytes(want.output));
+        assert.deepEqual(bytes(guest.operator.flatMapKeyed(input).output), bytes(wantKeyed.output));
+      }
+    }
+    // A failing record is pinned; the records before it keep their rows.
+    const failed = each(0).operator.flatMapKeyed(batch("a b", "ERROR", "c"));
+    assert.deepEqual(failed.failed, { index: 1, message: "received the line `ERROR`" });
+    assert.deepEqual(bytes(failed.output), records(wck("a", "b")));
+  });
+
+  test(`${name}: emitEach keeps values of every kind apart, and fails whole`, () => {
+    const rests = [[1], [true], [float(1)], [-0], [0], ["1"], [null], [undefined], [1n], [bytes([1])], ["k", 7]];
+    const ref = (key) =>
+      exportJob({
+        flatMap(line, out) {
+          for (const rest of rests) for (const item of ["w", 2, "w"]) out.emit(item, ...rest);
+        },
+        key,
+      });
+    const each = (key) =>
+      exportJob({
+        flatMap(line, out) {
+          for (const rest of rests) out.emitEach(["w", 2, "w"], ...rest);
+        },
+        key,
+      });
+    for (const key of [0, 1]) {
+      const got = each(key);
+      const want = ref(key);
+      for (let i = 0; i < 2; i++) {
+        assert.deepEqual(bytes(got.operator.flatMap(batch("x")).output), bytes(want.operator.flatMap(batch("x")).output));
+        assert.deepEqual(bytes(got.operator.flatMapKeyed(batch("x")).output), bytes(want.operator.flatMapKeyed(batch("x")).output));
+      }
+    }
+    const keyAt2 = exportJob({ flatMap: (line, out) => out.emitEach(line.split(" "), "k", 7), key: 2 });
+    assert.deepEqual(
+      bytes(keyAt2.operator.flatMapKeyed(batch("a b")).output),
+      records([
+        [...row(V.text("a"), V.text("k"), V.int(7)), ...V.int(7)],
+        [...row(V.text("b"), V.text("k"), V.int(7)), ...V.int(7)],
+      ]),
+    );
+    const tooFar = exportJob({ flatMap: (line, out) => out.emitEach([line], 1), key: 2 });
+    assert.deepEqual(tooFar.operator.flatMapKeyed(batch("x")).failed, {
+      index: 0,
+      message: "RangeError: the key is field 2, but the row has 2 values",
+    });
+    const bad = exportJob({
+      flatMap(line, out) {
+        out.emit("before", 1);
+        try {
+          out.emitEach(["ok", {}], 1);
+        } catch {
+          // none of its rows were emitted
+        }
+      },
+      key: 0,
+    });
+    assert.deepEqual(bytes(bad.operator.flatMapKeyed(batch("x")).output), records(wck("before")));
+    assert.throws(() => exportJob({ flatMap() {}, key: "word" }), /a function of the row, or the index of its field/);
+    assert.throws(() => exportJob({ flatMap() {}, key: -1 }), /a function of the row, or the index of its field/);
+  });
+
+  test(`${name}: the rows emitEach keeps stay bounded`, () => {
+    const guest = exportJob({ flatMap: (line, out) => out.emitEach(line.split(" "), 1), key: 0 });
+    for (let n = 0; n < 3; n++) {
+      const lines = Array.from({ length: 500 }, (_, i) =>
+        Array.from({ length: 100 }, (_, j) => `w${n}-${i}-${j}-${"x".repeat(40)}`).join(" "),
+      );
+      const { output, failed } = guest.operator.flatMapKeyed(batch(...lines));
+      assert.equal(failed, undefined);
+      assert.deepEqual(bytes(output), records(...lines.map((l) => wck(...l.split(" ")))));
+    }
+    const { RowCache, MAX_BYTES, MAX_SHAPES } = sdk.__internal;
+    const cache = new RowCache(0);
+    const shape = cache.shape([1]);
+    for (let i = 0; i < 200_000; i++) shape.encode(`word-${i}-${"x".repeat(40)}`);
+    assert.ok(cache.bytes <= MAX_BYTES, `${cache.bytes} bytes kept`);
+    assert.ok(shape.cache.size < 200_000 && shape.cache.size <= MAX_BYTES / 100, `${shape.cache.size} rows kept`);
+    for (let i = 0; i < 2 * MAX_SHAPES; i++) cache.shape([`rest-${i}`]);
+    assert.ok(cache.shapes.size <= MAX_SHAPES);
+    const long = "x".repeat(10_000);
+    cache.shape([1]).encode(long);
+    assert.equal(cache.shape([1]).cache.has(long), false);
+  });
+
   test(`${name}: the output buffer grows for long lines and many rows`, () => {
     const long = "x".repeat(100_000);
     const many = Array.from({ length: 20_000 }, (_, i) => `w${i % 100}`).join(" ");
