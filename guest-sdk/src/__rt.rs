@@ -1,7 +1,7 @@
 //! The SDK's side of the generated bindings: batching and encoding around
 //! the user's per-record functions. Used by [`crate::export!`]; not an API.
 
-use crate::collector::Collector;
+use crate::collector::{Collector, Key};
 use crate::describe::{Aggregation, JobDescription, Params};
 use crate::encoding::{self, Reader};
 use crate::value::{Row, Value};
@@ -13,6 +13,9 @@ pub trait UserFunctions {
     fn flat_map(line: &str, out: &mut Collector) -> Result<(), String>;
     /// The key-selector.
     fn key(row: &Row) -> Value<'_>;
+    /// The key's field, when the key is a field of the row (`field = N`):
+    /// the collector copies it without calling `key`.
+    const KEY_FIELD: Option<usize> = None;
     /// The job description.
     fn describe(_params: &Params) -> JobDescription {
         JobDescription::default()
@@ -69,7 +72,11 @@ pub fn panic_hook() {
 
 /// `flat-map` and `flat-map-keyed`.
 pub fn flat_map<U: UserFunctions>(records: Vec<u8>, keyed: bool) -> wit::BatchResult {
-    let key: Option<fn(&Row) -> Value<'_>> = if keyed { Some(U::key) } else { None };
+    let key = match (keyed, U::KEY_FIELD) {
+        (false, _) => Key::None,
+        (true, Some(n)) => Key::Field(n),
+        (true, None) => Key::Fn(U::key),
+    };
     let mut out = Collector::new(records.len().saturating_mul(2), key);
     let mut reader = Reader::new(&records);
     let mut index = 0u32;

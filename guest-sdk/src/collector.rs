@@ -2,18 +2,30 @@
 //! the batch's output buffer, and keyed there when the host asked for keys.
 
 use crate::encoding;
-use crate::value::{IntoValue, Row, Value};
+use crate::value::{IntoValue, Row, Value, value_end};
+
+/// How the collector keys the rows it encodes.
+#[derive(Clone, Copy)]
+pub(crate) enum Key {
+    /// The host asked for no keys (`flat-map`).
+    None,
+    /// The key selector's value.
+    Fn(fn(&Row) -> Value<'_>),
+    /// Field `n` of the row (`Value::Null` past its end), copied from the
+    /// row's own encoding without a call.
+    Field(usize),
+}
 
 /// Where a flat-map sends its output rows: `out.emit((word, 1))`.
 pub struct Collector {
     pub(crate) buf: Vec<u8>,
     pub(crate) rows: u32,
-    pub(crate) key: Option<fn(&Row) -> Value<'_>>,
+    pub(crate) key: Key,
     scratch: Vec<u8>,
 }
 
 impl Collector {
-    pub(crate) fn new(capacity: usize, key: Option<fn(&Row) -> Value<'_>>) -> Self {
+    pub(crate) fn new(capacity: usize, key: Key) -> Self {
         Collector {
             buf: Vec::with_capacity(capacity),
             rows: 0,
@@ -29,20 +41,50 @@ impl Collector {
         let start = self.buf.len();
         row.encode_row(&mut self.buf);
         self.rows += 1;
-        if let Some(key) = self.key {
-            let row = &self.buf[start..];
-            let key = key(Row::from_encoded(row));
-            // A key that is a text or bytes field of the row (the usual
-            // case) is copied from the row's own encoding.
-            if let Some(span) = encoded_span(&self.buf, start, &key) {
-                self.buf.extend_from_within(span);
-            } else {
-                self.scratch.clear();
-                key.encode(&mut self.scratch);
-                self.buf.extend_from_slice(&self.scratch);
-            }
+        match self.key {
+            Key::None => {}
+            Key::Field(n) => self.key_field(start, n),
+            Key::Fn(key) => self.key_fn(start, key),
         }
     }
+
+    /// Appends field `n` of the row at `start` as its key.
+    #[inline]
+    fn key_field(&mut self, start: usize, n: usize) {
+        match field_span(&self.buf, start, n) {
+            Some(span) => self.buf.extend_from_within(span),
+            None => self.buf.push(encoding::NULL),
+        }
+    }
+
+    /// Appends the key selector's value for the row at `start`.
+    fn key_fn(&mut self, start: usize, key: fn(&Row) -> Value<'_>) {
+        let key = key(Row::from_encoded(&self.buf[start..]));
+        // A key that is a text or bytes field of the row (the usual case)
+        // is copied from the row's own encoding.
+        if let Some(span) = encoded_span(&self.buf, start, &key) {
+            self.buf.extend_from_within(span);
+        } else {
+            self.scratch.clear();
+            key.encode(&mut self.scratch);
+            self.buf.extend_from_slice(&self.scratch);
+        }
+    }
+}
+
+/// Where field `n` of the row at `start` of `buf` is encoded; `None` past
+/// the row's end.
+#[inline]
+fn field_span(buf: &[u8], start: usize, n: usize) -> Option<std::ops::Range<usize>> {
+    let count = buf.get(start..start + 4)?;
+    if n >= u32::from_le_bytes([count[0], count[1], count[2], count[3]]) as usize {
+        return None;
+    }
+    let mut at = start + 4;
+    for _ in 0..n {
+        at = value_end(buf, at)?;
+    }
+    Some(at..value_end(buf, at)?)
 }
 
 /// Where `value`'s encoding (tag, length, bytes) sits in `buf[start..]`,
@@ -120,12 +162,32 @@ mod tests {
     use super::*;
 
     fn emitted(key: fn(&Row) -> Value<'_>) -> (Vec<u8>, Vec<u8>) {
-        let mut keyed = Collector::new(64, Some(key));
+        emitted_by(Key::Fn(key))
+    }
+
+    fn emitted_by(key: Key) -> (Vec<u8>, Vec<u8>) {
+        let mut keyed = Collector::new(64, key);
         keyed.emit(("a\u{4}\u{3}\0\0\0abc", 7));
-        let mut plain = Collector::new(64, None);
+        let mut plain = Collector::new(64, Key::None);
         plain.emit(("a\u{4}\u{3}\0\0\0abc", 7));
         let row_len = plain.buf.len();
         (keyed.buf[..row_len].to_vec(), keyed.buf[row_len..].to_vec())
+    }
+
+    #[test]
+    fn a_key_field_is_what_the_key_selector_of_that_field_gives() {
+        let selectors: [fn(&Row) -> Value<'_>; 3] =
+            [|row| row.field(0), |row| row.field(1), |row| row.field(2)];
+        for (n, selector) in selectors.into_iter().enumerate() {
+            assert_eq!(emitted_by(Key::Field(n)), emitted(selector), "field {n}");
+        }
+        let mut out = Collector::new(64, Key::Field(3));
+        out.emit((1.5, true, Value::Null, "x"));
+        out.emit((Value::Null, Value::Bytes(vec![1, 2].into()), 3, 4));
+        let mut want = Collector::new(64, Key::Fn(|row| row.field(3)));
+        want.emit((1.5, true, Value::Null, "x"));
+        want.emit((Value::Null, Value::Bytes(vec![1, 2].into()), 3, 4));
+        assert_eq!(out.buf, want.buf);
     }
 
     fn encoded(v: Value<'_>) -> Vec<u8> {

@@ -128,23 +128,38 @@ pub mod __rt;
 ///
 /// ```text
 /// sluice_guest::export!(FLAT_MAP, KEY);
+/// sluice_guest::export!(FLAT_MAP, field = N);
 /// sluice_guest::export!(FLAT_MAP, KEY, describe = DESCRIBE);
 /// sluice_guest::export!(FLAT_MAP, KEY, describe = DESCRIBE, open = OPEN);
 /// ```
 ///
 /// - `FLAT_MAP: fn(&str, &mut Collector)`, or returning `Result<(), E>`
 ///   with `E: Display` to fail a record without panicking;
-/// - `KEY: fn(&Row) -> Value`;
+/// - `KEY: fn(&Row) -> Value`; or `field = N`, the key is field `N` of the
+///   row (`Value::Null` past its end), as `|row| row.field(N)` is, but
+///   copied from the row's encoding as it is emitted, without a call;
 /// - `DESCRIBE: fn(&Params) -> JobDescription` (optional);
 /// - `OPEN: fn(&Params) -> Result<(), String>` (optional), called once on
 ///   every fresh instance before any record.
 #[macro_export]
 macro_rules! export {
+    ($flat_map:path, field = $field:expr $(, describe = $describe:path)? $(, open = $open:path)? $(,)?) => {
+        $crate::__export_guest!($flat_map, |row| row.field($field), ::core::option::Option::Some($field) $(, describe = $describe)? $(, open = $open)?);
+    };
     ($flat_map:path, $key:path $(, describe = $describe:path)? $(, open = $open:path)? $(,)?) => {
+        $crate::__export_guest!($flat_map, $key, ::core::option::Option::None $(, describe = $describe)? $(, open = $open)?);
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __export_guest {
+    ($flat_map:path, $key:expr, $field:expr $(, describe = $describe:path)? $(, open = $open:path)?) => {
         #[doc(hidden)]
         struct __SluiceGuest;
 
         impl $crate::__rt::UserFunctions for __SluiceGuest {
+            const KEY_FIELD: ::core::option::Option<usize> = $field;
             fn flat_map(
                 line: &str,
                 out: &mut $crate::Collector,
@@ -152,7 +167,8 @@ macro_rules! export {
                 $crate::__rt::FlatMapReturn::into_result($flat_map(line, out))
             }
             fn key(row: &$crate::Row) -> $crate::Value<'_> {
-                $key(row)
+                let key: fn(&$crate::Row) -> $crate::Value<'_> = $key;
+                key(row)
             }
             $(
             fn describe(params: &$crate::Params) -> $crate::JobDescription {

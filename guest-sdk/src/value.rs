@@ -206,7 +206,7 @@ pub struct Row([u8]);
 
 /// Where the value at `pos` of a row ends (no checks: see [`Row`]).
 #[inline]
-fn value_end(bytes: &[u8], pos: usize) -> Option<usize> {
+pub(crate) fn value_end(bytes: &[u8], pos: usize) -> Option<usize> {
     let len_at = |at: usize| -> Option<usize> {
         let b = bytes.get(at..at + 4)?;
         Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)

@@ -1,10 +1,10 @@
 //! Flink's WordCount as a Sluice guest.
 //!
-//! Splits each line on whitespace into `(word, 1)`, keys by the word and
-//! lets the host sum field 1. The line `ERROR` panics: the seed scenario's
+//! Splits each line on whitespace into `(word, 1)`, keys by the word (field
+//! 0) and lets the host sum field 1. The line `ERROR` panics: the seed scenario's
 //! failure signal, which the host answers with its restart strategy.
 
-use sluice_guest::{Collector, JobDescription, Params, Restart, Row, Value};
+use sluice_guest::{Collector, JobDescription, Params, Restart};
 use std::time::Duration;
 
 /// Split a line into `(word, 1)` pairs; the line `ERROR` fails the task.
@@ -17,11 +17,6 @@ fn flat_map(line: &str, out: &mut Collector) {
     }
 }
 
-/// Key by the word (field 0).
-fn key(row: &Row) -> Value<'_> {
-    row.field(0)
-}
-
 /// The job as the seed describes it.
 fn describe(_params: &Params) -> JobDescription {
     JobDescription::new("wordcount")
@@ -31,4 +26,4 @@ fn describe(_params: &Params) -> JobDescription {
         .restart(Restart::fixed_delay(3, Duration::from_secs(10)))
 }
 
-sluice_guest::export!(flat_map, key, describe = describe);
+sluice_guest::export!(flat_map, field = 0, describe = describe);
