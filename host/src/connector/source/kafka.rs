@@ -56,6 +56,9 @@ use crate::dataflow::message::{RecordMeta, Rejected, SourceBatch};
 const MAX_BATCH_RECORDS: usize = 4096;
 /// Most bytes asked of one fetch.
 const FETCH_BYTES: i32 = 8 << 20;
+/// What the first fetch asks for: each next one asks twice as much, up
+/// to `FETCH_BYTES`, so that the first records reach the job soon.
+const FIRST_FETCH_BYTES: i32 = 256 << 10;
 /// Batches the reader may be ahead of the job.
 const AHEAD: usize = 4;
 /// How much of a rejected record the log shows.
@@ -254,6 +257,7 @@ impl Source for KafkaSource {
             meta: options.record_meta,
             last_discovery: Instant::now(),
             outage: None,
+            fetch_bytes: FIRST_FETCH_BYTES,
         };
         let (tx, rx) = bounded(AHEAD);
         std::thread::Builder::new()
@@ -559,6 +563,8 @@ struct Reader {
     last_discovery: Instant,
     /// Since when the broker cannot be reached.
     outage: Option<Instant>,
+    /// What the next fetch asks for.
+    fetch_bytes: i32,
 }
 
 impl Reader {
@@ -616,10 +622,13 @@ impl Reader {
         let (requests, wait) = self.requests(&self.offsets);
         let mut all = Vec::new();
         for (node, asked) in requests {
-            all.extend(
-                self.cluster
-                    .fetch(node, &self.uri.topic, &asked, wait, FETCH_BYTES)?,
-            );
+            all.extend(self.cluster.fetch(
+                node,
+                &self.uri.topic,
+                &asked,
+                wait,
+                self.fetch_bytes,
+            )?);
         }
         Ok(all)
     }
@@ -637,10 +646,11 @@ impl Reader {
                 *at = (*at).max(f.next);
             }
         }
+        self.fetch_bytes = self.fetch_bytes.saturating_mul(2).min(FETCH_BYTES);
         let (requests, wait) = self.requests(&next);
         for (node, asked) in requests {
             self.cluster
-                .prefetch(node, &self.uri.topic, &asked, wait, FETCH_BYTES);
+                .prefetch(node, &self.uri.topic, &asked, wait, self.fetch_bytes);
         }
     }
 
