@@ -29,12 +29,7 @@ def split(r, out):
         ts = None
     if ts is None:
         return out.side("malformed", line)
-    for word in words[1:]:
-        out.emit_at(ts, word, 1)
-
-
-def word(row):
-    return row[0]
+    out.emit_each_at(ts, words[1:], 1)
 
 
 def count_of(row):
@@ -86,7 +81,7 @@ def job(params):
         .side_output("late")
         .side_output("malformed")
         .map("split", split)
-        .key_by(word)
+        .key_by(0)  # the word
     )
     if params.get("function") == "process":
         return j.window("count", windows, fire_contents)

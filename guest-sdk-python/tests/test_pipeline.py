@@ -385,6 +385,74 @@ class Map(unittest.TestCase):
 
 # A process stage over every kind of state.
 
+class EmitEach(unittest.TestCase):
+    """`out.emit_each(_at)` and `key_by(N)` emit what `out.emit(_at)` per
+    row with a key function does, byte for byte."""
+
+    LINES = ("5 to be or not to be", "7", "9 \u00e9t\u00e9 to  x", "11 be be 1")
+
+    @staticmethod
+    def job(each, key, then=None):
+        def split(r, out):
+            words = r.text.split()
+            ts = int(words[0])
+            if each:
+                out.emit_each_at(ts, words[1:], 1)
+                out.emit_each(words[1:2], "k", 2.5)
+                out.emit_each([])
+            else:
+                for w in words[1:]:
+                    out.emit_at(ts, w, 1)
+                for w in words[1:2]:
+                    out.emit(w, "k", 2.5)
+
+        def job(params):
+            j = pipeline.Job("j").map("split", split)
+            if key is not None:
+                j = j.key_by(key)
+            return j.map("again", lambda r, out: None) if then is None else j
+
+        return job
+
+    def output(self, job, lines):
+        op, _ = calls(job)
+        op.open([])
+        data = b"".join(row(line) for line in lines)
+        return [op.map(0, header(), data) for _ in range(2)]
+
+    def test_the_same_bytes_as_emit_per_row(self):
+        for key, then in ((0, None), (1, None), (None, "last")):
+            want = self.output(self.job(False, first if key == 0 else (lambda r: r[1]) if key else None,
+                                        then), self.LINES)
+            for each_key in ((key,) if key is None else (key, first if key == 0 else lambda r: r[1])):
+                got = self.output(self.job(True, each_key, then), self.LINES)
+                for g, w in zip(got, want):
+                    self.assertIsNone(g.failed)
+                    self.assertEqual(g.output, w.output, (key, each_key))
+
+    def test_a_failure_emits_none_of_the_rows_and_fails_the_entry(self):
+        def split(r, out):
+            out.emit("before")
+            if r.text == "bad":
+                out.emit_each(["ok", [1]], 1)
+
+        op, _ = calls(lambda p: pipeline.Job("j").map("split", split).key_by(0)
+                      .map("again", lambda r, out: None))
+        r = op.map(0, header(), row("fine") + row("bad"))
+        self.assertEqual(r.failed.index, 1)
+        self.assertTrue(r.failed.message.startswith("TypeError: a row value must be"), r.failed.message)
+        self.assertEqual(entries_of(r.output, 1, keyed=True), [[(0, 5_000, ("before",), "before")]])
+
+    def test_a_key_field_out_of_range_fails_the_entry(self):
+        op, _ = calls(lambda p: pipeline.Job("j").map("m", lambda r, out: out.emit_each(["a"], 1))
+                      .key_by(2).map("again", lambda r, out: None))
+        r = op.map(0, header(), row("x"))
+        self.assertEqual((r.failed.index, r.failed.message),
+                         (0, "IndexError: the key is field 2, but the row has 2 values"))
+        with self.assertRaisesRegex(TypeError, "a function or a field index"):
+            pipeline.Job("j").key_by("word")
+
+
 def detect(cx, event, out):
     if isinstance(event, Timer):
         out.emit("timer", event.at, event.time.name, cx.timestamp)

@@ -7,6 +7,7 @@ and raises at once."""
 import datetime
 
 from .._describe import JobDescription, Restart
+from .._each import key_selector
 
 MAX_U64 = (1 << 64) - 1
 
@@ -191,8 +192,10 @@ class Job:
 
     def key_by(self, key):
         """Keys the next stage's input by `key(row) -> value` (the host routes
-        rows by it). `row` is the tuple of values the stage before emitted."""
-        self._next_key = _callable(key, "a key selector")
+        rows by it), or by field `key` of the row when it is an int
+        (`key_by(0)`: no Python runs per row for it). `row` is the tuple of
+        values the stage before emitted."""
+        self._next_key = key_selector(key)[0]
         return self
 
     def process(self, name, states, f):

@@ -12,6 +12,7 @@ import enum
 import struct
 
 from .._codec import put_row, put_value
+from .._each import KeyField, RowCache
 
 _head = struct.Struct("<Bq").pack  # output tag, timestamp
 
@@ -125,6 +126,16 @@ class WindowInfo:
         return f"WindowInfo(key={self.key!r}, start={self.start}, end={self.end})"
 
 
+def row_cache(key):
+    """The rows `Out.emit_each` keeps for a next stage keyed by `key` (a
+    `KeyField`, a function or None): None when the key is a function."""
+    if key is None:
+        return RowCache()
+    if isinstance(key, KeyField):
+        return RowCache(True, key.index)
+    return None
+
+
 def check_timestamp(ts, what="a timestamp"):
     """`ts` if it is an int within 64 bits; else a TypeError or OverflowError."""
     if type(ts) is not int:
@@ -141,14 +152,17 @@ class Out:
     the sink), `out.side(name, *values)` to a side output. Values are None,
     bool, int (64-bit), float, str or bytes."""
 
-    __slots__ = ("_buf", "_rows", "_ts", "_key", "_sides")
+    __slots__ = ("_buf", "_rows", "_ts", "_key", "_sides", "_cache")
 
-    def __init__(self, buf, sides, key):
+    def __init__(self, buf, sides, key, cache=None):
         self._buf = buf
         self._rows = 0
         self._ts = 0
         self._key = key  # the next stage's key selector, or None
         self._sides = sides  # side output name -> tag
+        # The rows emit_each keeps, when the next stage's key (if any) is a
+        # field index; None when it is a function.
+        self._cache = cache
 
     def emit(self, *values):
         """Emits a row with the input's timestamp (a fired window's: its last
@@ -159,6 +173,47 @@ class Out:
         """Emits a row with `timestamp` (milliseconds): in the first stage,
         the event time the watermark follows."""
         self._put(_head(0, check_timestamp(timestamp)), values)
+
+    def emit_each(self, items, *rest):
+        """Emits one row `(item, *rest)` per item of `items` (a list, a
+        tuple or any iterable), with the input's timestamp: what `for i in
+        items: out.emit(i, *rest)` emits, in one call. With the next
+        stage keyed by a field index (`key_by(0)`), or not keyed, the rows
+        of text items are encoded once and kept, so that no Python runs
+        per row. All the rows are emitted, or none when one fails."""
+        self._each(_head(0, self._ts), items, rest)
+
+    def emit_each_at(self, timestamp, items, *rest):
+        """`emit_each` with the rows at `timestamp` (milliseconds)."""
+        self._each(_head(0, check_timestamp(timestamp)), items, rest)
+
+    def _each(self, head, items, rest):
+        if type(items) is not list and type(items) is not tuple:
+            items = list(items)
+        cache = self._cache
+        if cache is None:
+            # A key function runs once per row.
+            buf = self._buf
+            at, rows = len(buf), self._rows
+            try:
+                for item in items:
+                    self._put(head, (item, *rest))
+            except BaseException:
+                del buf[at:]
+                self._rows = rows
+                raise
+            return
+        if not items:
+            return
+        shape = cache.shape(rest)
+        try:
+            rows = head.join(map(shape[0].__getitem__, items))
+        except (KeyError, TypeError):
+            rows = head.join(cache.encode(shape, items))
+        buf = self._buf
+        buf += head
+        buf += rows
+        self._rows += len(items)
 
     def side(self, name, *values):
         """Sends a row to the side output `name` (declared with

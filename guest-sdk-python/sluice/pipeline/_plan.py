@@ -2,12 +2,13 @@
 and the key selector of the stage after it; the side outputs by name."""
 
 from ._job import AGGREGATE, CONTENTS, MAP, PROCESS, Job, to_wit
+from ._out import row_cache
 
 __all__ = ["AGGREGATE", "CONTENTS", "MAP", "PROCESS", "build", "to_wit"]
 
 
 class PlannedStage:
-    __slots__ = ("kind", "fn", "fire", "add", "merge", "decls", "names", "next_key")
+    __slots__ = ("kind", "fn", "fire", "add", "merge", "decls", "names", "next_key", "rows")
 
     def __init__(self, stage, next_key):
         self.kind = stage.kind
@@ -18,6 +19,7 @@ class PlannedStage:
         self.decls = [(s.name, s.kind) for s in stage.states]
         self.names = {s.name: i for i, s in enumerate(stage.states)}
         self.next_key = next_key
+        self.rows = row_cache(next_key)  # what Out.emit_each keeps
 
 
 class Plan:

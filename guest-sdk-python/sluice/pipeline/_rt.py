@@ -84,7 +84,7 @@ class Calls:
             return err
         f = st.fn
         buf = bytearray()
-        out = Out(buf, self.plan.sides, st.next_key)
+        out = Out(buf, self.plan.sides, st.next_key, st.rows)
         r = Reader(data)
         end = r.end
         first = stage == 0
@@ -144,7 +144,7 @@ class Calls:
         timers = bytearray()
         cx = Ctx(st.decls, st.names, timers, header)
         buf = bytearray()
-        out = Out(buf, self.plan.sides, st.next_key)
+        out = Out(buf, self.plan.sides, st.next_key, st.rows)
         r = Reader(data)
         index = 0
         while not r.at_end():
@@ -253,7 +253,7 @@ class Calls:
         aggregate = st.kind == _plan.AGGREGATE
         fire = st.fire
         buf = bytearray()
-        out = Out(buf, self.plan.sides, st.next_key)
+        out = Out(buf, self.plan.sides, st.next_key, st.rows)
         for index, w in enumerate(windows):
             count_at = len(buf)
             buf += _ZERO
