@@ -48,9 +48,19 @@ void sluice_emit_row(sluice_out *out, size_t count, const sluice_value *values) 
     out->b.len = (size_t)(p - out->b.buf);
     out->rows++;
     if (out->keyed) {
-        sluice_row row = {out->b.buf + start + 4, (uint32_t)count};
-        buf_append_value(&out->b, G.key(&row));
+        if (G.key_field) {
+            size_t field = G.key_field - 1;
+            buf_append_value(&out->b, field < count ? values[field] : sluice_null());
+        } else {
+            sluice_row row = {out->b.buf + start + 4, (uint32_t)count};
+            buf_append_value(&out->b, G.key(&row));
+        }
     }
+}
+
+/* The key of a row the host sends back (key-selector). */
+static sluice_value key_of(const sluice_row *row) {
+    return G.key_field ? sluice_field(row, G.key_field - 1) : G.key(row);
 }
 
 /* ---- Reading batches ----------------------------------------------------- */
@@ -164,7 +174,7 @@ bool exports_sluice_stream_operator_key_selector(stream_job_list_u8_t *rows,
             ok = false;
             break;
         }
-        buf_append_value(&out, G.key(&row));
+        buf_append_value(&out, key_of(&row));
         index++;
     }
     stream_job_list_u8_free(rows);

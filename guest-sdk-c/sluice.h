@@ -298,10 +298,16 @@ typedef int (*sluice_open_fn)(const sluice_params *params);
 
 typedef struct sluice_guest {
     sluice_flat_map_fn flat_map;
-    sluice_key_fn key;
+    sluice_key_fn key;           /* NULL with key_field */
     sluice_describe_fn describe; /* may be NULL */
     sluice_open_fn open;         /* may be NULL */
+    /* Instead of `key`: SLUICE_KEY_FIELD(n), the key is field n of the row
+     * (null past its end), taken from the emitted values without a call. */
+    uint32_t key_field;
 } sluice_guest;
+
+/* The key is field `n` of the row: `.key_field = SLUICE_KEY_FIELD(0)`. */
+#define SLUICE_KEY_FIELD(n) ((uint32_t)(n) + 1u)
 
 /* Defined by SLUICE_EXPORT; the helper calls through it. */
 extern const sluice_guest sluice_guest_functions;
@@ -311,6 +317,7 @@ extern const sluice_guest sluice_guest_functions;
  *     SLUICE_EXPORT(flat_map, key, describe)
  *     SLUICE_EXPORT(flat_map, key, describe, open)
  *     SLUICE_EXPORT(.flat_map = flat_map, .key = key, .open = open)
+ *     SLUICE_EXPORT(.flat_map = flat_map, .key_field = SLUICE_KEY_FIELD(0))
  */
 #define SLUICE_EXPORT(...)                                                     \
     _Pragma("GCC diagnostic push")                                           \
