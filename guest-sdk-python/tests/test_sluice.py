@@ -291,6 +291,20 @@ class EmitEach(unittest.TestCase):
         self.assertEqual((r.failed.index, r.failed.message), (1, "the record's text is not valid UTF-8"))
         self.assertEqual(rows_of(r.output, keyed=True), [[(("ok", 1), "ok")]])
 
+    def test_export_each_takes_describe_and_open(self):
+        from wit_world.imports import types as t
+
+        opened = []
+
+        def describe(params):
+            return sluice.JobDescription(params["name"]).sum(1)
+
+        Operator, Job = sluice.export_each(words, 1, key=0, describe=describe, open=opened.append)
+        d = Job().describe([("name", "each")])
+        self.assertEqual((d.name, d.aggregation), ("each", t.Aggregation(t.AggregateKind.SUM, 1)))
+        Operator().open([("a", "1")])
+        self.assertEqual(opened, [{"a": "1"}])
+
     def test_the_kept_rows_stay_bounded(self):
         from sluice import _each
 
