@@ -209,7 +209,7 @@ def batch_lines(records):
                 return None
             raw.append(records[start:pos])
         return list(map(bytes.decode, raw))
-    except (struct.error, UnicodeDecodeError):
+    except (struct.error, TypeError, UnicodeDecodeError):
         return None
 
 
@@ -225,6 +225,9 @@ def run_each(items, rest, key, field, records, types, cache):
     its record."""
     lines = batch_lines(records)
     if lines is not None:
+        # The lists of a batch are garbage all at once: the collector,
+        # counting them, would run through the heap several times a batch.
+        collecting = gc.isenabled()
         gc.disable()
         try:
             per = list(map(items, lines))
@@ -233,7 +236,8 @@ def run_each(items, rest, key, field, records, types, cache):
         except Exception:
             pass
         finally:
-            gc.enable()
+            if collecting:
+                gc.enable()
 
     def flat_map(line, out):
         out.emit_each(items(line), *rest)
