@@ -403,6 +403,48 @@ fn seed_scenario_all_at_once() {
     );
 }
 
+/// Regression: a checkpoint due while the batch of a guest fault waited to
+/// run again (local recovery) was taken at once, at a position past that
+/// batch's records but without their updates or output; a restore from it
+/// lost `a` and `b`, and left out the next two lines as printed.
+#[test]
+fn a_checkpoint_due_during_local_recovery_waits_for_the_batch_run_again() {
+    let dir = TempDir::new("local-ckpt");
+    let server = LineServer::start(
+        vec![vec![Step::Send(b"a\nERROR\nb\n".to_vec())]],
+        Duration::from_secs(30),
+    );
+    let args = [
+        "--checkpoint-interval",
+        "1ms",
+        "--restart",
+        "fixed-delay:1:300ms",
+        "--checkpoint-dir",
+        dir.0.to_str().expect("utf8 path"),
+    ];
+    let running = HostCommand::job(guests::WORDCOUNT, &server.uri(), &args).spawn();
+    running.wait_for_log("keyed state kept", Duration::from_secs(20));
+    running.wait_for_lines(2, Duration::from_secs(20));
+    running.wait_for_log("completed", Duration::from_secs(20));
+    // No more input, so no more checkpoints: the last one is what a
+    // restore gets.
+    std::thread::sleep(Duration::from_millis(200));
+    running.signal("INT");
+    let out = running.wait();
+    assert_eq!(out.stdout, "(a,1)\n(b,1)\n", "stderr:\n{}", out.stderr);
+    // Every checkpoint past the three records holds both keys.
+    assert!(
+        !out.stderr.contains("(0 keys, source at record 3"),
+        "a checkpoint without the records it is past:\n{}",
+        out.stderr
+    );
+    out.assert_stderr_has("(2 keys, source at record 3");
+    server.join();
+    let out = resume_and_send(guests::WORDCOUNT, &dir, &["a", "b"], &[]);
+    out.assert_code(0);
+    assert_eq!(out.stdout, "(a,2)\n(b,2)\n", "stderr:\n{}", out.stderr);
+}
+
 /// A deterministic input of `lines` lines × 5 words from 10,000 words.
 fn big_input(dir: &TempDir, lines: usize) -> std::path::PathBuf {
     let mut x: u64 = 0x2545_f491_4f6c_dd1d;
