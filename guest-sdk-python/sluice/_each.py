@@ -61,8 +61,10 @@ class RowCache:
         self._bytes = 0  # what the rows kept cost, about
 
     def shape(self, rest):
-        """The shape of rows `(item, *rest)`: `(types, cache, ...)`, where
-        `cache` maps the text items seen to their rows' encoding."""
+        """The shape of rows `(item, *rest)`: `(cache, pre, post, twice)`,
+        where `cache` maps the text items seen to their rows' encoding,
+        `pre` and `post` are the bytes before and after the item, and
+        `twice` says the item is the key too."""
         key = _shape_key(rest)
         try:
             shape = None if key is None else self._shapes.get(key)
@@ -71,6 +73,16 @@ class RowCache:
         if shape is None:
             shape = self._shape(rest, key)
         return shape
+
+    def join(self, items, rest, sep=b""):
+        """The encoded rows `(item, *rest)` of `items` (a list or a tuple),
+        `sep` between each two: their kept encodings when every item has
+        one (`map` and `bytes.join`, in C), else `encode`'s."""
+        shape = self.shape(rest)
+        try:
+            return sep.join(map(shape[0].__getitem__, items))
+        except (KeyError, TypeError):
+            return sep.join(self.encode(shape, items))
 
     def encode(self, shape, items):
         """The encoded rows of `items` in `shape`, keeping those of text

@@ -73,25 +73,18 @@ class Collector:
         runs per row. All the rows are emitted, or none when one fails."""
         if type(items) is not list and type(items) is not tuple:
             items = list(items)
-        cache = self._cache
-        shape = cache.shape(rest)
-        try:
-            rows = b"".join(map(shape[0].__getitem__, items))
-        except (KeyError, TypeError):
-            rows = b"".join(cache.encode(shape, items))
-        self._buf += rows
+        self._buf += self._cache.join(items, rest)
         self._rows += len(items)
 
 
 class KeyedCollector(Collector):
     """A collector that appends each row's key after the row (flat-map-keyed)."""
 
-    __slots__ = ("_key", "_field")
+    __slots__ = ("_key",)
 
-    def __init__(self, key, field=None, cache=None):
-        super().__init__(RowCache(True, field) if cache is None and field is not None else cache)
+    def __init__(self, key, cache=None):
+        super().__init__(cache)
         self._key = key
-        self._field = field
 
     def emit(self, *values):
         buf = self._buf
@@ -138,7 +131,8 @@ class KeyedCollector(Collector):
 
 class FieldKeyedCollector(KeyedCollector):
     """A keyed collector whose key is a field of the row (`key=0`): its
-    rows' keys are kept with their encoding (`emit_each`)."""
+    rows' keys are kept with their encoding (`emit_each`); its cache is
+    keyed by that field."""
 
     __slots__ = ()
 
@@ -152,9 +146,9 @@ def run_flat_map(flat_map, key, records, types, field=None, cache=None):
     if key is None:
         out = Collector(cache)
     elif field is None:
-        out = KeyedCollector(key, None, cache)
+        out = KeyedCollector(key)
     else:
-        out = FieldKeyedCollector(key, field, cache)
+        out = FieldKeyedCollector(key, RowCache(True, field) if cache is None else cache)
     buf = out._buf
     end = len(records)
     pos = 0

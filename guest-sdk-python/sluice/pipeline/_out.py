@@ -205,11 +205,7 @@ class Out:
             return
         if not items:
             return
-        shape = cache.shape(rest)
-        try:
-            rows = head.join(map(shape[0].__getitem__, items))
-        except (KeyError, TypeError):
-            rows = head.join(cache.encode(shape, items))
+        rows = cache.join(items, rest, head)
         buf = self._buf
         buf += head
         buf += rows

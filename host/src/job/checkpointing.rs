@@ -24,12 +24,7 @@ impl Runner<'_> {
         // Not while a timed job runs its recorded batches again: the
         // barrier's mark would follow them in the timeline.
         let replaying = self.timeline.as_ref().is_some_and(|t| t.replaying());
-        // Nor while batches a guest fault sent back wait to run again: they
-        // come before `submitted`, so a barrier now would hold a position
-        // past records whose state and output it lacks (a restore from it
-        // lost their updates and left out the next lines as printed).
-        let requeued = !self.requeue.is_empty();
-        if self.replay.is_some() || replaying || requeued || self.queue[0].len() > MAP_AHEAD {
+        if self.replay.is_some() || replaying || self.queue[0].len() > MAP_AHEAD {
             return;
         }
         let base = &self.last.as_ref().unwrap_or(&self.origin).source;

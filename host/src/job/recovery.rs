@@ -222,6 +222,10 @@ impl Runner<'_> {
         for b in again.into_iter().rev() {
             self.requeue.push_front(b);
         }
+        // Nothing after the last output written is in the stages now: a
+        // barrier before the batches run again holds that position, not
+        // one past records whose updates and output it lacks.
+        self.submitted = self.processed.clone();
         info!(
             "{} switched from RESTARTING to RUNNING: fresh guest instances, keyed state kept (the failing batch never reached it), going on after {}",
             self.job,
